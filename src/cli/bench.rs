@@ -1,0 +1,257 @@
+//! `kademlia bench`: puts then gets against random nodes of a running network, with a progress
+//! bar; prints latency percentiles, throughput, lookup rounds and correctness counts.
+//! Bounded in operations and in time (`--max-seconds`), like redis-benchmark.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use tonic::transport::Channel;
+
+use super::client::endpoint;
+use crate::pb::{self, dht_client::DhtClient};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Comma-separated node addresses (host:port)
+    #[arg(long, value_delimiter = ',')]
+    pub addrs: Vec<String>,
+    /// Or: this many nodes on consecutive ports from --base-port on --host
+    #[arg(long)]
+    pub nodes: Option<u16>,
+    #[arg(long, default_value_t = crate::config::DEFAULT_PORT)]
+    pub base_port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Number of puts
+    #[arg(long, default_value_t = 1000)]
+    pub puts: usize,
+    /// Number of gets (of the keys put, round robin)
+    #[arg(long, default_value_t = 1000)]
+    pub gets: usize,
+    /// Requests in flight
+    #[arg(long, short = 'c', default_value_t = 1)]
+    pub concurrency: usize,
+    /// Value size in bytes
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Key prefix (a random suffix keeps runs apart)
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+    /// Stop each phase after this many seconds
+    #[arg(long, default_value_t = 300)]
+    pub max_seconds: u64,
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Results of one phase.
+#[derive(Debug)]
+pub struct PhaseStats {
+    pub name: &'static str,
+    pub ok: usize,
+    pub errors: usize,
+    pub wrong: usize,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+    pub hops_total: u64,
+    pub queried_total: u64,
+    pub local: usize,
+}
+
+impl PhaseStats {
+    pub fn ops_per_sec(&self) -> f64 {
+        (self.ok + self.errors) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn report(&self) -> String {
+        let q = |p: f64| self.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        let mut s = format!(
+            "{:<4} ok {:>6}  errors {:>4}  {:>9.1} ops/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            self.name,
+            self.ok,
+            self.errors,
+            self.ops_per_sec(),
+            q(0.50),
+            q(0.95),
+            q(0.99),
+            self.latency_us.max() as f64 / 1000.0
+        );
+        if self.name == "get" {
+            let remote = (self.ok - self.local).max(1) as f64;
+            s.push_str(&format!(
+                "  wrong {}  local {}  rounds/get {:.2}  rpcs/get {:.1}",
+                self.wrong,
+                self.local,
+                self.hops_total as f64 / remote,
+                self.queried_total as f64 / remote
+            ));
+        }
+        s
+    }
+}
+
+fn value_for(key: &str, size: usize) -> Vec<u8> {
+    key.bytes().cycle().take(size.max(1)).collect()
+}
+
+async fn clients(addrs: &[String]) -> anyhow::Result<Vec<DhtClient<Channel>>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let ch = endpoint(a)?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {a}"))?;
+        out.push(DhtClient::new(ch));
+    }
+    Ok(out)
+}
+
+/// Runs `total` operations with `concurrency` workers; `op(i, client)` returns
+/// (ok, wrong, hops, queried, local).
+async fn phase<F, Fut>(
+    name: &'static str,
+    total: usize,
+    args: &BenchArgs,
+    clients: &[DhtClient<Channel>],
+    op: F,
+) -> PhaseStats
+where
+    F: Fn(usize, DhtClient<Channel>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(bool, u32, u32, bool), tonic::Status>> + Send,
+{
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>4} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(name);
+    let next = Arc::new(AtomicUsize::new(0));
+    let op = Arc::new(op);
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (next, op, bar, clients) = (next.clone(), op.clone(), bar.clone(), clients.to_vec());
+        workers.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let (mut ok, mut errors, mut wrong, mut hops, mut queried, mut local) =
+                (0, 0, 0, 0u64, 0u64, 0);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total || Instant::now() >= deadline {
+                    break;
+                }
+                let client = clients[rand::rng().random_range(0..clients.len())].clone();
+                let t = Instant::now();
+                let r = op(i, client).await;
+                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                match r {
+                    Ok((correct, hp, q, l)) => {
+                        ok += 1;
+                        wrong += usize::from(!correct);
+                        hops += u64::from(hp);
+                        queried += u64::from(q);
+                        local += usize::from(l);
+                    }
+                    Err(_) => errors += 1,
+                }
+                bar.inc(1);
+            }
+            (h, ok, errors, wrong, hops, queried, local)
+        }));
+    }
+    let mut stats = PhaseStats {
+        name,
+        ok: 0,
+        errors: 0,
+        wrong: 0,
+        elapsed: Duration::ZERO,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        hops_total: 0,
+        queried_total: 0,
+        local: 0,
+    };
+    for w in workers {
+        if let Ok((h, ok, errors, wrong, hops, queried, local)) = w.await {
+            let _ = stats.latency_us.add(&h);
+            stats.ok += ok;
+            stats.errors += errors;
+            stats.wrong += wrong;
+            stats.hops_total += hops;
+            stats.queried_total += queried;
+            stats.local += local;
+        }
+    }
+    stats.elapsed = started.elapsed();
+    bar.finish_and_clear();
+    stats
+}
+
+/// Runs the benchmark and returns (put, get) statistics.
+pub async fn bench(args: &BenchArgs) -> anyhow::Result<(PhaseStats, PhaseStats)> {
+    let mut addrs = args.addrs.clone();
+    if let Some(n) = args.nodes {
+        addrs.extend((0..n).map(|i| format!("{}:{}", args.host, args.base_port + i)));
+    }
+    anyhow::ensure!(!addrs.is_empty(), "give --addrs or --nodes");
+    let clients = clients(&addrs).await?;
+    let run_id: u32 = rand::rng().random();
+    let prefix = Arc::new(format!("{}-{run_id:08x}", args.prefix));
+    let size = args.value_size;
+    let puts = args.puts.max(1);
+
+    let p = prefix.clone();
+    let put_stats = phase("put", args.puts, args, &clients, move |i, mut c| {
+        let key = format!("{p}-{i}");
+        async move {
+            let value = value_for(&key, size);
+            c.put(pb::PutRequest {
+                key,
+                value,
+                ttl_seconds: None,
+            })
+            .await?;
+            Ok((true, 0, 0, false))
+        }
+    })
+    .await;
+
+    let p = prefix.clone();
+    let get_stats = phase("get", args.gets, args, &clients, move |i, mut c| {
+        let key = format!("{p}-{}", i % puts);
+        async move {
+            let r = c
+                .get(pb::GetRequest { key: key.clone() })
+                .await?
+                .into_inner();
+            Ok((r.value == value_for(&key, size), r.hops, r.queried, r.local))
+        }
+    })
+    .await;
+    Ok((put_stats, get_stats))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let nodes = args.addrs.len() + args.nodes.unwrap_or(0) as usize;
+    println!(
+        "bench: {} puts, {} gets, concurrency {}, {}-byte values, {} node(s)",
+        args.puts, args.gets, args.concurrency, args.value_size, nodes
+    );
+    let (put, get) = bench(&args).await?;
+    println!("{}", put.report());
+    println!("{}", get.report());
+    anyhow::ensure!(get.wrong == 0, "{} gets returned a wrong value", get.wrong);
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! One-shot client subcommands: each connects to a node, makes one call and prints the answer.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::{self, dht_client::DhtClient};
+
+/// Connects to a node's client service.
+pub async fn connect(addr: &str) -> anyhow::Result<DhtClient<Channel>> {
+    let channel = endpoint(addr)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    Ok(DhtClient::new(channel)
+        .max_decoding_message_size(32 * 1024 * 1024)
+        .max_encoding_message_size(32 * 1024 * 1024))
+}
+
+pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true))
+}
+
+/// A gRPC status as an error a person can read.
+pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+pub async fn put(addr: &str, key: String, value: Vec<u8>, ttl: Option<u64>) -> anyhow::Result<()> {
+    let r = connect(addr)
+        .await?
+        .put(pb::PutRequest {
+            key,
+            value,
+            ttl_seconds: ttl,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("OK stored on {} node(s), version {}", r.replicas, r.version);
+    Ok(())
+}
+
+pub async fn get(addr: &str, key: String) -> anyhow::Result<()> {
+    let r = connect(addr)
+        .await?
+        .get(pb::GetRequest { key })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("{}", String::from_utf8_lossy(&r.value));
+    Ok(())
+}
+
+pub async fn delete(addr: &str, key: String) -> anyhow::Result<()> {
+    let r = connect(addr)
+        .await?
+        .delete(pb::DeleteRequest { key })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "OK deleted on {} node(s), version {}",
+        r.replicas, r.version
+    );
+    Ok(())
+}
+
+pub async fn locate(addr: &str, key: String) -> anyhow::Result<()> {
+    let r = connect(addr)
+        .await?
+        .locate(pb::LocateRequest { key })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print!("{}", format_locate(&r));
+    Ok(())
+}
+
+pub fn format_locate(r: &pb::LocateResponse) -> String {
+    let mut out = format!("key id {}\n", r.key_id);
+    for n in &r.nodes {
+        let state = if n.has_value {
+            format!("has v{}", n.version)
+        } else if n.tombstone {
+            format!("deleted v{}", n.version)
+        } else {
+            "-".to_string()
+        };
+        out.push_str(&format!(
+            "{}  {:<24} {}\n",
+            &n.node_id[..16],
+            n.address,
+            state
+        ));
+    }
+    out
+}
+
+pub async fn ping(addr: &str) -> anyhow::Result<()> {
+    let mut c = connect(addr).await?;
+    let start = Instant::now();
+    let r = c
+        .info(pb::InfoRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "pong from {} at {} in {:.2} ms",
+        r.node_id,
+        r.address,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+pub async fn info(addr: &str) -> anyhow::Result<()> {
+    let r = connect(addr)
+        .await?
+        .info(pb::InfoRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print!("{}", format_info(&r));
+    Ok(())
+}
+
+pub fn format_info(r: &pb::InfoResponse) -> String {
+    format!(
+        "node id:  {}\naddress:  {}\nnetwork:  {}\njoined:   {}\npeers:    {}\nrecords:  {}\nk/alpha:  {}/{}\nuptime:   {}s\nversion:  {}\n",
+        r.node_id,
+        r.address,
+        r.network_id,
+        r.joined,
+        r.peers,
+        r.records,
+        r.k,
+        r.alpha,
+        r.uptime_seconds,
+        r.version
+    )
+}
+
+pub async fn routes(addr: &str) -> anyhow::Result<()> {
+    let r = connect(addr)
+        .await?
+        .routing_table(pb::RoutingTableRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print!("{}", format_routes(&r));
+    Ok(())
+}
+
+pub fn format_routes(r: &pb::RoutingTableResponse) -> String {
+    let total: usize = r.buckets.iter().map(|b| b.contacts.len()).sum();
+    let mut out = format!(
+        "node {}: {} contacts in {} buckets\n",
+        r.node_id,
+        total,
+        r.buckets.len()
+    );
+    for b in &r.buckets {
+        out.push_str(&format!(
+            "bucket {:>3} ({} contacts, {} replacements)\n",
+            b.index,
+            b.contacts.len(),
+            b.replacements.len()
+        ));
+        for c in &b.contacts {
+            out.push_str(&format!(
+                "  {}  {:<24} seen {} ms ago\n",
+                &c.node_id[..16],
+                c.address,
+                c.last_seen_ms_ago
+            ));
+        }
+    }
+    out
+}
+
+pub async fn health(addr: &str, timeout_ms: u64) -> anyhow::Result<()> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let check = async {
+        let channel = endpoint(addr)?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let r = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        anyhow::Ok(r.status)
+    };
+    let status = tokio::time::timeout(Duration::from_millis(timeout_ms), check)
+        .await
+        .map_err(|_| anyhow!("no answer from {addr} within {timeout_ms} ms"))??;
+    if status == ServingStatus::Serving as i32 {
+        println!("SERVING");
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "{addr} is {:?}",
+            ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown)
+        ))
+    }
+}

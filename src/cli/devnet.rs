@@ -1,0 +1,134 @@
+//! `kademlia devnet`: N real gRPC nodes in one process on consecutive loopback ports.
+//! Node 0 creates the network; the others join through it, all started at once.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::node::NodeHandle;
+
+#[derive(Args, Debug)]
+pub struct DevnetArgs {
+    /// Number of nodes
+    #[arg(long, default_value_t = 10)]
+    pub nodes: u16,
+    /// Port of the first node; node i listens on base-port + i
+    #[arg(long, default_value_t = crate::config::DEFAULT_PORT)]
+    pub base_port: u16,
+    /// Loopback address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Any node setting, as name=value (repeatable), e.g. --set k=8
+    #[arg(long = "set", value_parser = parse_kv)]
+    pub set: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}
+
+/// A started devnet.
+pub struct Devnet {
+    pub handles: Vec<NodeHandle>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Devnet {
+    /// Starts `n` nodes on `host:base_port..`; returns once all are listening.
+    pub async fn start(
+        n: u16,
+        host: &str,
+        base_port: u16,
+        settings: &Settings,
+    ) -> anyhow::Result<Devnet> {
+        anyhow::ensure!(n >= 1, "--nodes must be at least 1");
+        let last = base_port
+            .checked_add(n - 1)
+            .context("ports run past 65535")?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut handles = Vec::new();
+        let mut tasks = Vec::new();
+        let seed = format!("{host}:{base_port}");
+        for port in base_port..=last {
+            let listener = TcpListener::bind((host, port))
+                .await
+                .with_context(|| format!("cannot listen on {host}:{port}"))?;
+            let mut s = settings.clone();
+            s.port = port;
+            s.remote_host = if port == base_port {
+                String::new()
+            } else {
+                seed.clone()
+            };
+            let cfg = s.node_config(format!("{host}:{port}"));
+            let mut rx = stop_rx.clone();
+            let (htx, hrx) = tokio::sync::oneshot::channel();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let on_start = move |h: NodeHandle| {
+                    let _ = htx.send(h);
+                };
+                if let Err(e) = crate::run(listener, cfg, shutdown, on_start).await {
+                    tracing::error!(error = %e, port, "devnet node failed");
+                }
+            }));
+            handles.push(hrx.await.context("node did not start")?);
+        }
+        Ok(Devnet {
+            handles,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Waits until every node has joined, up to `timeout`.
+    pub async fn wait_joined(&self, timeout: Duration) -> anyhow::Result<()> {
+        let all = futures::future::join_all(self.handles.iter().map(|h| h.wait_joined()));
+        tokio::time::timeout(timeout, all)
+            .await
+            .context("not every node joined in time")?;
+        Ok(())
+    }
+
+    /// Stops every node and waits for them to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    let mut overrides = args.set.clone();
+    overrides.push(("host".into(), args.host.clone()));
+    let settings = Settings::load(None, &overrides)?;
+    crate::telemetry::init(&settings.log);
+    let started = Instant::now();
+    let net = Devnet::start(args.nodes, &args.host, args.base_port, &settings).await?;
+    for (i, h) in net.handles.iter().enumerate() {
+        println!("node {i:>3}  {}  {}", h.addr(), h.id());
+    }
+    net.wait_joined(Duration::from_secs(120)).await?;
+    println!(
+        "ready: {} nodes on {}:{}-{} joined in {} ms (ctrl-c to stop)",
+        args.nodes,
+        args.host,
+        args.base_port,
+        args.base_port + args.nodes - 1,
+        started.elapsed().as_millis()
+    );
+    super::node::shutdown_signal().await;
+    net.stop().await;
+    println!("devnet stopped");
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The `kademlia` command line: run a node, call one, open a shell, start a local network,
+//! benchmark a network.
+
+pub mod bench;
+pub mod client;
+pub mod devnet;
+pub mod node;
+pub mod shell;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Default address client subcommands talk to.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kademlia",
+    version,
+    about = "A Kademlia DHT node and its tools, over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by the client subcommands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Node to talk to (host:port)
+    #[arg(long, short = 'a', env = "KADEMLIA_ADDR", default_value = DEFAULT_ADDR, global = true)]
+    pub addr: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node (settings: file < KADEMLIA_* / P2P_REMOTE_HOST < flags)
+    Node(node::NodeArgs),
+    /// Store a value under a key
+    Put {
+        key: String,
+        value: String,
+        /// Time to live in seconds (default: the node's record TTL)
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Read a key's value
+    Get {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a key
+    Delete {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the k closest nodes to a key and which hold it
+    Locate {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check that a node answers, and how fast
+    Ping {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show a node's id, address and counters
+    Info {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show a node's routing table
+    Routes {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Exit 0 when the node reports SERVING on grpc.health.v1 (for container health checks)
+    Health {
+        #[command(flatten)]
+        target: Target,
+        /// Give up after this many milliseconds
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Interactive console: set/get/delete/locate/routes/info/help, one command per line
+    Shell {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start N nodes in this process on consecutive loopback ports, serve until interrupted
+    Devnet(devnet::DevnetArgs),
+    /// Drive a running network with puts and gets, print latency percentiles and throughput
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the parsed command line.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Put {
+            key,
+            value,
+            ttl,
+            target,
+        } => client::put(&target.addr, key, value.into_bytes(), ttl).await,
+        Command::Get { key, target } => client::get(&target.addr, key).await,
+        Command::Delete { key, target } => client::delete(&target.addr, key).await,
+        Command::Locate { key, target } => client::locate(&target.addr, key).await,
+        Command::Ping { target } => client::ping(&target.addr).await,
+        Command::Info { target } => client::info(&target.addr).await,
+        Command::Routes { target } => client::routes(&target.addr).await,
+        Command::Health { target, timeout_ms } => client::health(&target.addr, timeout_ms).await,
+        Command::Shell { target } => {
+            shell::run(&target.addr, tokio::io::stdin(), tokio::io::stdout()).await
+        }
+        Command::Devnet(args) => devnet::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// Path argument helper for `--config`.
+pub type ConfigPath = Option<PathBuf>;

@@ -1,0 +1,100 @@
+//! `kademlia node`: load settings, init logging, serve until SIGTERM or ctrl-c.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::net::advertise::advertise_address;
+
+#[derive(Args, Debug, Default)]
+pub struct NodeArgs {
+    /// TOML file with settings (see the README's configuration table)
+    #[arg(long, env = "KADEMLIA_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// Port to listen on
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Interface to listen on
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Address peers use to reach this node (host:port)
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Host to join through (empty creates a new network); overrides P2P_REMOTE_HOST
+    #[arg(long)]
+    pub remote_host: Option<String>,
+    /// Network id; peers from other networks are refused
+    #[arg(long)]
+    pub network_id: Option<String>,
+    /// Node id: 40 hex digits, or a string whose SHA-1 becomes the id
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Any other setting, as name=value (repeatable)
+    #[arg(long = "set", value_parser = parse_kv)]
+    pub set: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}
+
+impl NodeArgs {
+    /// The flags as setting overrides.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut o: Vec<(String, String)> = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push((k.to_string(), v));
+            }
+        };
+        add("port", self.port.map(|p| p.to_string()));
+        add("host", self.host.clone());
+        add("advertise_addr", self.advertise_addr.clone());
+        add("remote_host", self.remote_host.clone());
+        add("network_id", self.network_id.clone());
+        add("node_id", self.node_id.clone());
+        o.extend(self.set.iter().cloned());
+        o
+    }
+}
+
+/// Resolves when SIGTERM or ctrl-c arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("ctrl-c received"),
+        _ = term => info!("SIGTERM received"),
+    }
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref(), &args.overrides())?;
+    crate::telemetry::init(&settings.log);
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let addr = advertise_address(&settings.advertise_addr, &settings.host, settings.port).await;
+    let cfg = settings.node_config(addr);
+    crate::run(listener, cfg, shutdown_signal(), |_| {}).await?;
+    info!("bye");
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! Typed settings, layered with the `config` crate: defaults < config file < environment
+//! (`P2P_REMOTE_HOST`, and `KADEMLIA_*` for everything else) < command-line flags.
+//!
+//! Every setting is listed in the README's configuration table; [`Settings::validate`] rejects
+//! bad values with a message naming the setting.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::kad::{NodeId, Params};
+use crate::node::NodeConfig;
+
+/// Prefix of the environment variables (`KADEMLIA_PORT`, ...).
+pub const ENV_PREFIX: &str = "KADEMLIA";
+/// The bootstrap variable, named exactly so.
+pub const REMOTE_HOST_ENV: &str = "P2P_REMOTE_HOST";
+/// The default gRPC port.
+pub const DEFAULT_PORT: u16 = 50051;
+
+/// All settings of a node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Settings {
+    /// Interface to listen on.
+    pub host: String,
+    /// gRPC port (peer and client services share it).
+    pub port: u16,
+    /// Address peers use to reach this node ("host:port"); empty = derived from the host name.
+    pub advertise_addr: String,
+    /// Empty: create a new network. Otherwise a host name, "host:port" or address to join through.
+    pub remote_host: String,
+    /// Requests from other networks are refused.
+    pub network_id: String,
+    /// 40 hex digits, or any other string whose SHA-1 becomes the id; empty = random.
+    pub node_id: String,
+    pub k: usize,
+    pub alpha: usize,
+    pub quorum: usize,
+    pub rpc_timeout_ms: u64,
+    pub refresh_interval_secs: u64,
+    pub replicate_interval_secs: u64,
+    pub republish_interval_secs: u64,
+    pub record_ttl_secs: u64,
+    pub cache_ttl_secs: u64,
+    pub max_value_bytes: usize,
+    pub max_records: usize,
+    pub rebootstrap_interval_secs: u64,
+    pub bootstrap_backoff_max_ms: u64,
+    /// tracing env-filter directive (RUST_LOG overrides it).
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "0.0.0.0".into(),
+            port: DEFAULT_PORT,
+            advertise_addr: String::new(),
+            remote_host: String::new(),
+            network_id: "kademlia".into(),
+            node_id: String::new(),
+            k: crate::kad::K,
+            alpha: crate::kad::ALPHA,
+            quorum: 3,
+            rpc_timeout_ms: 2000,
+            refresh_interval_secs: crate::kad::T_REFRESH.as_secs(),
+            replicate_interval_secs: crate::kad::T_REPLICATE.as_secs(),
+            republish_interval_secs: crate::kad::T_REPUBLISH.as_secs(),
+            record_ttl_secs: crate::kad::T_EXPIRE.as_secs(),
+            cache_ttl_secs: 300,
+            max_value_bytes: 65_536,
+            max_records: 1_000_000,
+            rebootstrap_interval_secs: 60,
+            bootstrap_backoff_max_ms: 10_000,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Largest value a node accepts at most (gRPC messages must hold it).
+pub const MAX_VALUE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Loads settings from the layers, `overrides` (from flags) last.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
+        let defaults = config::Config::try_from(&Settings::default())?;
+        let mut b = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            b = b.add_source(config::File::from(path).required(true));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .try_parsing(true),
+        );
+        if let Ok(v) = std::env::var(REMOTE_HOST_ENV) {
+            b = b.set_override("remote_host", v)?;
+        }
+        for (k, v) in overrides {
+            b = b.set_override(k.as_str(), v.as_str())?;
+        }
+        let merged = b.build()?;
+        let known: HashSet<String> = match config::Config::try_from(&Settings::default())?.cache {
+            config::Value {
+                kind: config::ValueKind::Table(t),
+                ..
+            } => t.into_keys().collect(),
+            _ => HashSet::new(),
+        };
+        if let config::ValueKind::Table(t) = &merged.cache.kind {
+            let mut unknown: Vec<&String> = t.keys().filter(|k| !known.contains(*k)).collect();
+            unknown.sort();
+            if let Some(k) = unknown.first() {
+                return Err(invalid(
+                    "(unknown)",
+                    format!(
+                        "no setting is called {k:?} (from a file, a flag or {ENV_PREFIX}_{})",
+                        k.to_uppercase()
+                    ),
+                ));
+            }
+        }
+        let s: Settings = merged.try_deserialize()?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks ranges and relations between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.port == 0 {
+            return Err(invalid("port", "must be between 1 and 65535"));
+        }
+        if self.host.is_empty() {
+            return Err(invalid(
+                "host",
+                "must not be empty (use 0.0.0.0 for every interface)",
+            ));
+        }
+        if !self.advertise_addr.is_empty() {
+            let ok = self.advertise_addr.rsplit_once(':').is_some_and(|(h, p)| {
+                !h.is_empty()
+                    && p.parse::<u16>().is_ok_and(|p| p != 0)
+                    && h != "0.0.0.0"
+                    && h != "[::]"
+            });
+            if !ok {
+                return Err(invalid(
+                    "advertise_addr",
+                    format!("{:?} is not a reachable host:port", self.advertise_addr),
+                ));
+            }
+        }
+        if self.network_id.is_empty() || self.network_id.len() > 64 {
+            return Err(invalid("network_id", "must be 1 to 64 characters"));
+        }
+        if !(1..=256).contains(&self.k) {
+            return Err(invalid("k", "must be between 1 and 256"));
+        }
+        if !(1..=self.k).contains(&self.alpha) {
+            return Err(invalid(
+                "alpha",
+                format!("must be between 1 and k ({})", self.k),
+            ));
+        }
+        if !(1..=self.k).contains(&self.quorum) {
+            return Err(invalid(
+                "quorum",
+                format!("must be between 1 and k ({})", self.k),
+            ));
+        }
+        for (name, v) in [
+            ("rpc_timeout_ms", self.rpc_timeout_ms),
+            ("refresh_interval_secs", self.refresh_interval_secs),
+            ("replicate_interval_secs", self.replicate_interval_secs),
+            ("republish_interval_secs", self.republish_interval_secs),
+            ("record_ttl_secs", self.record_ttl_secs),
+            ("rebootstrap_interval_secs", self.rebootstrap_interval_secs),
+            ("bootstrap_backoff_max_ms", self.bootstrap_backoff_max_ms),
+            ("max_records", self.max_records as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be greater than 0"));
+            }
+        }
+        if !(1..=MAX_VALUE_BYTES_LIMIT).contains(&self.max_value_bytes) {
+            return Err(invalid(
+                "max_value_bytes",
+                format!("must be between 1 and {MAX_VALUE_BYTES_LIMIT}"),
+            ));
+        }
+        if self.republish_interval_secs > self.record_ttl_secs {
+            return Err(invalid(
+                "republish_interval_secs",
+                format!(
+                    "must not exceed record_ttl_secs ({}), or records lapse before republication",
+                    self.record_ttl_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node id these settings ask for (random when `node_id` is empty).
+    pub fn node_id(&self) -> NodeId {
+        if self.node_id.is_empty() {
+            NodeId::random(&mut rand::rng())
+        } else {
+            NodeId::from_hex(&self.node_id).unwrap_or_else(|| NodeId::hash(self.node_id.as_bytes()))
+        }
+    }
+
+    /// The remote host, `None` when empty.
+    pub fn remote(&self) -> Option<String> {
+        let r = self.remote_host.trim();
+        (!r.is_empty()).then(|| r.to_string())
+    }
+
+    /// The driver's configuration, given the advertised address.
+    pub fn node_config(&self, addr: String) -> NodeConfig {
+        let secs = Duration::from_secs;
+        NodeConfig {
+            id: self.node_id(),
+            addr,
+            network_id: self.network_id.clone(),
+            remote_host: self.remote(),
+            params: Params {
+                k: self.k,
+                alpha: self.alpha,
+                rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
+            },
+            quorum: self.quorum,
+            refresh_interval: secs(self.refresh_interval_secs),
+            replicate_interval: secs(self.replicate_interval_secs),
+            republish_interval: secs(self.republish_interval_secs),
+            record_ttl: secs(self.record_ttl_secs),
+            cache_ttl: secs(self.cache_ttl_secs),
+            max_value_bytes: self.max_value_bytes,
+            max_records: self.max_records,
+            rebootstrap_interval: secs(self.rebootstrap_interval_secs),
+            bootstrap_backoff_max: Duration::from_millis(self.bootstrap_backoff_max_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_paper() {
+        let s = Settings::default();
+        s.validate().unwrap();
+        assert_eq!((s.k, s.alpha, s.port), (20, 3, 50051));
+        assert_eq!(s.refresh_interval_secs, 3600);
+        assert_eq!(s.republish_interval_secs, 86_400);
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let s = Settings {
+            quorum: 50,
+            ..Settings::default()
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("quorum"));
+        let s = Settings {
+            advertise_addr: "0.0.0.0:50051".into(),
+            ..Settings::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("advertise_addr")
+        );
+        let s = Settings {
+            republish_interval_secs: 10,
+            record_ttl_secs: 5,
+            ..Settings::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("republish_interval_secs")
+        );
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "port = 6000\nk = 8\nnetwork_id = \"filenet\"\n").unwrap();
+        let s = Settings::load(Some(&path), &[("port".into(), "7000".into())]).unwrap();
+        assert_eq!((s.port, s.k, s.network_id.as_str()), (7000, 8, "filenet"));
+    }
+
+    #[test]
+    fn unknown_settings_are_rejected() {
+        let err = Settings::load(None, &[("qourum".into(), "2".into())]).unwrap_err();
+        assert!(err.to_string().contains("qourum"), "{err}");
+    }
+
+    #[test]
+    fn node_id_from_hex_or_hash() {
+        let hex = "00112233445566778899aabbccddeeff00112233";
+        let s = Settings {
+            node_id: hex.into(),
+            ..Settings::default()
+        };
+        assert_eq!(s.node_id().to_hex(), hex);
+        let s = Settings {
+            node_id: "kademlia-0".into(),
+            ..Settings::default()
+        };
+        assert_eq!(s.node_id(), NodeId::hash(b"kademlia-0"));
+    }
+}

@@ -1,0 +1,341 @@
+//! The state of one node (routing table + record store) and its answers to peer requests.
+//!
+//! A receiver learns every sender into its routing table (paper section 2.3). When that fills a
+//! bucket, the core asks the driver to ping the least-recently-seen contact; when it learns a
+//! brand-new contact, it hands over the records the newcomer is now responsible for (section
+//! 2.5), but only for keys this node is itself closest to, to avoid duplicate transfers.
+
+use std::time::{Instant, SystemTime};
+
+use super::Params;
+use super::id::NodeId;
+use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
+use super::routing::{InsertResult, RoutingTable};
+use super::store::{PutOutcome, Record, RecordStore};
+
+/// Work for the driver, produced while handling a message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// A bucket is full: ping its least-recently-seen contact and report with
+    /// [`Core::on_ping_result`].
+    PingLru { lru: Contact },
+    /// Send these records to a newly learned contact (STORE).
+    Handoff { to: Contact, records: Vec<Record> },
+}
+
+/// One node's Kademlia state.
+pub struct Core {
+    me: Contact,
+    network_id: String,
+    params: Params,
+    routing: RoutingTable,
+    store: Box<dyn RecordStore>,
+}
+
+impl Core {
+    pub fn new(
+        me: Contact,
+        network_id: String,
+        params: Params,
+        store: Box<dyn RecordStore>,
+        now: Instant,
+    ) -> Self {
+        let routing = RoutingTable::new(me.id, params.k, now);
+        Core {
+            me,
+            network_id,
+            params,
+            routing,
+            store,
+        }
+    }
+
+    pub fn me(&self) -> &Contact {
+        &self.me
+    }
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+    pub fn network_id(&self) -> &str {
+        &self.network_id
+    }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    pub fn routing(&self) -> &RoutingTable {
+        &self.routing
+    }
+    pub fn routing_mut(&mut self) -> &mut RoutingTable {
+        &mut self.routing
+    }
+    pub fn store(&self) -> &dyn RecordStore {
+        self.store.as_ref()
+    }
+    pub fn store_mut(&mut self) -> &mut dyn RecordStore {
+        self.store.as_mut()
+    }
+
+    /// Answers a peer request, learning the sender.
+    pub fn handle(
+        &mut self,
+        env: Envelope,
+        now: Instant,
+        wall: SystemTime,
+    ) -> (Result<Reply, Rejection>, Vec<Effect>) {
+        if env.network_id != self.network_id {
+            let err = Rejection::WrongNetwork {
+                expected: self.network_id.clone(),
+                got: env.network_id,
+            };
+            return (Err(err), Vec::new());
+        }
+        if env.sender.id == self.me.id {
+            return (Err(Rejection::SelfSender(self.me.id.to_hex())), Vec::new());
+        }
+        let k = self.params.k;
+        let body = match env.body {
+            Request::Ping => Ok(Response::Pong),
+            Request::Store { record, cached } => match self.store.put(record, cached, wall) {
+                Ok(PutOutcome::Stored) => Ok(Response::Stored {
+                    stored: true,
+                    current_version: 0,
+                }),
+                Ok(PutOutcome::Stale { current_version }) => Ok(Response::Stored {
+                    stored: false,
+                    current_version,
+                }),
+                Err(e) => Err(Rejection::Store(e)),
+            },
+            Request::FindNode { target } => Ok(Response::Nodes {
+                closer: self.closest_excluding(&target, k, &env.sender.id),
+            }),
+            Request::FindValue { key } => {
+                let record = self.store.get(&key, wall).map(|s| s.record.clone());
+                Ok(Response::Value {
+                    record,
+                    closer: self.closest_excluding(&key, k, &env.sender.id),
+                })
+            }
+        };
+        // Learn the sender after answering, so it is never returned to itself.
+        let effects = self.observe(env.sender, now, wall);
+        (
+            body.map(|body| Reply {
+                responder: self.me.clone(),
+                body,
+            }),
+            effects,
+        )
+    }
+
+    fn closest_excluding(&self, target: &NodeId, count: usize, exclude: &NodeId) -> Vec<Contact> {
+        let mut v = self.routing.closest(target, count + 1);
+        v.retain(|c| c.id != *exclude);
+        v.truncate(count);
+        v
+    }
+
+    /// Records that `contact` was heard from (it sent a request or answered one).
+    pub fn observe(&mut self, contact: Contact, now: Instant, wall: SystemTime) -> Vec<Effect> {
+        match self.routing.insert(contact.clone(), now) {
+            InsertResult::Inserted => {
+                let records = self.handoff_records(&contact, wall);
+                if records.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Effect::Handoff {
+                        to: contact,
+                        records,
+                    }]
+                }
+            }
+            InsertResult::Full { lru } => vec![Effect::PingLru { lru }],
+            InsertResult::Updated | InsertResult::IsSelf => Vec::new(),
+        }
+    }
+
+    /// Outcome of an [`Effect::PingLru`].
+    pub fn on_ping_result(&mut self, lru: &NodeId, alive: bool, now: Instant) {
+        self.routing.on_ping_result(lru, alive, now);
+    }
+
+    /// An RPC to a known contact failed.
+    pub fn on_failure(&mut self, id: &NodeId) {
+        self.routing.on_failure(id);
+    }
+
+    /// Records the new contact should hold: it is among the k closest to the key, and this node
+    /// is closer to the key than every other contact it knows (paper section 2.5).
+    fn handoff_records(&self, newcomer: &Contact, wall: SystemTime) -> Vec<Record> {
+        let k = self.params.k;
+        self.store
+            .records()
+            .into_iter()
+            .filter(|s| !s.cached && !s.record.expired(wall))
+            .filter(|s| {
+                let key = s.record.key;
+                let closest = self.routing.closest(&key, k);
+                let mine = self.me.id.distance(&key);
+                closest.iter().any(|c| c.id == newcomer.id)
+                    && closest
+                        .iter()
+                        .filter(|c| c.id != newcomer.id)
+                        .all(|c| c.id.distance(&key) > mine)
+            })
+            .map(|s| s.record)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kad::store::{MemoryStore, StoreLimits, unix_ms};
+    use std::time::Duration;
+
+    fn core(id: u8) -> Core {
+        let params = Params {
+            k: 20,
+            alpha: 3,
+            rpc_timeout: Duration::from_secs(1),
+        };
+        let store = MemoryStore::new(StoreLimits {
+            max_value_bytes: 1024,
+            max_records: 100,
+        });
+        Core::new(
+            Contact::new(NodeId([id; 20]), "me:1"),
+            "net".into(),
+            params,
+            Box::new(store),
+            Instant::now(),
+        )
+    }
+
+    fn env(sender: u8, network: &str, body: Request) -> Envelope {
+        Envelope {
+            sender: Contact::new(NodeId([sender; 20]), format!("n{sender}:1")),
+            network_id: network.into(),
+            body,
+        }
+    }
+
+    #[test]
+    fn learns_sender_and_answers_ping() {
+        let mut c = core(1);
+        let (r, _) = c.handle(
+            env(2, "net", Request::Ping),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        assert_eq!(r.unwrap().body, Response::Pong);
+        assert!(c.routing().contains(&NodeId([2; 20])));
+    }
+
+    #[test]
+    fn rejects_other_networks_without_learning_them() {
+        let mut c = core(1);
+        let (r, _) = c.handle(
+            env(2, "other", Request::Ping),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        assert!(matches!(r, Err(Rejection::WrongNetwork { .. })));
+        assert!(c.routing().is_empty());
+    }
+
+    #[test]
+    fn find_value_returns_record_or_closer() {
+        let mut c = core(1);
+        let now = SystemTime::now();
+        let key = NodeId([7; 20]);
+        let (r, _) = c.handle(
+            env(2, "net", Request::FindValue { key }),
+            Instant::now(),
+            now,
+        );
+        assert_eq!(
+            r.unwrap().body,
+            Response::Value {
+                record: None,
+                closer: vec![]
+            }
+        );
+        let record = Record {
+            key,
+            value: b"v".to_vec(),
+            version: 1,
+            expires_at_ms: unix_ms(now) + 10_000,
+            tombstone: false,
+            publisher: NodeId([2; 20]),
+            user_key: "k".into(),
+        };
+        let (r, _) = c.handle(
+            env(
+                2,
+                "net",
+                Request::Store {
+                    record: record.clone(),
+                    cached: false,
+                },
+            ),
+            Instant::now(),
+            now,
+        );
+        assert_eq!(
+            r.unwrap().body,
+            Response::Stored {
+                stored: true,
+                current_version: 0
+            }
+        );
+        let (r, _) = c.handle(
+            env(3, "net", Request::FindValue { key }),
+            Instant::now(),
+            now,
+        );
+        match r.unwrap().body {
+            Response::Value {
+                record: Some(got),
+                closer,
+            } => {
+                assert_eq!(got, record);
+                // The sender itself is never in the answer; node 2 is.
+                assert_eq!(
+                    closer.iter().map(|c| c.id).collect::<Vec<_>>(),
+                    vec![NodeId([2; 20])]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hands_records_to_a_closer_newcomer() {
+        let mut c = core(0x10);
+        let now = SystemTime::now();
+        let key = NodeId([0x11; 20]);
+        let record = Record {
+            key,
+            value: b"v".to_vec(),
+            version: 1,
+            expires_at_ms: unix_ms(now) + 10_000,
+            tombstone: false,
+            publisher: NodeId([2; 20]),
+            user_key: "k".into(),
+        };
+        c.store_mut().put(record.clone(), false, now).unwrap();
+        let effects = c.observe(
+            Contact::new(NodeId([0x11; 20]), "new:1"),
+            Instant::now(),
+            now,
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::Handoff {
+                to: Contact::new(NodeId([0x11; 20]), "new:1"),
+                records: vec![record]
+            }]
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! The iterative node lookup as a state machine (paper section 2.3).
+//!
+//! The lookup never performs I/O. The driver asks [`Lookup::poll`] what to do next, sends the
+//! RPCs it is told to, and feeds replies back with [`Lookup::on_success`] / [`Lookup::on_failure`].
+//! At most `alpha` requests are in flight; a request that outlives its timeout stops counting
+//! against `alpha` (its late reply is still used). The lookup ends when the k closest contacts
+//! seen have all answered or failed, or, for FIND_VALUE, at the first record found.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::id::{Distance, NodeId};
+use super::message::Contact;
+use super::store::Record;
+
+/// What the lookup asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// FIND_NODE: the k closest nodes.
+    FindNode,
+    /// FIND_VALUE: stop at the first record (live or tombstone).
+    FindValue,
+    /// FIND_VALUE without stopping: visit the k closest and note who holds which version
+    /// (used by Locate, and by Put/Delete to reach stale copies next to the key).
+    Survey,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    NotContacted,
+    Waiting { deadline: Instant },
+    TimedOut,
+    Succeeded { had_record: bool },
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    contact: Contact,
+    state: State,
+    /// Lookup round in which this peer was learned (1 = from the local routing table).
+    hop: u32,
+}
+
+/// What the driver should do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Send the lookup's RPC to this contact.
+    Query(Contact),
+    /// Nothing to send now; poll again after a reply or at this deadline.
+    Wait(Option<Instant>),
+    /// The lookup is over: call [`Lookup::finish`].
+    Done,
+}
+
+/// A record found by the lookup and who returned it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub record: Record,
+    pub from: Contact,
+    pub hop: u32,
+}
+
+/// The result of a lookup.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The id the lookup searched for.
+    pub target: NodeId,
+    /// The k closest contacts that answered, closest first.
+    pub closest: Vec<Contact>,
+    /// The newest record seen (FindValue / Survey).
+    pub found: Option<Found>,
+    /// Every contact that returned a record, with the record (Survey).
+    pub holders: Vec<(Contact, Record)>,
+    /// The closest contact that answered without the record: where to cache it (section 2.5).
+    pub cache_at: Option<Contact>,
+    /// RPCs sent.
+    pub queried: u32,
+    /// Deepest round that produced an answer.
+    pub rounds: u32,
+}
+
+/// One iterative lookup.
+#[derive(Debug)]
+pub struct Lookup {
+    target: NodeId,
+    local: NodeId,
+    k: usize,
+    alpha: usize,
+    timeout: Duration,
+    mode: Mode,
+    peers: BTreeMap<Distance, Peer>,
+    found: Option<Found>,
+    holders: Vec<(Contact, Record)>,
+    queried: u32,
+    rounds: u32,
+}
+
+impl Lookup {
+    /// Starts a lookup for `target` from the given seed contacts (normally the local k closest).
+    pub fn new(
+        local: NodeId,
+        target: NodeId,
+        seeds: Vec<Contact>,
+        k: usize,
+        alpha: usize,
+        timeout: Duration,
+        mode: Mode,
+    ) -> Self {
+        let mut l = Lookup {
+            target,
+            local,
+            k,
+            alpha,
+            timeout,
+            mode,
+            peers: BTreeMap::new(),
+            found: None,
+            holders: Vec::new(),
+            queried: 0,
+            rounds: 0,
+        };
+        l.add(seeds, 1);
+        l
+    }
+
+    pub fn target(&self) -> NodeId {
+        self.target
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn add(&mut self, contacts: Vec<Contact>, hop: u32) {
+        for c in contacts {
+            if c.id == self.local {
+                continue;
+            }
+            self.peers
+                .entry(c.id.distance(&self.target))
+                .or_insert(Peer {
+                    contact: c,
+                    state: State::NotContacted,
+                    hop,
+                });
+        }
+    }
+
+    /// Decides the next step at time `now`.
+    pub fn poll(&mut self, now: Instant) -> Poll {
+        for p in self.peers.values_mut() {
+            if let State::Waiting { deadline } = p.state
+                && deadline <= now
+            {
+                p.state = State::TimedOut;
+            }
+        }
+        if self.mode == Mode::FindValue && self.found.is_some() {
+            return Poll::Done;
+        }
+        // Among the k closest candidates still in the running, find one to query.
+        let mut in_flight = 0;
+        let mut next: Option<Distance> = None;
+        let mut deadline: Option<Instant> = None;
+        let mut considered = 0;
+        for (d, p) in &self.peers {
+            match p.state {
+                State::Failed | State::TimedOut => continue,
+                State::NotContacted if next.is_none() => next = Some(*d),
+                State::Waiting { deadline: t } => {
+                    in_flight += 1;
+                    deadline = Some(deadline.map_or(t, |x: Instant| x.min(t)));
+                }
+                _ => {}
+            }
+            considered += 1;
+            if considered == self.k {
+                break;
+            }
+        }
+        // Requests in flight to peers beyond the k closest still count against alpha.
+        let total_in_flight = self
+            .peers
+            .values()
+            .filter(|p| matches!(p.state, State::Waiting { .. }))
+            .count();
+        match next {
+            Some(d) if total_in_flight < self.alpha => {
+                let p = self.peers.get_mut(&d).expect("candidate exists");
+                p.state = State::Waiting {
+                    deadline: now + self.timeout,
+                };
+                self.queried += 1;
+                Poll::Query(p.contact.clone())
+            }
+            Some(_) => Poll::Wait(self.next_deadline()),
+            None if in_flight == 0 => Poll::Done,
+            None => Poll::Wait(deadline),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| match p.state {
+                State::Waiting { deadline } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// A queried contact answered with `closer` contacts and possibly a record.
+    pub fn on_success(&mut self, id: &NodeId, closer: Vec<Contact>, record: Option<Record>) {
+        let d = id.distance(&self.target);
+        let Some(peer) = self.peers.get_mut(&d) else {
+            return;
+        };
+        peer.state = State::Succeeded {
+            had_record: record.is_some(),
+        };
+        let hop = peer.hop;
+        let from = peer.contact.clone();
+        self.rounds = self.rounds.max(hop);
+        if let Some(record) = record {
+            if record.key == self.target {
+                let newer = self
+                    .found
+                    .as_ref()
+                    .is_none_or(|f| record.version > f.record.version);
+                if newer {
+                    self.found = Some(Found {
+                        record: record.clone(),
+                        from: from.clone(),
+                        hop,
+                    });
+                }
+                self.holders.push((from, record));
+            }
+        }
+        self.add(closer, hop + 1);
+    }
+
+    /// A queried contact failed (error or transport timeout).
+    pub fn on_failure(&mut self, id: &NodeId) {
+        if let Some(p) = self.peers.get_mut(&id.distance(&self.target)) {
+            p.state = State::Failed;
+        }
+    }
+
+    /// Ends the lookup and reports what it found.
+    pub fn finish(self) -> Outcome {
+        let answered = || {
+            self.peers
+                .values()
+                .filter(|p| matches!(p.state, State::Succeeded { .. }))
+        };
+        let closest = answered().take(self.k).map(|p| p.contact.clone()).collect();
+        let cache_at = answered()
+            .find(|p| p.state == State::Succeeded { had_record: false })
+            .map(|p| p.contact.clone());
+        Outcome {
+            target: self.target,
+            closest,
+            found: self.found,
+            holders: self.holders,
+            cache_at,
+            queried: self.queried,
+            rounds: self.rounds,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kad::routing::RoutingTable;
+    use proptest::prelude::*;
+    use rand::{SeedableRng, rngs::StdRng};
+    use std::collections::HashMap;
+
+    const K: usize = 20;
+    const ALPHA: usize = 3;
+
+    /// A static network where every node has seen every other node (buckets keep the first k).
+    fn network(n: usize, seed: u64) -> (Vec<NodeId>, HashMap<NodeId, RoutingTable>) {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let ids: Vec<NodeId> = (0..n).map(|_| NodeId::random(&mut rng)).collect();
+        let mut tables = HashMap::new();
+        for me in &ids {
+            let mut t = RoutingTable::new(*me, K, now);
+            for other in &ids {
+                let _ = t.insert(Contact::new(*other, "x"), now);
+            }
+            tables.insert(*me, t);
+        }
+        (ids, tables)
+    }
+
+    fn run(lookup: &mut Lookup, tables: &HashMap<NodeId, RoutingTable>, dead: &[NodeId]) {
+        let now = Instant::now();
+        loop {
+            match lookup.poll(now) {
+                Poll::Query(c) if dead.contains(&c.id) => lookup.on_failure(&c.id),
+                Poll::Query(c) => {
+                    let closer = tables[&c.id].closest(&lookup.target(), K);
+                    lookup.on_success(&c.id, closer, None);
+                }
+                Poll::Wait(_) => panic!("synchronous replies never leave the lookup waiting"),
+                Poll::Done => break,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn converges_to_the_true_k_closest(seed in any::<u64>(), n in 2usize..400) {
+            let (ids, tables) = network(n, seed);
+            let mut rng = StdRng::seed_from_u64(seed ^ 0xabcdef);
+            let origin = ids[0];
+            let target = NodeId::random(&mut rng);
+            let seeds = tables[&origin].closest(&target, K);
+            let mut l = Lookup::new(origin, target, seeds, K, ALPHA, Duration::from_secs(1), Mode::FindNode);
+            run(&mut l, &tables, &[]);
+            let out = l.finish();
+            let mut truth: Vec<NodeId> = ids.iter().copied().filter(|i| *i != origin).collect();
+            truth.sort_by_key(|i| i.distance(&target));
+            truth.truncate(K);
+            let got: Vec<NodeId> = out.closest.iter().map(|c| c.id).collect();
+            prop_assert_eq!(got, truth);
+        }
+
+        #[test]
+        fn skips_dead_nodes(seed in any::<u64>(), n in 30usize..200) {
+            let (ids, tables) = network(n, seed);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let dead: Vec<NodeId> = ids[1..].iter().copied().filter(|_| rand::Rng::random_bool(&mut rng, 0.3)).collect();
+            let target = NodeId::random(&mut rng);
+            let seeds = tables[&ids[0]].closest(&target, K);
+            let mut l = Lookup::new(ids[0], target, seeds, K, ALPHA, Duration::from_secs(1), Mode::FindNode);
+            run(&mut l, &tables, &dead);
+            let out = l.finish();
+            // Peers still list dead nodes among their k closest, so the lookup can only promise
+            // the live members of the true k closest (dead included), and nothing dead.
+            let mut top: Vec<NodeId> = ids[1..].to_vec();
+            top.sort_by_key(|i| i.distance(&target));
+            top.truncate(K);
+            let got: Vec<NodeId> = out.closest.iter().map(|c| c.id).collect();
+            prop_assert!(got.iter().all(|g| !dead.contains(g)));
+            for live in top.iter().filter(|i| !dead.contains(i)) {
+                prop_assert!(got.contains(live), "missing live node {:?}", live);
+            }
+            prop_assert!(got.windows(2).all(|w| w[0].distance(&target) < w[1].distance(&target)));
+        }
+    }
+
+    #[test]
+    fn at_most_alpha_in_flight_and_timeouts_free_slots() {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(3);
+        let seeds: Vec<Contact> = (0..10)
+            .map(|_| Contact::new(NodeId::random(&mut rng), "x"))
+            .collect();
+        let target = NodeId::random(&mut rng);
+        let mut l = Lookup::new(
+            NodeId([0; 20]),
+            target,
+            seeds,
+            K,
+            ALPHA,
+            Duration::from_millis(100),
+            Mode::FindNode,
+        );
+        for _ in 0..ALPHA {
+            assert!(matches!(l.poll(now), Poll::Query(_)));
+        }
+        assert_eq!(
+            l.poll(now),
+            Poll::Wait(Some(now + Duration::from_millis(100)))
+        );
+        // After the timeout the slots are free again.
+        let later = now + Duration::from_millis(100);
+        for _ in 0..ALPHA {
+            assert!(matches!(l.poll(later), Poll::Query(_)));
+        }
+    }
+
+    #[test]
+    fn find_value_stops_at_first_record_and_names_cache_target() {
+        let now = Instant::now();
+        let target = NodeId([0; 20]);
+        let mut near = [0u8; 20];
+        near[19] = 1;
+        let mut far = [0u8; 20];
+        far[0] = 1;
+        let (near, far) = (NodeId(near), NodeId(far));
+        let seeds = vec![Contact::new(near, "near"), Contact::new(far, "far")];
+        let mut l = Lookup::new(
+            NodeId([9; 20]),
+            target,
+            seeds,
+            K,
+            ALPHA,
+            Duration::from_secs(1),
+            Mode::FindValue,
+        );
+        assert_eq!(l.poll(now), Poll::Query(Contact::new(near, "near")));
+        assert_eq!(l.poll(now), Poll::Query(Contact::new(far, "far")));
+        l.on_success(&near, vec![], None);
+        let record = Record {
+            key: target,
+            value: b"v".to_vec(),
+            version: 1,
+            expires_at_ms: u64::MAX,
+            tombstone: false,
+            publisher: far,
+            user_key: "k".into(),
+        };
+        l.on_success(&far, vec![], Some(record.clone()));
+        assert_eq!(l.poll(now), Poll::Done);
+        let out = l.finish();
+        assert_eq!(out.found.unwrap().record, record);
+        assert_eq!(out.cache_at, Some(Contact::new(near, "near")));
+    }
+}

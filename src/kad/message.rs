@@ -1,0 +1,87 @@
+//! Domain messages exchanged between peers (not protobuf types: those stay in `net::grpc`).
+
+use super::id::{Key, NodeId};
+use super::store::Record;
+
+/// A peer: its id and an address ("host:port") where it can be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Contact {
+    pub id: NodeId,
+    pub addr: String,
+}
+
+impl Contact {
+    pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
+        Contact {
+            id,
+            addr: addr.into(),
+        }
+    }
+}
+
+/// The body of a peer request: the four RPCs of the paper (section 2.3).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Ping,
+    Store { record: Record, cached: bool },
+    FindNode { target: NodeId },
+    FindValue { key: Key },
+}
+
+impl Request {
+    /// RPC name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "PING",
+            Request::Store { .. } => "STORE",
+            Request::FindNode { .. } => "FIND_NODE",
+            Request::FindValue { .. } => "FIND_VALUE",
+        }
+    }
+}
+
+/// A request with the sender's contact and network id (carried by every peer RPC).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    pub sender: Contact,
+    pub network_id: String,
+    pub body: Request,
+}
+
+/// The body of a peer response.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Pong,
+    Stored {
+        stored: bool,
+        current_version: u64,
+    },
+    Nodes {
+        closer: Vec<Contact>,
+    },
+    Value {
+        record: Option<Record>,
+        closer: Vec<Contact>,
+    },
+}
+
+/// A response with the responder's contact, so that a node bootstrapping from a bare address
+/// learns the id of whoever answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub responder: Contact,
+    pub body: Response,
+}
+
+/// Why a receiver refused a well-formed request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(
+        "network id mismatch: this node belongs to network {expected:?}, the request came from {got:?}"
+    )]
+    WrongNetwork { expected: String, got: String },
+    #[error("sender claims this node's own id {0}")]
+    SelfSender(String),
+    #[error("store refused: {0}")]
+    Store(#[from] super::store::StoreError),
+}

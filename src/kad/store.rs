@@ -1,0 +1,334 @@
+//! Record storage behind the [`RecordStore`] trait, with an in-memory default.
+//!
+//! Records carry a version (last writer wins) and a wall-clock expiry, so that replication,
+//! caching and republishing never bring back an older value over a newer one, nor a deleted
+//! key: a delete is a tombstone record that lives until it expires.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::id::{Key, NodeId};
+
+/// A value with its replication metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: Key,
+    pub value: Vec<u8>,
+    /// Last-writer-wins version: the publisher's clock in microseconds since the Unix epoch.
+    pub version: u64,
+    /// Wall-clock expiry in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+    pub tombstone: bool,
+    pub publisher: NodeId,
+    /// The key as the user wrote it (informational; the DHT key is its SHA-1).
+    pub user_key: String,
+}
+
+impl Record {
+    /// Whether the record has expired at `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.expires_at_ms <= unix_ms(now)
+    }
+
+    /// Total order used to settle conflicts: higher version wins; at equal versions a tombstone
+    /// wins, then the larger value, so every replica settles on the same record.
+    fn precedence(&self) -> (u64, bool, &[u8]) {
+        (self.version, self.tombstone, &self.value)
+    }
+
+    /// Whether two records are the same write (possibly with different expiry).
+    fn same_write(&self, other: &Record) -> bool {
+        self.precedence() == other.precedence()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as u64
+}
+
+/// A stored record plus local bookkeeping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub record: Record,
+    /// A cache copy placed by a lookup (paper section 2.5): expires early, never replicated.
+    pub cached: bool,
+    /// When this node last received or sent a STORE for this record (wall clock, ms), used to
+    /// skip replicating records a peer has just replicated to us (paper section 2.5).
+    pub refreshed_at_ms: u64,
+}
+
+/// Outcome of [`RecordStore::put`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The record was stored (new, newer, or the same write with a later expiry).
+    Stored,
+    /// A newer version is held; the record was not stored.
+    Stale { current_version: u64 },
+}
+
+/// Why the store refused a record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("value is {size} bytes, the maximum is {max}")]
+    ValueTooLarge { size: usize, max: usize },
+    #[error("store is full: {max} records")]
+    Full { max: usize },
+    #[error("record already expired")]
+    Expired,
+}
+
+/// Where records live. Implementations must apply the version rules of [`Record`].
+pub trait RecordStore: Send {
+    fn get(&self, key: &Key, now: SystemTime) -> Option<&Stored>;
+    fn put(
+        &mut self,
+        record: Record,
+        cached: bool,
+        now: SystemTime,
+    ) -> Result<PutOutcome, StoreError>;
+    /// Marks a record as refreshed (a STORE for it was just sent or received).
+    fn touch(&mut self, key: &Key, now: SystemTime);
+    /// Drops expired records; returns how many.
+    fn expire(&mut self, now: SystemTime) -> usize;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every live record (for replication and hand-off).
+    fn records(&self) -> Vec<Stored>;
+}
+
+/// Limits of the in-memory store.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreLimits {
+    pub max_value_bytes: usize,
+    pub max_records: usize,
+}
+
+/// The default store: a hash map bounded in value size and record count.
+pub struct MemoryStore {
+    records: HashMap<Key, Stored>,
+    limits: StoreLimits,
+}
+
+impl MemoryStore {
+    pub fn new(limits: StoreLimits) -> Self {
+        MemoryStore {
+            records: HashMap::new(),
+            limits,
+        }
+    }
+}
+
+impl RecordStore for MemoryStore {
+    fn get(&self, key: &Key, now: SystemTime) -> Option<&Stored> {
+        self.records.get(key).filter(|s| !s.record.expired(now))
+    }
+
+    fn put(
+        &mut self,
+        record: Record,
+        cached: bool,
+        now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        if record.value.len() > self.limits.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                size: record.value.len(),
+                max: self.limits.max_value_bytes,
+            });
+        }
+        if record.expired(now) {
+            return Err(StoreError::Expired);
+        }
+        let now_ms = unix_ms(now);
+        match self.records.get_mut(&record.key) {
+            Some(existing) if !existing.record.expired(now) => {
+                if existing.record.same_write(&record) {
+                    existing.record.expires_at_ms =
+                        existing.record.expires_at_ms.max(record.expires_at_ms);
+                    existing.cached &= cached;
+                    existing.refreshed_at_ms = now_ms;
+                    Ok(PutOutcome::Stored)
+                } else if record.precedence() > existing.record.precedence() {
+                    *existing = Stored {
+                        record,
+                        cached,
+                        refreshed_at_ms: now_ms,
+                    };
+                    Ok(PutOutcome::Stored)
+                } else {
+                    Ok(PutOutcome::Stale {
+                        current_version: existing.record.version,
+                    })
+                }
+            }
+            Some(slot) => {
+                *slot = Stored {
+                    record,
+                    cached,
+                    refreshed_at_ms: now_ms,
+                };
+                Ok(PutOutcome::Stored)
+            }
+            None => {
+                if self.records.len() >= self.limits.max_records {
+                    self.expire(now);
+                    if self.records.len() >= self.limits.max_records {
+                        return Err(StoreError::Full {
+                            max: self.limits.max_records,
+                        });
+                    }
+                }
+                self.records.insert(
+                    record.key,
+                    Stored {
+                        record,
+                        cached,
+                        refreshed_at_ms: now_ms,
+                    },
+                );
+                Ok(PutOutcome::Stored)
+            }
+        }
+    }
+
+    fn touch(&mut self, key: &Key, now: SystemTime) {
+        if let Some(s) = self.records.get_mut(key) {
+            s.refreshed_at_ms = unix_ms(now);
+        }
+    }
+
+    fn expire(&mut self, now: SystemTime) -> usize {
+        let before = self.records.len();
+        self.records.retain(|_, s| !s.record.expired(now));
+        before - self.records.len()
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn records(&self) -> Vec<Stored> {
+        self.records.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: StoreLimits = StoreLimits {
+        max_value_bytes: 16,
+        max_records: 2,
+    };
+
+    fn rec(key: u8, value: &[u8], version: u64, tombstone: bool, now: SystemTime) -> Record {
+        Record {
+            key: NodeId([key; 20]),
+            value: value.to_vec(),
+            version,
+            expires_at_ms: unix_ms(now) + 60_000,
+            tombstone,
+            publisher: NodeId([0; 20]),
+            user_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn newer_version_wins_older_is_refused() {
+        let now = SystemTime::now();
+        let mut s = MemoryStore::new(LIMITS);
+        assert_eq!(
+            s.put(rec(1, b"v2", 2, false, now), false, now),
+            Ok(PutOutcome::Stored)
+        );
+        assert_eq!(
+            s.put(rec(1, b"v1", 1, false, now), false, now),
+            Ok(PutOutcome::Stale { current_version: 2 })
+        );
+        assert_eq!(s.get(&NodeId([1; 20]), now).unwrap().record.value, b"v2");
+        assert_eq!(
+            s.put(rec(1, b"v3", 3, false, now), false, now),
+            Ok(PutOutcome::Stored)
+        );
+        assert_eq!(s.get(&NodeId([1; 20]), now).unwrap().record.value, b"v3");
+    }
+
+    #[test]
+    fn tombstone_blocks_older_values() {
+        let now = SystemTime::now();
+        let mut s = MemoryStore::new(LIMITS);
+        s.put(rec(1, b"v1", 1, false, now), false, now).unwrap();
+        s.put(rec(1, b"", 2, true, now), false, now).unwrap();
+        assert_eq!(
+            s.put(rec(1, b"v1", 1, false, now), false, now),
+            Ok(PutOutcome::Stale { current_version: 2 })
+        );
+        assert!(s.get(&NodeId([1; 20]), now).unwrap().record.tombstone);
+        // At equal versions the tombstone wins too.
+        assert_eq!(
+            s.put(rec(1, b"zz", 2, false, now), false, now),
+            Ok(PutOutcome::Stale { current_version: 2 })
+        );
+    }
+
+    #[test]
+    fn same_write_extends_expiry() {
+        let now = SystemTime::now();
+        let mut s = MemoryStore::new(LIMITS);
+        let mut r = rec(1, b"v", 5, false, now);
+        s.put(r.clone(), false, now).unwrap();
+        r.expires_at_ms += 1000;
+        assert_eq!(s.put(r.clone(), false, now), Ok(PutOutcome::Stored));
+        assert_eq!(
+            s.get(&r.key, now).unwrap().record.expires_at_ms,
+            r.expires_at_ms
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_with_clear_errors() {
+        let now = SystemTime::now();
+        let mut s = MemoryStore::new(LIMITS);
+        assert_eq!(
+            s.put(rec(1, &[0; 17], 1, false, now), false, now),
+            Err(StoreError::ValueTooLarge { size: 17, max: 16 })
+        );
+        s.put(rec(1, b"a", 1, false, now), false, now).unwrap();
+        s.put(rec(2, b"b", 1, false, now), false, now).unwrap();
+        assert_eq!(
+            s.put(rec(3, b"c", 1, false, now), false, now),
+            Err(StoreError::Full { max: 2 })
+        );
+        // Updating an existing key is still allowed when full.
+        assert_eq!(
+            s.put(rec(2, b"bb", 2, false, now), false, now),
+            Ok(PutOutcome::Stored)
+        );
+    }
+
+    #[test]
+    fn expiry_is_wall_clock() {
+        let now = SystemTime::now();
+        let mut s = MemoryStore::new(LIMITS);
+        s.put(rec(1, b"a", 1, false, now), false, now).unwrap();
+        let later = now + Duration::from_secs(61);
+        assert!(s.get(&NodeId([1; 20]), later).is_none());
+        assert_eq!(s.expire(later), 1);
+        assert!(s.is_empty());
+        assert_eq!(
+            s.put(rec(1, b"a", 1, false, now), false, later),
+            Err(StoreError::Expired)
+        );
+    }
+}

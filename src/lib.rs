@@ -1,0 +1,63 @@
+//! A Kademlia DHT node served over gRPC.
+//!
+//! # Layout
+//! - [`kad`]: the Kademlia core (ids, k-buckets, lookups, records): no I/O, time passed in.
+//! - [`net`]: the [`net::Transport`] trait, its gRPC ([`net::grpc`]) and in-memory
+//!   ([`net::memory`]) implementations, and address selection.
+//! - [`node`]: the driver that owns a core, performs its effects and runs maintenance.
+//! - [`config`]: typed, layered settings; [`telemetry`]: logging; [`error`]: error types and
+//!   their gRPC statuses.
+//! - [`cli`]: the `kademlia` binary's subcommands (node, client calls, shell, devnet, bench).
+//!
+//! [`run`] serves one node on a listener until a shutdown future completes: `main` and the
+//! tests use it the same way.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod kad;
+pub mod net;
+pub mod node;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use config::Settings;
+pub use error::DhtError;
+pub use kad::{ALPHA, K, NodeId};
+pub use net::grpc::pb;
+pub use node::{NodeConfig, NodeHandle, PendingNode};
+
+/// Serves one node over gRPC on `listener` until `shutdown` completes, then drains in-flight
+/// calls and stops the driver. `on_start` receives the node's handle once it exists.
+pub async fn run(
+    listener: TcpListener,
+    cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(NodeHandle),
+) -> Result<(), tonic::transport::Error> {
+    let port = cfg
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(config::DEFAULT_PORT);
+    let transport = Arc::new(net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port));
+    let max_message_bytes = (cfg.max_value_bytes + 256 * 1024).max(4 * 1024 * 1024);
+    let pending = PendingNode::new(cfg, transport);
+    let handle = pending.handle.clone();
+    let inbound = pending.inbound.clone();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let driver = pending.start(async move {
+        let _ = stop_rx.await;
+    });
+    on_start(handle.clone());
+    let options = net::grpc::ServeOptions { max_message_bytes };
+    let result = net::grpc::serve(listener, handle, inbound, options, shutdown).await;
+    let _ = stop_tx.send(());
+    let _ = driver.await;
+    result
+}

@@ -1,0 +1,133 @@
+//! The gRPC side of [`Transport`]: one reusable HTTP/2 channel per peer address.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+
+use super::convert::{self, PbReply, PbRequest};
+use super::pb::kademlia_client::KademliaClient;
+use crate::kad::{Envelope, Reply};
+use crate::net::{Transport, TransportError};
+
+/// Channels kept open at most; beyond this the pool is cleared (peers reconnect lazily).
+const MAX_CHANNELS: usize = 4096;
+
+/// Sends peer requests over gRPC.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    timeout: Duration,
+    default_port: u16,
+}
+
+impl GrpcTransport {
+    /// `timeout` bounds each RPC (connection set-up included); `default_port` completes
+    /// bootstrap names given without a port.
+    pub fn new(timeout: Duration, default_port: u16) -> Self {
+        GrpcTransport {
+            channels: Arc::default(),
+            timeout,
+            default_port,
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        let mut pool = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = pool.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| TransportError::Unreachable(addr.to_string(), e.to_string()))?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(false);
+        let channel = endpoint.connect_lazy();
+        if pool.len() >= MAX_CHANNELS {
+            pool.clear();
+        }
+        pool.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn forget(&self, addr: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(addr);
+    }
+}
+
+fn status_error(addr: &str, s: tonic::Status) -> TransportError {
+    use tonic::Code;
+    match s.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled => {
+            TransportError::Unreachable(addr.to_string(), s.message().to_string())
+        }
+        Code::DeadlineExceeded => TransportError::Timeout(addr.to_string()),
+        _ => TransportError::Rejected(addr.to_string(), format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, addr: &str, env: Envelope) -> BoxFuture<'static, Result<Reply, TransportError>> {
+        let addr = addr.to_string();
+        let this = self.clone();
+        async move {
+            let mut client = KademliaClient::new(this.channel(&addr)?);
+            let call = async {
+                Ok::<_, tonic::Status>(match convert::request_to_pb(&env) {
+                    PbRequest::Ping(m) => PbReply::Ping(client.ping(m).await?.into_inner()),
+                    PbRequest::Store(m) => PbReply::Store(client.store(m).await?.into_inner()),
+                    PbRequest::FindNode(m) => {
+                        PbReply::FindNode(client.find_node(m).await?.into_inner())
+                    }
+                    PbRequest::FindValue(m) => {
+                        PbReply::FindValue(client.find_value(m).await?.into_inner())
+                    }
+                })
+            };
+            let result = match tokio::time::timeout(this.timeout, call).await {
+                Err(_) => Err(TransportError::Timeout(addr.clone())),
+                Ok(Err(status)) => Err(status_error(&addr, status)),
+                Ok(Ok(reply)) => convert::reply_from_pb(reply)
+                    .map_err(|e| TransportError::Invalid(addr.clone(), e.0)),
+            };
+            if matches!(result, Err(TransportError::Unreachable(..))) {
+                this.forget(&addr);
+            }
+            result
+        }
+        .boxed()
+    }
+
+    fn resolve(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, TransportError>> {
+        let name = name.trim().to_string();
+        let with_port = if name
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            name.clone()
+        } else {
+            format!("{name}:{}", self.default_port)
+        };
+        async move {
+            let addrs = tokio::net::lookup_host(with_port.as_str())
+                .await
+                .map_err(|e| TransportError::Resolve(name.clone(), e.to_string()))?;
+            let mut out: Vec<String> = addrs.map(|a| a.to_string()).collect();
+            out.sort();
+            out.dedup();
+            if out.is_empty() {
+                return Err(TransportError::Resolve(name, "no addresses".into()));
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+}

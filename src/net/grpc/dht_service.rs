@@ -1,0 +1,131 @@
+//! The client-facing `kademlia.v1.Dht` service, a thin layer over [`NodeHandle`].
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use super::pb;
+use crate::node::NodeHandle;
+
+/// Serves put/get and the operator's views for one node.
+#[derive(Clone)]
+pub struct DhtService {
+    node: NodeHandle,
+}
+
+impl DhtService {
+    pub fn new(node: NodeHandle) -> Self {
+        DhtService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::dht_server::Dht for DhtService {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let m = req.into_inner();
+        debug!(key = %m.key, bytes = m.value.len(), "client put");
+        let ttl = m.ttl_seconds.map(Duration::from_secs);
+        let r = self.node.put(m.key, m.value, ttl).await?;
+        Ok(Response::new(pb::PutResponse {
+            key_id: r.key_id.to_hex(),
+            version: r.version,
+            replicas: r.stored_at.len() as u32,
+            stored_at: r.stored_at,
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let m = req.into_inner();
+        debug!(key = %m.key, "client get");
+        let r = self.node.get(m.key).await?;
+        Ok(Response::new(pb::GetResponse {
+            value: r.value,
+            version: r.version,
+            expires_at_ms: r.expires_at_ms,
+            key_id: r.key_id.to_hex(),
+            local: r.local,
+            hops: r.hops,
+            queried: r.queried,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let m = req.into_inner();
+        debug!(key = %m.key, "client delete");
+        let r = self.node.delete(m.key).await?;
+        Ok(Response::new(pb::DeleteResponse {
+            key_id: r.key_id.to_hex(),
+            version: r.version,
+            replicas: r.stored_at.len() as u32,
+        }))
+    }
+
+    async fn locate(
+        &self,
+        req: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
+        let (key, nodes) = self.node.locate(req.into_inner().key).await?;
+        let nodes = nodes
+            .into_iter()
+            .map(|n| pb::LocatedNode {
+                node_id: n.contact.id.to_hex(),
+                distance: n.contact.id.distance(&key).to_hex(),
+                address: n.contact.addr,
+                has_value: n.has_value,
+                version: n.version,
+                tombstone: n.tombstone,
+            })
+            .collect();
+        Ok(Response::new(pb::LocateResponse {
+            key_id: key.to_hex(),
+            nodes,
+        }))
+    }
+
+    async fn info(
+        &self,
+        _: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
+        let i = self.node.info().await?;
+        Ok(Response::new(pb::InfoResponse {
+            node_id: i.id.to_hex(),
+            address: i.addr,
+            network_id: i.network_id,
+            peers: i.peers as u32,
+            records: i.records as u32,
+            joined: i.joined,
+            k: i.k as u32,
+            alpha: i.alpha as u32,
+            uptime_seconds: i.uptime.as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn routing_table(
+        &self,
+        _: Request<pb::RoutingTableRequest>,
+    ) -> Result<Response<pb::RoutingTableResponse>, Status> {
+        let buckets = self.node.routes().await?;
+        let entry = |e: crate::node::RouteEntry| pb::BucketEntry {
+            node_id: e.contact.id.to_hex(),
+            address: e.contact.addr,
+            last_seen_ms_ago: e.last_seen_ago.as_millis() as u64,
+            failures: e.failures,
+        };
+        Ok(Response::new(pb::RoutingTableResponse {
+            node_id: self.node.id().to_hex(),
+            buckets: buckets
+                .into_iter()
+                .map(|b| pb::Bucket {
+                    index: b.index as u32,
+                    contacts: b.contacts.into_iter().map(entry).collect(),
+                    replacements: b.replacements.into_iter().map(entry).collect(),
+                })
+                .collect(),
+        }))
+    }
+}

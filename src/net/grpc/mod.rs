@@ -1,0 +1,21 @@
+//! The gRPC transport: generated code (in [`pb`], and nowhere else), conversions to and from
+//! domain types, the peer and client services, and the client pool.
+
+pub mod client;
+pub mod convert;
+pub mod dht_service;
+pub mod peer_service;
+pub mod server;
+
+/// Code generated from proto/kademlia/v1 by tonic-prost-build.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("kademlia.v1");
+
+    /// Encoded descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("kademlia_descriptor");
+}
+
+pub use client::GrpcTransport;
+pub use server::{ServeOptions, serve};

@@ -1,0 +1,95 @@
+//! The `kademlia.v1.Kademlia` service: decodes and validates peer requests, hands them to the
+//! node's driver, and encodes its answers.
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use super::convert::{self, BadMessage, PbReply};
+use super::pb;
+use crate::error::rejection_status;
+use crate::kad::Envelope;
+use crate::net::Inbound;
+
+/// Serves peer RPCs for one node.
+#[derive(Clone)]
+pub struct PeerService {
+    inbound: mpsc::Sender<Inbound>,
+}
+
+impl PeerService {
+    pub fn new(inbound: mpsc::Sender<Inbound>) -> Self {
+        PeerService { inbound }
+    }
+
+    async fn call(&self, env: Result<Envelope, BadMessage>) -> Result<PbReply, Status> {
+        let env = env.inspect_err(|e| debug!(error = %e, "rejected malformed peer request"))?;
+        let (tx, rx) = oneshot::channel();
+        self.inbound
+            .send(Inbound {
+                envelope: env,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| Status::unavailable("node is shutting down"))?;
+        let reply = rx
+            .await
+            .map_err(|_| Status::unavailable("node is shutting down"))?;
+        Ok(convert::reply_to_pb(&reply.map_err(rejection_status)?))
+    }
+}
+
+fn wrong(kind: &str) -> Status {
+    Status::internal(format!(
+        "driver answered {kind} with the wrong response type"
+    ))
+}
+
+#[tonic::async_trait]
+impl pb::kademlia_server::Kademlia for PeerService {
+    async fn ping(
+        &self,
+        req: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        match self.call(convert::ping_from_pb(req.into_inner())).await? {
+            PbReply::Ping(m) => Ok(Response::new(m)),
+            _ => Err(wrong("PING")),
+        }
+    }
+
+    async fn store(
+        &self,
+        req: Request<pb::StoreRequest>,
+    ) -> Result<Response<pb::StoreResponse>, Status> {
+        match self.call(convert::store_from_pb(req.into_inner())).await? {
+            PbReply::Store(m) => Ok(Response::new(m)),
+            _ => Err(wrong("STORE")),
+        }
+    }
+
+    async fn find_node(
+        &self,
+        req: Request<pb::FindNodeRequest>,
+    ) -> Result<Response<pb::FindNodeResponse>, Status> {
+        match self
+            .call(convert::find_node_from_pb(req.into_inner()))
+            .await?
+        {
+            PbReply::FindNode(m) => Ok(Response::new(m)),
+            _ => Err(wrong("FIND_NODE")),
+        }
+    }
+
+    async fn find_value(
+        &self,
+        req: Request<pb::FindValueRequest>,
+    ) -> Result<Response<pb::FindValueResponse>, Status> {
+        match self
+            .call(convert::find_value_from_pb(req.into_inner()))
+            .await?
+        {
+            PbReply::FindValue(m) => Ok(Response::new(m)),
+            _ => Err(wrong("FIND_VALUE")),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Assembles a node's gRPC server: peer service, client service, health and reflection.
+//!
+//! Health reports NOT_SERVING until the node has created or joined a network, SERVING after,
+//! and NOT_SERVING again as soon as shutdown starts; then the server stops accepting, drains
+//! in-flight calls and returns.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+use super::dht_service::DhtService;
+use super::pb;
+use super::peer_service::PeerService;
+use crate::net::Inbound;
+use crate::node::NodeHandle;
+
+/// Settings of the gRPC server.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Largest gRPC message accepted (must hold the largest value plus framing).
+    pub max_message_bytes: usize,
+}
+
+/// Serves `node` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    node: NodeHandle,
+    inbound: mpsc::Sender<Inbound>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status("kademlia.v1.Dht", ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status("kademlia.v1.Kademlia", ServingStatus::NotServing)
+        .await;
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let health_task = {
+        let reporter = reporter.clone();
+        let mut joined = node.joined_watch();
+        tokio::spawn(async move {
+            loop {
+                let status = if *joined.borrow_and_update() && !*stop_rx.borrow() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                for name in ["", "kademlia.v1.Dht", "kademlia.v1.Kademlia"] {
+                    reporter.set_service_status(name, status).await;
+                }
+                tokio::select! {
+                    r = joined.changed() => if r.is_err() { break },
+                    _ = stop_rx.changed() => {}
+                }
+            }
+            for name in ["", "kademlia.v1.Dht", "kademlia.v1.Kademlia"] {
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        })
+    };
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("embedded descriptor set is valid");
+
+    let max = options.max_message_bytes;
+    let peer = pb::kademlia_server::KademliaServer::new(PeerService::new(inbound))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let dht = pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+
+    let addr = listener.local_addr().ok();
+    info!(listen = ?addr, advertise = %node.addr(), "gRPC server listening");
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: health NOT_SERVING, draining in-flight calls");
+        let _ = stop_tx.send(true);
+    };
+    let result = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(peer)
+        .add_service(dht)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await;
+    health_task.abort();
+    result
+}

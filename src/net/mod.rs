@@ -1,0 +1,46 @@
+//! Transports: how a driver sends peer requests and receives them.
+//!
+//! [`Transport`] sends a domain [`Envelope`] to an address and returns the peer's [`Reply`];
+//! inbound requests reach a node's driver as [`Inbound`] messages on a channel, whichever
+//! transport carried them. Two implementations: [`grpc`] (tonic, production) and [`memory`]
+//! (in-process, for tests and simulation, with failure injection).
+
+pub mod advertise;
+pub mod grpc;
+pub mod memory;
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::kad::{Envelope, Rejection, Reply};
+
+/// Why an outbound request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("peer {0} is unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("request to {0} timed out")]
+    Timeout(String),
+    #[error("peer {0} refused the request: {1}")]
+    Rejected(String, String),
+    #[error("peer {0} sent an invalid reply: {1}")]
+    Invalid(String, String),
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+}
+
+/// Sends peer requests.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `env` to the node at `addr` ("host:port") and waits for its reply, bounded by the
+    /// transport's own timeout.
+    fn send(&self, addr: &str, env: Envelope) -> BoxFuture<'static, Result<Reply, TransportError>>;
+
+    /// Resolves a bootstrap name ("host" or "host:port") to every address it stands for.
+    fn resolve(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, TransportError>>;
+}
+
+/// A request delivered to a node's driver, with where to send the answer.
+pub struct Inbound {
+    pub envelope: Envelope,
+    pub reply: oneshot::Sender<Result<Reply, Rejection>>,
+}

@@ -1,0 +1,330 @@
+//! Joining, and the periodic work of the paper: bucket refresh, replication, republishing
+//! and expiry (sections 2.3 and 2.5).
+//!
+//! Join: resolve `P2P_REMOTE_HOST` to every address it stands for, ping them all, learn
+//! whoever answers, look up this node's own id, then refresh every bucket farther than the
+//! closest neighbour. While nobody answers, retry with exponential backoff (never give up).
+//! A name that resolves only to this node means this node is the first: it creates the
+//! network. A joined node re-resolves the name every `rebootstrap_interval` and pings any
+//! address it does not know, so that nodes which started apart (or were partitioned) merge
+//! into one network.
+//!
+//! Implementation notes (departures from the paper):
+//! - Records stored by a STORE from a peer are not replicated by this node during the next
+//!   replicate interval (the paper's optimisation in section 2.5), tracked per record.
+//! - Publishers republish up to one maintenance tick early so a record never lapses between
+//!   its expiry and its republication.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tracing::{debug, info, warn};
+
+use super::driver::{Driver, Event, RpcDone};
+use super::ops::{AfterLookup, Op, Purpose};
+use crate::kad::lookup::{Mode, Outcome};
+use crate::kad::store::{PutOutcome, unix_ms};
+use crate::kad::{Record, Request};
+use crate::net::TransportError;
+
+/// First wait before retrying a failed bootstrap.
+const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Records replicated per maintenance tick at most (the rest wait for the next tick).
+const REPLICATE_BATCH: usize = 512;
+
+/// Progress of joining.
+#[derive(Debug, Default)]
+pub(crate) struct JoinState {
+    pub retry_at: Option<Instant>,
+    pub backoff: Duration,
+    pub in_progress: bool,
+    pub attempts: u32,
+    pub last_bootstrap: Option<Instant>,
+}
+
+/// A record this node published and must republish.
+#[derive(Clone, Debug)]
+pub(crate) struct Published {
+    pub record: Record,
+    /// The user gave a TTL: the expiry is fixed, republishing does not extend it.
+    pub fixed_expiry: bool,
+    pub last: Instant,
+}
+
+impl Driver {
+    pub(crate) fn start_join(&mut self) {
+        match self.cfg.remote_host.clone() {
+            None => {
+                info!(node = %self.core.id(), "P2P_REMOTE_HOST is empty: created a new network");
+                let _ = self.joined.send(true);
+            }
+            Some(host) => {
+                info!(node = %self.core.id(), remote = %host, "joining a network");
+                self.bootstrap(false);
+            }
+        }
+    }
+
+    /// Resolves `P2P_REMOTE_HOST`; the answer comes back as an event.
+    pub(crate) fn bootstrap(&mut self, rejoin: bool) {
+        let Some(host) = self.cfg.remote_host.clone() else {
+            return;
+        };
+        if self.join.in_progress {
+            return;
+        }
+        self.join.in_progress = true;
+        self.join.attempts += 1;
+        self.join.last_bootstrap = Some(self.now());
+        let fut = self.transport.resolve(&host);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let result = fut.await;
+            let _ = events.send(Event::Resolved { result, rejoin });
+        });
+    }
+
+    pub(crate) fn on_resolved(
+        &mut self,
+        result: Result<Vec<String>, TransportError>,
+        rejoin: bool,
+    ) {
+        let addrs = match result {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                self.join.in_progress = false;
+                if rejoin {
+                    debug!(error = %e, "re-bootstrap: cannot resolve P2P_REMOTE_HOST");
+                } else {
+                    self.retry_join(&format!("{e}"));
+                }
+                return;
+            }
+        };
+        let known: HashSet<String> = self
+            .core
+            .routing()
+            .buckets()
+            .iter()
+            .flat_map(|b| b.entries.iter().map(|e| e.contact.addr.clone()))
+            .collect();
+        let others: Vec<String> = addrs.into_iter().filter(|a| *a != self.cfg.addr).collect();
+        if others.is_empty() && !rejoin {
+            self.join.in_progress = false;
+            if self.core.routing().is_empty() {
+                info!(node = %self.core.id(), "P2P_REMOTE_HOST resolves only to this node: created a new network");
+                let _ = self.joined.send(true);
+            } else {
+                self.start_lookup(self.core.id(), Mode::FindNode, AfterLookup::Join);
+            }
+            return;
+        }
+        let targets: Vec<String> = if rejoin {
+            others.into_iter().filter(|a| !known.contains(a)).collect()
+        } else {
+            others
+        };
+        if targets.is_empty() {
+            self.join.in_progress = false;
+            return;
+        }
+        debug!(count = targets.len(), rejoin, "pinging bootstrap addresses");
+        let op = self.new_op(Op::Bootstrap {
+            pending: targets.len(),
+            answered: 0,
+            rejoin,
+        });
+        for addr in targets {
+            self.send_to(Some(op), Purpose::Bootstrap, &addr, None, Request::Ping);
+        }
+    }
+
+    pub(crate) fn on_bootstrap_ping(&mut self, done: RpcDone) {
+        let Some(op) = done.op else { return };
+        let Some(Op::Bootstrap {
+            pending, answered, ..
+        }) = self.ops.get_mut(&op)
+        else {
+            return;
+        };
+        *pending -= 1;
+        match &done.result {
+            Ok(_) => *answered += 1,
+            Err(e) => debug!(error = %e, "bootstrap ping failed"),
+        }
+        if *pending > 0 {
+            return;
+        }
+        let Some(Op::Bootstrap {
+            answered, rejoin, ..
+        }) = self.ops.remove(&op)
+        else {
+            return;
+        };
+        if answered > 0 || (!rejoin && !self.core.routing().is_empty()) {
+            self.start_lookup(self.core.id(), Mode::FindNode, AfterLookup::Join);
+        } else {
+            self.join.in_progress = false;
+            if !rejoin {
+                self.retry_join("no bootstrap address answered");
+            }
+        }
+    }
+
+    fn retry_join(&mut self, why: &str) {
+        let next = if self.join.backoff.is_zero() {
+            BOOTSTRAP_BACKOFF_MIN
+        } else {
+            self.join.backoff * 2
+        };
+        self.join.backoff = next.min(self.cfg.bootstrap_backoff_max);
+        let jitter = self.rng.random_range(0.5..1.0);
+        let wait = self.join.backoff.mul_f64(jitter);
+        let host = self.cfg.remote_host.as_deref().unwrap_or_default();
+        warn!(remote = %host, attempt = self.join.attempts, retry_in = ?wait, "cannot join yet: {why}");
+        self.join.retry_at = Some(self.now() + wait);
+    }
+
+    /// The self-lookup of a join finished.
+    pub(crate) fn joined_lookup_done(&mut self, outcome: Outcome) {
+        self.join.in_progress = false;
+        if self.core.routing().is_empty() {
+            self.retry_join("no peer answered the self-lookup");
+            return;
+        }
+        self.join.backoff = Duration::ZERO;
+        if !self.is_joined() {
+            info!(node = %self.core.id(), peers = self.core.routing().len(), found = outcome.closest.len(), "joined the network");
+            let _ = self.joined.send(true);
+        } else {
+            debug!(
+                peers = self.core.routing().len(),
+                "re-bootstrap merged new contacts"
+            );
+        }
+        // Paper section 2.3: refresh all buckets farther than the closest neighbour.
+        let lowest = self.core.routing().lowest_nonempty().unwrap_or(0);
+        let highest = self
+            .core
+            .routing()
+            .buckets()
+            .iter()
+            .rposition(|b| !b.entries.is_empty())
+            .unwrap_or(0);
+        for index in (lowest + 1)..=highest.min(crate::kad::id::ID_BITS - 1) {
+            let target = self.core.id().random_in_bucket(index, &mut self.rng);
+            self.start_lookup(target, Mode::FindNode, AfterLookup::Refresh);
+        }
+    }
+
+    /// Periodic work, every maintenance tick.
+    pub(crate) fn maintenance(&mut self) {
+        let (now, wall) = (self.now(), self.wall());
+        let expired = self.core.store_mut().expire(wall);
+        if expired > 0 {
+            debug!(expired, "expired records");
+        }
+        let wall_ms = unix_ms(wall);
+        self.published
+            .retain(|_, p| !(p.fixed_expiry && p.record.expires_at_ms <= wall_ms));
+        if !self.is_joined() {
+            return;
+        }
+        // Bucket refresh (section 2.3).
+        let stale = self
+            .core
+            .routing()
+            .stale_buckets(now, self.cfg.refresh_interval);
+        if !stale.is_empty() {
+            debug!(buckets = stale.len(), "refreshing buckets");
+        }
+        for index in stale {
+            let target = self.core.id().random_in_bucket(index, &mut self.rng);
+            self.start_lookup(target, Mode::FindNode, AfterLookup::Refresh);
+        }
+        // Replication (section 2.5): records not refreshed by a STORE within the interval.
+        let cutoff = wall_ms.saturating_sub(self.cfg.replicate_interval.as_millis() as u64);
+        let due: Vec<Record> = self
+            .core
+            .store()
+            .records()
+            .into_iter()
+            .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
+            .take(REPLICATE_BATCH)
+            .map(|s| s.record)
+            .collect();
+        if !due.is_empty() {
+            debug!(records = due.len(), "replicating records");
+        }
+        for record in due {
+            self.core.store_mut().touch(&record.key, wall);
+            self.start_lookup(
+                record.key,
+                Mode::FindNode,
+                AfterLookup::Replicate { record },
+            );
+        }
+        // Republishing by the original publisher (section 2.5).
+        let early = self.tick;
+        let due: Vec<_> = self
+            .published
+            .values_mut()
+            .filter(|p| {
+                now.saturating_duration_since(p.last) + early >= self.cfg.republish_interval
+            })
+            .map(|p| {
+                p.last = now;
+                if !p.fixed_expiry {
+                    p.record.expires_at_ms =
+                        wall_ms.saturating_add(self.cfg.record_ttl.as_millis() as u64);
+                }
+                p.record.clone()
+            })
+            .collect();
+        if !due.is_empty() {
+            info!(records = due.len(), "republishing records");
+        }
+        for record in due {
+            self.start_lookup(
+                record.key,
+                Mode::FindNode,
+                AfterLookup::Republish { record },
+            );
+        }
+        // Merge with nodes behind P2P_REMOTE_HOST that this node does not know.
+        if self.cfg.remote_host.is_some()
+            && self
+                .join
+                .last_bootstrap
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.rebootstrap_interval)
+        {
+            self.bootstrap(true);
+        }
+    }
+
+    pub(crate) fn republish_to(&mut self, record: Record, outcome: Outcome) {
+        let wall = self.wall();
+        for c in self.replica_set(&record.key, &outcome.closest) {
+            if c.id == self.core.id() {
+                if let Ok(PutOutcome::Stale { current_version }) =
+                    self.core.store_mut().put(record.clone(), false, wall)
+                    && current_version > record.version
+                {
+                    self.published.remove(&record.key);
+                }
+            } else {
+                let purpose = Purpose::Republish(record.key);
+                self.send(
+                    None,
+                    purpose,
+                    &c,
+                    Request::Store {
+                        record: record.clone(),
+                        cached: false,
+                    },
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The driver: one task owns a node's [`Core`](crate::kad::Core) and performs its effects.
+//!
+//! The task selects over inbound peer requests, client commands, completed RPCs and timers
+//! (lookup deadlines, join retries, maintenance). Lookups are state machines kept in a table
+//! of operations; the task sends the RPCs they ask for on spawned futures whose results come
+//! back as events. [`NodeHandle`] is the cloneable front door used by the client service, the
+//! CLI's devnet and tests.
+
+mod driver;
+mod maintenance;
+mod ops;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::DhtError;
+use crate::kad::{Contact, NodeId, Params};
+use crate::net::{Inbound, Transport};
+
+/// Everything a node needs to run (built from [`crate::config::Settings`]).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Address advertised to peers ("host:port").
+    pub addr: String,
+    pub network_id: String,
+    /// `P2P_REMOTE_HOST`: `None` creates a new network, `Some(name)` joins through it.
+    pub remote_host: Option<String>,
+    pub params: Params,
+    /// STOREs that must succeed for a put (clamped to the nodes found).
+    pub quorum: usize,
+    pub refresh_interval: Duration,
+    pub replicate_interval: Duration,
+    pub republish_interval: Duration,
+    pub record_ttl: Duration,
+    /// Longest life of a cached copy; 0 disables caching.
+    pub cache_ttl: Duration,
+    pub max_value_bytes: usize,
+    pub max_records: usize,
+    /// How often a joined node re-resolves `P2P_REMOTE_HOST` to merge with nodes it does not know.
+    pub rebootstrap_interval: Duration,
+    /// Longest wait between bootstrap attempts.
+    pub bootstrap_backoff_max: Duration,
+}
+
+impl NodeConfig {
+    /// Paper defaults for a node at `addr`.
+    pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
+        NodeConfig {
+            id,
+            addr: addr.into(),
+            network_id: "kademlia".into(),
+            remote_host: None,
+            params: Params {
+                k: crate::kad::K,
+                alpha: crate::kad::ALPHA,
+                rpc_timeout: Duration::from_secs(2),
+            },
+            quorum: 3,
+            refresh_interval: crate::kad::T_REFRESH,
+            replicate_interval: crate::kad::T_REPLICATE,
+            republish_interval: crate::kad::T_REPUBLISH,
+            record_ttl: crate::kad::T_EXPIRE,
+            cache_ttl: Duration::from_secs(300),
+            max_value_bytes: 65_536,
+            max_records: 1_000_000,
+            rebootstrap_interval: Duration::from_secs(60),
+            bootstrap_backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Longest accepted user key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// A successful put or delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    pub key_id: NodeId,
+    pub version: u64,
+    pub stored_at: Vec<String>,
+}
+
+/// A successful get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetResult {
+    pub key_id: NodeId,
+    pub value: Vec<u8>,
+    pub version: u64,
+    pub expires_at_ms: u64,
+    pub local: bool,
+    pub hops: u32,
+    pub queried: u32,
+}
+
+/// One node in a Locate answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub contact: Contact,
+    pub has_value: bool,
+    pub tombstone: bool,
+    pub version: u64,
+}
+
+/// Node identity and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub addr: String,
+    pub network_id: String,
+    pub peers: usize,
+    pub records: usize,
+    pub joined: bool,
+    pub k: usize,
+    pub alpha: usize,
+    pub uptime: Duration,
+}
+
+/// A contact in a routing-table dump.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub contact: Contact,
+    pub last_seen_ago: Duration,
+    pub failures: u32,
+}
+
+/// A non-empty k-bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketDump {
+    pub index: usize,
+    pub contacts: Vec<RouteEntry>,
+    pub replacements: Vec<RouteEntry>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
+
+/// Client commands handled by the driver.
+pub(crate) enum Command {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+        reply: Reply<WriteResult>,
+    },
+    Get {
+        key: String,
+        reply: Reply<GetResult>,
+    },
+    Delete {
+        key: String,
+        reply: Reply<WriteResult>,
+    },
+    Locate {
+        key: String,
+        reply: Reply<(NodeId, Vec<Located>)>,
+    },
+    Info {
+        reply: oneshot::Sender<NodeInfo>,
+    },
+    Routes {
+        reply: oneshot::Sender<Vec<BucketDump>>,
+    },
+}
+
+/// A cloneable handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    joined: watch::Receiver<bool>,
+    id: NodeId,
+    addr: String,
+}
+
+fn stopped() -> DhtError {
+    DhtError::Unavailable("node is shutting down".into())
+}
+
+impl NodeHandle {
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether the node has created or joined a network.
+    pub fn is_joined(&self) -> bool {
+        *self.joined.borrow()
+    }
+
+    /// A receiver that changes when the node joins.
+    pub fn joined_watch(&self) -> watch::Receiver<bool> {
+        self.joined.clone()
+    }
+
+    /// Waits until the node has created or joined a network (or stopped).
+    pub async fn wait_joined(&self) -> bool {
+        let mut rx = self.joined.clone();
+        rx.wait_for(|j| *j).await.is_ok()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    pub async fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<WriteResult, DhtError> {
+        self.call(|reply| Command::Put {
+            key,
+            value,
+            ttl,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn get(&self, key: String) -> Result<GetResult, DhtError> {
+        self.call(|reply| Command::Get { key, reply }).await
+    }
+
+    pub async fn delete(&self, key: String) -> Result<WriteResult, DhtError> {
+        self.call(|reply| Command::Delete { key, reply }).await
+    }
+
+    pub async fn locate(&self, key: String) -> Result<(NodeId, Vec<Located>), DhtError> {
+        self.call(|reply| Command::Locate { key, reply }).await
+    }
+
+    pub async fn info(&self) -> Result<NodeInfo, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Info { reply: tx })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    pub async fn routes(&self) -> Result<Vec<BucketDump>, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Routes { reply: tx })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+}
+
+/// Queue lengths between transports/clients and the driver.
+const INBOUND_QUEUE: usize = 4096;
+const COMMAND_QUEUE: usize = 1024;
+
+/// A node that has been created but whose driver has not started yet: attach
+/// [`PendingNode::inbound`] to a transport's server side, then [`PendingNode::start`].
+pub struct PendingNode {
+    pub handle: NodeHandle,
+    pub inbound: mpsc::Sender<Inbound>,
+    parts: driver::Parts,
+}
+
+impl PendingNode {
+    pub fn new(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Self {
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (joined_tx, joined_rx) = watch::channel(false);
+        let handle = NodeHandle {
+            commands: cmd_tx,
+            joined: joined_rx,
+            id: cfg.id,
+            addr: cfg.addr.clone(),
+        };
+        let parts = driver::Parts {
+            cfg,
+            transport,
+            inbound: inbound_rx,
+            commands: cmd_rx,
+            joined: joined_tx,
+        };
+        PendingNode {
+            handle,
+            inbound: inbound_tx,
+            parts,
+        }
+    }
+
+    /// Starts the driver task; it runs until `shutdown` completes.
+    pub fn start(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        tokio::spawn(driver::run(self.parts, shutdown))
+    }
+}

@@ -1,0 +1,562 @@
+//! Client operations (put, get, delete, locate, info, routes) as steps of the driver.
+//!
+//! Put and Delete run a survey lookup (FIND_VALUE to the k closest without stopping at the
+//! first record), then STORE at the k closest nodes (this node included when it is one of
+//! them) and at any node the survey saw holding an older copy; they succeed when
+//! `min(quorum, nodes found)` STOREs succeeded. Get reads the local store, then runs a
+//! FIND_VALUE lookup and caches the value at the closest node on the path that lacked it.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::driver::{Driver, RpcDone};
+use super::maintenance::Published;
+use super::{
+    BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, NodeInfo, RouteEntry, WriteResult,
+};
+use crate::error::DhtError;
+use crate::kad::lookup::{Lookup, Mode, Outcome};
+use crate::kad::store::{PutOutcome, unix_ms};
+use crate::kad::{Contact, NodeId, Record, Request, Response};
+
+type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
+
+/// Why an RPC was sent, which decides what its result feeds.
+#[derive(Clone, Debug)]
+pub(crate) enum Purpose {
+    Lookup,
+    Store,
+    PingLru,
+    Bootstrap,
+    /// A STORE whose answer only matters to the publisher (republish).
+    Republish(NodeId),
+    Oneway,
+}
+
+/// What to do when a lookup finishes.
+pub(crate) enum AfterLookup {
+    Get {
+        key: String,
+        reply: Reply<GetResult>,
+        started: Instant,
+    },
+    Write {
+        record: Record,
+        reply: Reply<WriteResult>,
+    },
+    Locate {
+        reply: Reply<(NodeId, Vec<Located>)>,
+    },
+    Join,
+    Refresh,
+    Replicate {
+        record: Record,
+    },
+    Republish {
+        record: Record,
+    },
+}
+
+/// A running operation.
+pub(crate) enum Op {
+    Lookup {
+        lookup: Box<Lookup>,
+        then: AfterLookup,
+        wait_until: Option<Instant>,
+    },
+    Store {
+        record: Record,
+        pending: usize,
+        stored_at: Vec<String>,
+        newer: u64,
+        needed: usize,
+        reply: Reply<WriteResult>,
+    },
+    Bootstrap {
+        pending: usize,
+        answered: usize,
+        rejoin: bool,
+    },
+}
+
+fn check_key(key: &str) -> Result<NodeId, DhtError> {
+    if key.is_empty() {
+        return Err(DhtError::InvalidArgument("key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(DhtError::InvalidArgument(format!(
+            "key is {} bytes, the maximum is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(NodeId::hash(key.as_bytes()))
+}
+
+impl Driver {
+    pub(crate) fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Put {
+                key,
+                value,
+                ttl,
+                reply,
+            } => self.put(key, value, ttl, reply),
+            Command::Get { key, reply } => self.get(key, reply),
+            Command::Delete { key, reply } => self.delete(key, reply),
+            Command::Locate { key, reply } => match check_key(&key) {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok(id) => self.start_lookup(id, Mode::Survey, AfterLookup::Locate { reply }),
+            },
+            Command::Info { reply } => drop(reply.send(self.info())),
+            Command::Routes { reply } => drop(reply.send(self.routes())),
+        }
+    }
+
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.core.id(),
+            addr: self.cfg.addr.clone(),
+            network_id: self.cfg.network_id.clone(),
+            peers: self.core.routing().len(),
+            records: self.core.store().len(),
+            joined: self.is_joined(),
+            k: self.cfg.params.k,
+            alpha: self.cfg.params.alpha,
+            uptime: self.started.elapsed(),
+        }
+    }
+
+    fn routes(&self) -> Vec<BucketDump> {
+        let now = self.now();
+        let entry = |e: &crate::kad::routing::Entry| RouteEntry {
+            contact: e.contact.clone(),
+            last_seen_ago: now.saturating_duration_since(e.last_seen),
+            failures: e.failures,
+        };
+        self.core
+            .routing()
+            .buckets()
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.entries.is_empty() || !b.replacements.is_empty())
+            .map(|(index, b)| BucketDump {
+                index,
+                contacts: b.entries.iter().map(entry).collect(),
+                replacements: b.replacements.iter().map(entry).collect(),
+            })
+            .collect()
+    }
+
+    fn not_joined(&self) -> Option<DhtError> {
+        (!self.is_joined())
+            .then(|| DhtError::Unavailable("node has not joined a network yet".into()))
+    }
+
+    fn put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+        reply: Reply<WriteResult>,
+    ) {
+        let key_id = match check_key(&key) {
+            Ok(id) => id,
+            Err(e) => return drop(reply.send(Err(e))),
+        };
+        if value.len() > self.cfg.max_value_bytes {
+            let msg = format!(
+                "value is {} bytes, the maximum is {}",
+                value.len(),
+                self.cfg.max_value_bytes
+            );
+            return drop(reply.send(Err(DhtError::InvalidArgument(msg))));
+        }
+        if let Some(e) = self.not_joined() {
+            return drop(reply.send(Err(e)));
+        }
+        let ttl = ttl.filter(|t| !t.is_zero());
+        let life = ttl.unwrap_or(self.cfg.record_ttl);
+        let record = Record {
+            key: key_id,
+            value,
+            version: self.next_version(),
+            expires_at_ms: unix_ms(self.wall()).saturating_add(life.as_millis() as u64),
+            tombstone: false,
+            publisher: self.core.id(),
+            user_key: key,
+        };
+        let now = self.now();
+        self.published.insert(
+            key_id,
+            Published {
+                record: record.clone(),
+                fixed_expiry: ttl.is_some(),
+                last: now,
+            },
+        );
+        self.start_lookup(key_id, Mode::Survey, AfterLookup::Write { record, reply });
+    }
+
+    fn delete(&mut self, key: String, reply: Reply<WriteResult>) {
+        let key_id = match check_key(&key) {
+            Ok(id) => id,
+            Err(e) => return drop(reply.send(Err(e))),
+        };
+        if let Some(e) = self.not_joined() {
+            return drop(reply.send(Err(e)));
+        }
+        // A tombstone must outlive any republish of the value it replaces.
+        let life = self.cfg.record_ttl.max(self.cfg.republish_interval);
+        let record = Record {
+            key: key_id,
+            value: Vec::new(),
+            version: self.next_version(),
+            expires_at_ms: unix_ms(self.wall()).saturating_add(life.as_millis() as u64),
+            tombstone: true,
+            publisher: self.core.id(),
+            user_key: key,
+        };
+        self.published.remove(&key_id);
+        self.start_lookup(key_id, Mode::Survey, AfterLookup::Write { record, reply });
+    }
+
+    fn get(&mut self, key: String, reply: Reply<GetResult>) {
+        let key_id = match check_key(&key) {
+            Ok(id) => id,
+            Err(e) => return drop(reply.send(Err(e))),
+        };
+        let wall = self.wall();
+        if let Some(stored) = self.core.store().get(&key_id, wall) {
+            let r = &stored.record;
+            let result = if r.tombstone {
+                Err(DhtError::NotFound(key))
+            } else {
+                Ok(GetResult {
+                    key_id,
+                    value: r.value.clone(),
+                    version: r.version,
+                    expires_at_ms: r.expires_at_ms,
+                    local: true,
+                    hops: 0,
+                    queried: 0,
+                })
+            };
+            return drop(reply.send(result));
+        }
+        if let Some(e) = self.not_joined() {
+            return drop(reply.send(Err(e)));
+        }
+        self.start_lookup(
+            key_id,
+            Mode::FindValue,
+            AfterLookup::Get {
+                key,
+                reply,
+                started: self.now(),
+            },
+        );
+    }
+
+    /// The k nodes closest to `key` among those a lookup found and this node.
+    pub(crate) fn replica_set(&self, key: &NodeId, found: &[Contact]) -> Vec<Contact> {
+        let mut all: Vec<Contact> = found.to_vec();
+        all.push(self.core.me().clone());
+        all.sort_by_key(|c| c.id.distance(key));
+        all.dedup_by_key(|c| c.id);
+        all.truncate(self.cfg.params.k);
+        all
+    }
+
+    pub(crate) fn after_lookup(&mut self, outcome: Outcome, then: AfterLookup) {
+        match then {
+            AfterLookup::Get {
+                key,
+                reply,
+                started,
+            } => self.finish_get(key, outcome, reply, started),
+            AfterLookup::Write { record, reply } => self.write_replicas(record, outcome, reply),
+            AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
+            AfterLookup::Join => self.joined_lookup_done(outcome),
+            AfterLookup::Refresh => {}
+            AfterLookup::Replicate { record } => {
+                for c in self.replica_set(&record.key, &outcome.closest) {
+                    if c.id != self.core.id() {
+                        self.send(
+                            None,
+                            Purpose::Oneway,
+                            &c,
+                            Request::Store {
+                                record: record.clone(),
+                                cached: false,
+                            },
+                        );
+                    }
+                }
+            }
+            AfterLookup::Republish { record } => self.republish_to(record, outcome),
+        }
+    }
+
+    fn finish_get(
+        &mut self,
+        key: String,
+        outcome: Outcome,
+        reply: Reply<GetResult>,
+        started: Instant,
+    ) {
+        let Some(found) = outcome.found else {
+            debug!(key, queried = outcome.queried, "get: not found");
+            return drop(reply.send(Err(DhtError::NotFound(key))));
+        };
+        let record = found.record;
+        if record.tombstone {
+            return drop(reply.send(Err(DhtError::NotFound(key))));
+        }
+        debug!(key, hops = found.hop, queried = outcome.queried, elapsed = ?started.elapsed(), "get: found");
+        if let Some(target) = outcome
+            .cache_at
+            .as_ref()
+            .filter(|_| !self.cfg.cache_ttl.is_zero())
+        {
+            // Paper section 2.5: cache lifetime falls exponentially with the number of nodes
+            // between the cache and the node closest to the key.
+            let key_dist = target.id.distance(&record.key);
+            let between = outcome
+                .closest
+                .iter()
+                .filter(|c| c.id.distance(&record.key) < key_dist)
+                .count();
+            let life = self.cfg.cache_ttl.as_millis() as u64 >> between.min(63);
+            let mut cached = record.clone();
+            cached.expires_at_ms = cached
+                .expires_at_ms
+                .min(unix_ms(self.wall()).saturating_add(life));
+            if life > 0 {
+                self.send(
+                    None,
+                    Purpose::Oneway,
+                    target,
+                    Request::Store {
+                        record: cached,
+                        cached: true,
+                    },
+                );
+            }
+        }
+        let _ = reply.send(Ok(GetResult {
+            key_id: record.key,
+            value: record.value,
+            version: record.version,
+            expires_at_ms: record.expires_at_ms,
+            local: false,
+            hops: found.hop,
+            queried: outcome.queried,
+        }));
+    }
+
+    fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
+        let wall = self.wall();
+        let target = outcome.target;
+        let local = self
+            .core
+            .store()
+            .get(&target, wall)
+            .map(|s| s.record.clone());
+        let nodes = self
+            .replica_set(&target, &outcome.closest)
+            .into_iter()
+            .map(|c| {
+                let held = if c.id == self.core.id() {
+                    local.clone()
+                } else {
+                    outcome
+                        .holders
+                        .iter()
+                        .find(|(h, _)| h.id == c.id)
+                        .map(|(_, r)| r.clone())
+                };
+                Located {
+                    has_value: held.as_ref().is_some_and(|r| !r.tombstone),
+                    tombstone: held.as_ref().is_some_and(|r| r.tombstone),
+                    version: held.map_or(0, |r| r.version),
+                    contact: c,
+                }
+            })
+            .collect();
+        let _ = reply.send(Ok((target, nodes)));
+    }
+
+    /// Stores a put's or delete's record at its replica set.
+    fn write_replicas(&mut self, record: Record, outcome: Outcome, reply: Reply<WriteResult>) {
+        let replicas = self.replica_set(&record.key, &outcome.closest);
+        let needed = self.cfg.quorum.min(replicas.len()).max(1);
+        let mut stored_at = Vec::new();
+        let mut newer = 0;
+        let mut pending = 0;
+        let me = self.core.id();
+        // Stale copies the survey saw outside the replica set get the new version too.
+        for (holder, held) in &outcome.holders {
+            if held.version < record.version && !replicas.iter().any(|c| c.id == holder.id) {
+                self.send(
+                    None,
+                    Purpose::Oneway,
+                    holder,
+                    Request::Store {
+                        record: record.clone(),
+                        cached: false,
+                    },
+                );
+            }
+        }
+        let op = self.next_op;
+        for c in &replicas {
+            if c.id == me {
+                let wall = self.wall();
+                match self.core.store_mut().put(record.clone(), false, wall) {
+                    Ok(PutOutcome::Stored) => stored_at.push(c.addr.clone()),
+                    Ok(PutOutcome::Stale { current_version }) => newer = newer.max(current_version),
+                    Err(e) => warn!(error = %e, "local store refused a record"),
+                }
+            } else {
+                pending += 1;
+                self.send(
+                    Some(op),
+                    Purpose::Store,
+                    c,
+                    Request::Store {
+                        record: record.clone(),
+                        cached: false,
+                    },
+                );
+            }
+        }
+        let id = self.new_op(Op::Store {
+            record,
+            pending,
+            stored_at,
+            newer,
+            needed,
+            reply,
+        });
+        debug_assert_eq!(id, op);
+        self.maybe_finish_store(id);
+    }
+
+    pub(crate) fn on_store_result(&mut self, op: u64, done: &RpcDone) {
+        let Some(Op::Store {
+            pending,
+            stored_at,
+            newer,
+            ..
+        }) = self.ops.get_mut(&op)
+        else {
+            return;
+        };
+        *pending -= 1;
+        if let Ok(reply) = &done.result {
+            match reply.body {
+                Response::Stored { stored: true, .. } => {
+                    stored_at.push(reply.responder.addr.clone())
+                }
+                Response::Stored {
+                    stored: false,
+                    current_version,
+                } => *newer = (*newer).max(current_version),
+                _ => {}
+            }
+        }
+        self.maybe_finish_store(op);
+    }
+
+    fn maybe_finish_store(&mut self, op: u64) {
+        if !matches!(self.ops.get(&op), Some(Op::Store { pending: 0, .. })) {
+            return;
+        }
+        let Some(Op::Store {
+            record,
+            stored_at,
+            newer,
+            needed,
+            reply,
+            ..
+        }) = self.ops.remove(&op)
+        else {
+            return;
+        };
+        let result = if stored_at.len() >= needed {
+            Ok(WriteResult {
+                key_id: record.key,
+                version: record.version,
+                stored_at,
+            })
+        } else if newer > record.version {
+            self.published.remove(&record.key);
+            Err(DhtError::Aborted(format!(
+                "a newer version ({newer}) of key {:?} exists; this write ({}) was not applied",
+                record.user_key, record.version
+            )))
+        } else {
+            Err(DhtError::Unavailable(format!(
+                "stored on {} node(s), fewer than the quorum of {needed}",
+                stored_at.len()
+            )))
+        };
+        let _ = reply.send(result);
+    }
+
+    /// Routes a finished RPC to whatever was waiting for it.
+    pub(crate) fn dispatch(&mut self, done: RpcDone) {
+        match done.purpose {
+            Purpose::Lookup => {
+                let Some(op) = done.op else { return };
+                let Some(Op::Lookup { lookup, .. }) = self.ops.get_mut(&op) else {
+                    return;
+                };
+                match (&done.result, done.to_id) {
+                    (Ok(reply), Some(id)) => {
+                        let (closer, record) = match &reply.body {
+                            Response::Nodes { closer } => (closer.clone(), None),
+                            Response::Value { record, closer } => (closer.clone(), record.clone()),
+                            _ => (Vec::new(), None),
+                        };
+                        lookup.on_success(&id, closer, record);
+                    }
+                    (_, Some(id)) => lookup.on_failure(&id),
+                    _ => {}
+                }
+                self.advance(op);
+            }
+            Purpose::Store => {
+                if let Some(op) = done.op {
+                    self.on_store_result(op, &done);
+                }
+            }
+            Purpose::PingLru => {
+                if let Some(id) = done.to_id {
+                    self.pinging.remove(&id);
+                    let now = self.now();
+                    self.core.on_ping_result(&id, done.result.is_ok(), now);
+                }
+            }
+            Purpose::Bootstrap => self.on_bootstrap_ping(done),
+            Purpose::Republish(key) => {
+                if let Ok(reply) = &done.result
+                    && let Response::Stored {
+                        stored: false,
+                        current_version,
+                    } = reply.body
+                    && self
+                        .published
+                        .get(&key)
+                        .is_some_and(|p| p.record.version < current_version)
+                {
+                    debug!(key = %key.short(), "a newer version exists: no longer republishing");
+                    self.published.remove(&key);
+                }
+            }
+            Purpose::Oneway => {}
+        }
+    }
+}
