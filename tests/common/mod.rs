@@ -1,0 +1,185 @@
+//! Shared helpers for the integration tests: an in-memory network of nodes and a launcher of
+//! real gRPC nodes on loopback.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kademlia::NodeId;
+use kademlia::net::memory::MemoryNetwork;
+use kademlia::node::{NodeConfig, NodeHandle, PendingNode};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::sync::oneshot;
+
+/// A node of a simulated network.
+pub struct SimNode {
+    pub handle: NodeHandle,
+    pub addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Many nodes in one process over the in-memory transport.
+pub struct SimNet {
+    pub net: MemoryNetwork,
+    pub nodes: Vec<SimNode>,
+    pub rng: StdRng,
+}
+
+pub fn sim_config(id: NodeId, addr: &str, remote: Option<String>) -> NodeConfig {
+    let mut cfg = NodeConfig::new(id, addr);
+    cfg.remote_host = remote;
+    cfg.params.rpc_timeout = Duration::from_secs(2);
+    cfg
+}
+
+impl SimNet {
+    pub fn new(seed: u64) -> Self {
+        SimNet {
+            net: MemoryNetwork::new(),
+            nodes: Vec::new(),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// Adds a node that joins through `remote` (or creates the network when `None`).
+    pub fn add(&mut self, remote: Option<String>) -> usize {
+        let i = self.nodes.len();
+        let addr = format!("sim-{i}:50051");
+        let id = NodeId::random(&mut self.rng);
+        let cfg = sim_config(id, &addr, remote);
+        self.add_with(cfg)
+    }
+
+    pub fn add_with(&mut self, cfg: NodeConfig) -> usize {
+        let addr = cfg.addr.clone();
+        let pending = PendingNode::new(cfg, Arc::new(self.net.transport()));
+        self.net.attach(&addr, pending.inbound.clone());
+        let handle = pending.handle.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = pending.start(async move {
+            let _ = rx.await;
+        });
+        self.nodes.push(SimNode {
+            handle,
+            addr,
+            stop: Some(tx),
+            task,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Builds a network of `n` nodes: node 0 creates it, the rest join through a random
+    /// earlier node, `wave` of them at a time.
+    pub async fn build(seed: u64, n: usize, wave: usize) -> SimNet {
+        let mut sim = SimNet::new(seed);
+        sim.add(None);
+        assert!(sim.nodes[0].handle.wait_joined().await);
+        while sim.nodes.len() < n {
+            let batch = wave.min(n - sim.nodes.len());
+            let start = sim.nodes.len();
+            for _ in 0..batch {
+                let via = sim.rng.random_range(0..start);
+                let remote = sim.nodes[via].addr.clone();
+                sim.add(Some(remote));
+            }
+            let joins = sim.nodes[start..].iter().map(|n| n.handle.wait_joined());
+            let joined =
+                tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(joins))
+                    .await
+                    .expect("wave joined in time");
+            assert!(
+                joined.into_iter().all(|j| j),
+                "a node stopped before joining"
+            );
+        }
+        sim
+    }
+
+    /// A random live node's handle.
+    pub fn random_live(&mut self) -> NodeHandle {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].stop.is_some())
+            .collect();
+        let i = live[self.rng.random_range(0..live.len())];
+        self.nodes[i].handle.clone()
+    }
+
+    /// Kills node `i`: it vanishes from the network and its driver stops.
+    pub async fn kill(&mut self, i: usize) {
+        self.net.detach(&self.nodes[i].addr);
+        if let Some(stop) = self.nodes[i].stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.nodes[i].task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+
+    pub fn is_live(&self, i: usize) -> bool {
+        self.nodes[i].stop.is_some()
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            if self.is_live(i) {
+                self.kill(i).await;
+            }
+        }
+    }
+}
+
+/// A real gRPC node on a loopback port.
+pub struct GrpcNode {
+    pub handle: NodeHandle,
+    pub addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcNode {
+    /// Starts a node serving on `listener` with `cfg` (whose `addr` must match the listener).
+    pub async fn start(listener: tokio::net::TcpListener, cfg: NodeConfig) -> GrpcNode {
+        let addr = cfg.addr.clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (htx, hrx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.await;
+            };
+            kademlia::run(listener, cfg, shutdown, move |h| {
+                let _ = htx.send(h);
+            })
+            .await
+            .expect("server ran");
+        });
+        let handle = hrx.await.expect("node started");
+        GrpcNode {
+            handle,
+            addr,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    pub async fn client(&self) -> kademlia::pb::dht_client::DhtClient<tonic::transport::Channel> {
+        kademlia::cli::client::connect(&self.addr)
+            .await
+            .expect("connect")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Binds a listener on 127.0.0.1 with an OS-chosen port; returns it with its address.
+pub async fn loopback_listener() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("local addr").to_string();
+    (l, addr)
+}

@@ -1,0 +1,369 @@
+//! End-to-end tests over real gRPC on loopback.
+
+mod common;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use common::{GrpcNode, loopback_listener};
+use futures::StreamExt;
+use kademlia::NodeId;
+use kademlia::node::NodeConfig;
+use kademlia::pb;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tonic::Code;
+
+fn config(addr: &str, remote: Option<String>) -> NodeConfig {
+    let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), addr);
+    cfg.remote_host = remote;
+    cfg.bootstrap_backoff_max = Duration::from_millis(500);
+    cfg
+}
+
+/// Starts `n` nodes at the same moment; node 0 creates the network and starts last, so the
+/// others must retry until it is up.
+async fn start_network(n: usize) -> Vec<GrpcNode> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(loopback_listener().await);
+    }
+    let seed = listeners[0].1.clone();
+    let starts = listeners.into_iter().enumerate().map(|(i, (l, addr))| {
+        let remote = (i != 0).then(|| seed.clone());
+        async move {
+            if i == 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            GrpcNode::start(l, config(&addr, remote)).await
+        }
+    });
+    let nodes: Vec<GrpcNode> = futures::future::join_all(starts).await;
+    let joins = futures::future::join_all(nodes.iter().map(|n| n.handle.wait_joined()));
+    let joined = tokio::time::timeout(Duration::from_secs(60), joins)
+        .await
+        .expect("all nodes joined in time");
+    assert!(joined.into_iter().all(|j| j));
+    nodes
+}
+
+/// Every node is reachable from every other through routing-table links.
+async fn assert_one_network(nodes: &[GrpcNode]) {
+    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+    for n in nodes {
+        let table = n
+            .client()
+            .await
+            .routing_table(pb::RoutingTableRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let peers = table
+            .buckets
+            .iter()
+            .flat_map(|b| b.contacts.iter().map(|c| c.address.clone()))
+            .collect();
+        edges.insert(n.addr.clone(), peers);
+    }
+    for start in nodes {
+        let mut seen = HashSet::from([start.addr.clone()]);
+        let mut queue = VecDeque::from([start.addr.clone()]);
+        while let Some(a) = queue.pop_front() {
+            for b in edges.get(&a).into_iter().flatten() {
+                if seen.insert(b.clone()) {
+                    queue.push_back(b.clone());
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            nodes.len(),
+            "{} reaches only {} nodes",
+            start.addr,
+            seen.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_nodes_started_together_form_one_network_and_serve_500_keys() {
+    let nodes = start_network(50).await;
+    assert_one_network(&nodes).await;
+
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(n.client().await);
+    }
+    let mut rng = StdRng::seed_from_u64(50);
+    let picks: Vec<(usize, usize)> = (0..500)
+        .map(|_| (rng.random_range(0..50), rng.random_range(0..50)))
+        .collect();
+
+    let puts = picks.iter().enumerate().map(|(i, (p, _))| {
+        let mut c = clients[*p].clone();
+        async move {
+            let req = pb::PutRequest {
+                key: format!("key-{i}"),
+                value: format!("value-{i}").into_bytes(),
+                ttl_seconds: None,
+            };
+            (i, c.put(req).await)
+        }
+    });
+    for (i, r) in futures::stream::iter(puts)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+    {
+        let r = r
+            .unwrap_or_else(|s| panic!("put key-{i}: {s}"))
+            .into_inner();
+        assert!(r.replicas >= 3, "key-{i} on {} replicas", r.replicas);
+    }
+    let gets = picks.iter().enumerate().map(|(i, (_, g))| {
+        let mut c = clients[*g].clone();
+        async move {
+            (
+                i,
+                c.get(pb::GetRequest {
+                    key: format!("key-{i}"),
+                })
+                .await,
+            )
+        }
+    });
+    for (i, r) in futures::stream::iter(gets)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+    {
+        let r = r
+            .unwrap_or_else(|s| panic!("get key-{i}: {s}"))
+            .into_inner();
+        assert_eq!(r.value, format!("value-{i}").into_bytes());
+    }
+
+    // Delete through one node; every node then answers NOT_FOUND.
+    clients[3]
+        .delete(pb::DeleteRequest {
+            key: "key-7".into(),
+        })
+        .await
+        .unwrap();
+    for c in clients.iter_mut().step_by(5) {
+        let s = c
+            .get(pb::GetRequest {
+                key: "key-7".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::NotFound, "{s}");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+fn header(id: Vec<u8>, addr: &str, network: &str) -> Option<pb::Header> {
+    Some(pb::Header {
+        sender: Some(pb::Contact {
+            node_id: id,
+            address: addr.into(),
+        }),
+        network_id: network.into(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
+    let (l, addr) = loopback_listener().await;
+    let node = GrpcNode::start(l, config(&addr, None)).await;
+    node.handle.wait_joined().await;
+    let mut dht = node.client().await;
+
+    let s = dht
+        .put(pb::PutRequest {
+            key: String::new(),
+            value: b"x".to_vec(),
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::InvalidArgument, "key must not be empty")
+    );
+    let s = dht
+        .put(pb::PutRequest {
+            key: "big".into(),
+            value: vec![7; 65_537],
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (s.code(), s.message()),
+        (
+            Code::InvalidArgument,
+            "value is 65537 bytes, the maximum is 65536"
+        )
+    );
+    let s = dht
+        .get(pb::GetRequest { key: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+
+    let channel = kademlia::cli::client::endpoint(&addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut peer = pb::kademlia_client::KademliaClient::new(channel);
+    let s = peer
+        .ping(pb::PingRequest {
+            header: header(vec![1; 19], "127.0.0.1:9", "kademlia"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().contains("exactly 20 bytes, got 19"),
+        "{}",
+        s.message()
+    );
+    let s = peer
+        .find_node(pb::FindNodeRequest {
+            header: header(vec![1; 20], "127.0.0.1:9", "kademlia"),
+            target: vec![0; 21],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        s.code() == Code::InvalidArgument && s.message().starts_with("target"),
+        "{s}"
+    );
+    let s = peer
+        .ping(pb::PingRequest {
+            header: header(vec![1; 20], "127.0.0.1:9", "another-net"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert!(
+        s.message().contains("network id mismatch"),
+        "{}",
+        s.message()
+    );
+    let s = peer
+        .ping(pb::PingRequest { header: None })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::InvalidArgument, "header: missing")
+    );
+    // A STORE of a record bigger than the node allows is refused, not stored.
+    let record = pb::Record {
+        key: vec![3; 20],
+        value: vec![0; 70_000],
+        version: 1,
+        expires_at_ms: u64::MAX,
+        tombstone: false,
+        publisher: vec![1; 20],
+        user_key: "x".into(),
+    };
+    let s = peer
+        .store(pb::StoreRequest {
+            header: header(vec![1; 20], "127.0.0.1:9", "kademlia"),
+            record: Some(record),
+            cached: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s}");
+
+    // None of that hurt the node: it still stores and serves, and learned no malformed contacts.
+    dht.put(pb::PutRequest {
+        key: "still".into(),
+        value: b"alive".to_vec(),
+        ttl_seconds: None,
+    })
+    .await
+    .unwrap();
+    let got = dht
+        .get(pb::GetRequest {
+            key: "still".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.value, b"alive");
+    let info = dht.info(pb::InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.records, 1);
+    // Only the well-formed sender from the right network (whose STORE was merely too big)
+    // was learned; the malformed and foreign ones were not.
+    let table = dht
+        .routing_table(pb::RoutingTableRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let learned: Vec<String> = table
+        .buckets
+        .iter()
+        .flat_map(|b| b.contacts.iter().map(|c| c.node_id.clone()))
+        .collect();
+    assert_eq!(learned, vec!["01".repeat(20)]);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_remote_host_keeps_node_serving_but_not_joined() {
+    let (l, addr) = loopback_listener().await;
+    // Port 9 on loopback: nothing listens there.
+    let node = GrpcNode::start(l, config(&addr, Some("127.0.0.1:9".into()))).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut dht = node.client().await;
+    let info = dht.info(pb::InfoRequest {}).await.unwrap().into_inner();
+    assert!(!info.joined);
+    let s = dht
+        .put(pb::PutRequest {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(s.message().contains("not joined"), "{}", s.message());
+    let channel = kademlia::cli::client::endpoint(&addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_not_serving_and_stops() {
+    let (l, addr) = loopback_listener().await;
+    let node = GrpcNode::start(l, config(&addr, None)).await;
+    node.handle.wait_joined().await;
+    let started = std::time::Instant::now();
+    node.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        kademlia::cli::client::connect(&addr).await.is_err(),
+        "server still accepts after shutdown"
+    );
+}
