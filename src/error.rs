@@ -56,5 +56,12 @@ pub enum ConfigError {
     #[error("invalid setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("cannot load configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
+}
+
+// Not `#[from]`: that would also make the inner error the source and print it twice.
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        ConfigError::Load(e)
+    }
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Measures a local network: starts a devnet of N nodes (default 100) on loopback plus one
+# separate node process, runs `kademlia bench` at concurrency 1 and 32, and reports resident
+# memory. Everything it starts, it stops. Usage: scripts/measure.sh [NODES] [OPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES=${1:-100}
+OPS=${2:-2000}
+BASE=${BASE_PORT:-46000}
+cargo build --release --locked --quiet
+BIN=target/release/kademlia
+LOG=$(mktemp -d)
+cleanup() { kill "${DEVNET:-}" "${SOLO:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$LOG"; }
+trap cleanup EXIT
+
+"$BIN" devnet --nodes "$NODES" --base-port "$BASE" >"$LOG/devnet.out" 2>"$LOG/devnet.err" &
+DEVNET=$!
+for _ in $(seq 1 600); do grep -q '^ready:' "$LOG/devnet.out" && break; sleep 0.1; done
+grep '^ready:' "$LOG/devnet.out" || { echo "devnet did not start"; tail "$LOG/devnet.err"; exit 1; }
+SOLO_PORT=$((BASE + NODES))
+P2P_REMOTE_HOST="127.0.0.1:$BASE" RUST_LOG=warn "$BIN" node --host 127.0.0.1 --port "$SOLO_PORT" 2>"$LOG/solo.err" &
+SOLO=$!
+for _ in $(seq 1 100); do "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null 2>&1 && break; sleep 0.1; done
+
+echo "== bench, concurrency 1 =="
+"$BIN" bench --quiet --nodes "$NODES" --base-port "$BASE" --puts "$OPS" --gets "$OPS" -c 1
+echo "== bench, concurrency 32 =="
+"$BIN" bench --quiet --nodes "$NODES" --base-port "$BASE" --puts "$OPS" --gets "$OPS" -c 32
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+D=$(rss "$DEVNET"); S=$(rss "$SOLO")
+echo "== memory =="
+echo "devnet process: ${D} KiB RSS for ${NODES} nodes = $((D / NODES)) KiB per node (shared runtime)"
+echo "separate node process: ${S} KiB RSS ($("$BIN" info -a "127.0.0.1:$SOLO_PORT" | awk '/peers|records/ {printf "%s %s ", $1, $2}'))"

@@ -1,0 +1,312 @@
+//! Black-box tests of the `kademlia` binary: grpcurl through reflection, the CLI client and
+//! shell, logs for an unreachable bootstrap host, and SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kademlia");
+
+/// A node process, killed on drop.
+struct NodeProc {
+    child: Child,
+    addr: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_node(remote: &str) -> NodeProc {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["node", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .env("P2P_REMOTE_HOST", remote)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kademlia node");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    NodeProc {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        stderr: rx,
+    }
+}
+
+impl NodeProc {
+    /// Waits for a log line containing `needle`.
+    fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no log line containing {needle:?} within {timeout:?}");
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if cli(&["health", "-a", &self.addr]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node at {} never became healthy", self.addr);
+    }
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("KADEMLIA_ADDR")
+        .output()
+        .expect("run kademlia")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn grpcurl(args: &[&str]) -> Output {
+    let bin = std::env::var("GRPCURL")
+        .unwrap_or_else(|_| format!("{}/.tools/venv/bin/grpcurl", env!("CARGO_MANIFEST_DIR")));
+    Command::new(&bin).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run grpcurl at {bin} ({e}); run scripts/setup-tools.sh first")
+    })
+}
+
+#[test]
+fn grpcurl_lists_services_checks_health_puts_and_gets() {
+    let node = start_node("");
+    node.wait_healthy();
+    let list = grpcurl(&["-plaintext", &node.addr, "list"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let services = stdout(&list);
+    for s in [
+        "kademlia.v1.Dht",
+        "kademlia.v1.Kademlia",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.lines().any(|l| l == s),
+            "{s} missing from:\n{services}"
+        );
+    }
+    let health = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":""}"#,
+        &node.addr,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(
+        stdout(&health).contains("\"SERVING\""),
+        "{}",
+        stdout(&health)
+    );
+
+    // "aGVsbG8gZ3JwY3VybA==" is base64 for "hello grpcurl" (protobuf JSON encodes bytes so).
+    let put = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"key":"greeting","value":"aGVsbG8gZ3JwY3VybA=="}"#,
+        &node.addr,
+        "kademlia.v1.Dht/Put",
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(stdout(&put).contains("\"replicas\": 1"), "{}", stdout(&put));
+    let get = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"key":"greeting"}"#,
+        &node.addr,
+        "kademlia.v1.Dht/Get",
+    ]);
+    assert!(
+        stdout(&get).contains("\"value\": \"aGVsbG8gZ3JwY3VybA==\""),
+        "{}",
+        stdout(&get)
+    );
+    let missing = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"key":"nope"}"#,
+        &node.addr,
+        "kademlia.v1.Dht/Get",
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let describe = grpcurl(&["-plaintext", &node.addr, "describe", "kademlia.v1.Dht"]);
+    assert!(
+        stdout(&describe).contains("rpc Locate"),
+        "{}",
+        stdout(&describe)
+    );
+}
+
+#[test]
+fn cli_client_and_shell_against_two_nodes() {
+    let a = start_node("");
+    a.wait_healthy();
+    let b = start_node(&a.addr);
+    b.wait_healthy();
+    let put = cli(&["put", "colour", "blue", "-a", &a.addr]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(
+        stdout(&put).starts_with("OK stored on 2 node(s)"),
+        "{}",
+        stdout(&put)
+    );
+    assert_eq!(stdout(&cli(&["get", "colour", "-a", &b.addr])), "blue\n");
+    let locate = stdout(&cli(&["locate", "colour", "-a", &b.addr]));
+    assert_eq!(locate.matches(" has v").count(), 2, "{locate}");
+    let routes = stdout(&cli(&["routes", "-a", &a.addr]));
+    assert!(
+        routes.contains("1 contacts") && routes.contains(&b.addr),
+        "{routes}"
+    );
+    let info = stdout(&cli(&["info", "-a", &b.addr]));
+    assert!(
+        info.contains("joined:   true") && info.contains("peers:    1"),
+        "{info}"
+    );
+    assert!(stdout(&cli(&["ping", "-a", &a.addr])).starts_with("pong from"));
+    assert!(cli(&["delete", "colour", "-a", &b.addr]).status.success());
+    let gone = cli(&["get", "colour", "-a", &a.addr]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+
+    let mut shell = Command::new(BIN)
+        .args(["shell", "-a", &a.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"set fruit ripe mango\nget fruit\nget nothing\nlocate fruit\nhelp\nfrobnicate\nquit\n",
+        )
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success());
+    assert!(text.contains("OK stored on 2 node(s)"), "{text}");
+    assert!(text.contains("ripe mango\n"), "{text}");
+    assert!(text.contains("(not found)"), "{text}");
+    assert!(text.contains("unknown command \"frobnicate\""), "{text}");
+    assert!(text.contains("set KEY VALUE"), "{text}");
+}
+
+#[test]
+fn unreachable_remote_host_is_logged_and_retried() {
+    let node = start_node("no-such-host.invalid");
+    let line = node.wait_log("cannot join yet", Duration::from_secs(10));
+    assert!(line.contains("no-such-host.invalid"), "{line}");
+    node.wait_log("cannot join yet", Duration::from_secs(10));
+    let info = cli(&["info", "-a", &node.addr]);
+    assert!(
+        stdout(&info).contains("joined:   false"),
+        "{}",
+        stdout(&info)
+    );
+    assert!(!cli(&["health", "-a", &node.addr]).status.success());
+}
+
+#[test]
+fn sigterm_stops_the_node_gracefully() {
+    let mut node = start_node("");
+    node.wait_healthy();
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.wait_log("SIGTERM received", Duration::from_secs(1));
+}
+
+#[test]
+fn invalid_settings_are_refused_with_the_setting_named() {
+    let out = Command::new(BIN)
+        .args(["node", "--set", "quorum=99"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("quorum") && err.contains("between 1 and k"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["node"])
+        .env("KADEMLIA_K", "zero")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains('k'),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
