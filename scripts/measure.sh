@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-100}
 OPS=${2:-2000}
-BASE=${BASE_PORT:-46000}
+# Below the kernel's ephemeral range (32768+), so outgoing connections cannot take our ports.
+BASE=${BASE_PORT:-21000}
 cargo build --release --locked --quiet
 BIN=target/release/kademlia
 LOG=$(mktemp -d)
-cleanup() { kill "${DEVNET:-}" "${SOLO:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$LOG"; }
+cleanup() { kill "${DEVNET:-}" "${SOLO:-}" 2>/dev/null || true; wait 2>/dev/null || true; if [ -n "${KEEP_LOGS:-}" ]; then echo "logs in $LOG"; else rm -rf "$LOG"; fi; }
 trap cleanup EXIT
 
 "$BIN" devnet --nodes "$NODES" --base-port "$BASE" >"$LOG/devnet.out" 2>"$LOG/devnet.err" &
@@ -21,6 +22,7 @@ SOLO_PORT=$((BASE + NODES))
 P2P_REMOTE_HOST="127.0.0.1:$BASE" RUST_LOG=warn "$BIN" node --host 127.0.0.1 --port "$SOLO_PORT" 2>"$LOG/solo.err" &
 SOLO=$!
 for _ in $(seq 1 100); do "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null || { echo "separate node did not join"; cat "$LOG/solo.err"; exit 1; }
 
 echo "== bench, concurrency 1 =="
 "$BIN" bench --quiet --nodes "$NODES" --base-port "$BASE" --puts "$OPS" --gets "$OPS" -c 1

@@ -26,6 +26,19 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
 }
 
+/// Accepted connections with Nagle's algorithm off: the builder's `tcp_nodelay` only applies
+/// to listeners tonic binds itself, and small RPCs would otherwise wait for delayed ACKs.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    })
+}
+
 /// Serves `node` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -105,7 +118,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(peer)
         .add_service(dht)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(incoming(listener), signal)
         .await;
     health_task.abort();
     result
