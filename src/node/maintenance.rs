@@ -4,8 +4,8 @@
 //! Join: resolve `P2P_REMOTE_HOST` to every address it stands for, ping them all, learn
 //! whoever answers, look up this node's own id, then refresh every bucket farther than the
 //! closest neighbour. While nobody answers, retry with exponential backoff (never give up).
-//! A name that resolves only to this node means this node is the first: it creates the
-//! network. A joined node re-resolves the name every `rebootstrap_interval` and pings any
+//! A name that resolves only to this node, three times in a row, means this node is the
+//! first: it creates the network. A joined node re-resolves the name every `rebootstrap_interval` and pings any
 //! address it does not know, so that nodes which started apart (or were partitioned) merge
 //! into one network.
 //!
@@ -30,6 +30,8 @@ use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
 const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Resolutions in a row that must find only this node before it creates a network.
+const SELF_ONLY_BEFORE_CREATE: u32 = 3;
 /// Records replicated per maintenance tick at most (the rest wait for the next tick).
 const REPLICATE_BATCH: usize = 512;
 
@@ -41,6 +43,8 @@ pub(crate) struct JoinState {
     pub in_progress: bool,
     pub attempts: u32,
     pub last_bootstrap: Option<Instant>,
+    /// Consecutive resolutions that found only this node.
+    pub self_only: u32,
 }
 
 /// A record this node published and must republish.
@@ -110,9 +114,19 @@ impl Driver {
             .flat_map(|b| b.entries.iter().map(|e| e.contact.addr.clone()))
             .collect();
         let others: Vec<String> = addrs.into_iter().filter(|a| *a != self.cfg.addr).collect();
+        if !others.is_empty() {
+            self.join.self_only = 0;
+        }
         if others.is_empty() && !rejoin {
             self.join.in_progress = false;
             if self.core.routing().is_empty() {
+                // Peers starting at the same moment may not be in DNS yet: only create after
+                // the name has resolved to this node alone several times in a row.
+                self.join.self_only += 1;
+                if self.join.self_only < SELF_ONLY_BEFORE_CREATE {
+                    self.retry_join("P2P_REMOTE_HOST resolves only to this node so far");
+                    return;
+                }
                 info!(node = %self.core.id(), "P2P_REMOTE_HOST resolves only to this node: created a new network");
                 let _ = self.joined.send(true);
             } else {
@@ -182,7 +196,11 @@ impl Driver {
         let jitter = self.rng.random_range(0.5..1.0);
         let wait = self.join.backoff.mul_f64(jitter);
         let host = self.cfg.remote_host.as_deref().unwrap_or_default();
-        warn!(remote = %host, attempt = self.join.attempts, retry_in = ?wait, "cannot join yet: {why}");
+        if self.join.self_only > 0 {
+            info!(remote = %host, attempt = self.join.attempts, retry_in = ?wait, "{why}");
+        } else {
+            warn!(remote = %host, attempt = self.join.attempts, retry_in = ?wait, "cannot join yet: {why}");
+        }
         self.join.retry_at = Some(self.now() + wait);
     }
 

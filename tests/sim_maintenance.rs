@@ -1,0 +1,255 @@
+//! Maintenance over the in-memory transport, with intervals shortened to seconds: expiry,
+//! republishing, replication to nodes that join later, bucket refresh, and lookups that route
+//! around cut links.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SimNet, sim_config};
+use kademlia::{DhtError, NodeId};
+use rand::Rng;
+
+fn quick(cfg: &mut kademlia::NodeConfig) {
+    cfg.record_ttl = Duration::from_secs(2);
+    cfg.republish_interval = Duration::from_secs(1);
+    cfg.replicate_interval = Duration::from_secs(1);
+    cfg.refresh_interval = Duration::from_secs(1);
+    cfg.cache_ttl = Duration::ZERO;
+}
+
+async fn build_quick(seed: u64, n: usize) -> SimNet {
+    let mut sim = SimNet::new(seed);
+    for i in 0..n {
+        let id = NodeId::random(&mut sim.rng);
+        let remote = (i > 0).then(|| sim.nodes[0].addr.clone());
+        let mut cfg = sim_config(id, &format!("m{i}:1"), remote);
+        quick(&mut cfg);
+        sim.add_with(cfg);
+        assert!(sim.nodes[i].handle.wait_joined().await);
+    }
+    sim
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_expire_at_their_ttl() {
+    let sim = SimNet::build(11, 10, 10).await;
+    let h = sim.nodes[3].handle.clone();
+    h.put(
+        "short".into(),
+        b"lived".to_vec(),
+        Some(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sim.nodes[7].handle.get("short".into()).await.unwrap().value,
+        b"lived"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for n in &sim.nodes {
+        assert_eq!(
+            n.handle.get("short".into()).await.unwrap_err(),
+            DhtError::NotFound("short".into())
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_republishes_so_records_outlive_their_ttl() {
+    let sim = build_quick(12, 8).await;
+    sim.nodes[2]
+        .handle
+        .put("kept".into(), b"alive".to_vec(), None)
+        .await
+        .unwrap();
+    // record_ttl is 2 s; without republishing the record would be gone after it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for n in &sim.nodes {
+        assert_eq!(n.handle.get("kept".into()).await.unwrap().value, b"alive");
+    }
+    // A TTL the user set is not extended by republishing.
+    sim.nodes[2]
+        .handle
+        .put("fixed".into(), b"x".to_vec(), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(matches!(
+        sim.nodes[5].handle.get("fixed".into()).await,
+        Err(DhtError::NotFound(_))
+    ));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_next_to_a_key_receives_it() {
+    let mut sim = SimNet::build(13, 30, 30).await;
+    sim.nodes[0]
+        .handle
+        .put("target".into(), b"moved".to_vec(), None)
+        .await
+        .unwrap();
+    // A newcomer whose id is the key itself: closest of all to it.
+    let key = NodeId::hash(b"target");
+    let cfg = sim_config(key, "newcomer:1", Some(sim.nodes[5].addr.clone()));
+    let j = sim.add_with(cfg);
+    assert!(sim.nodes[j].handle.wait_joined().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, located) = sim.nodes[j].handle.locate("target".into()).await.unwrap();
+        let me = located
+            .iter()
+            .find(|l| l.contact.id == key)
+            .expect("newcomer is among the closest");
+        if me.has_value {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the newcomer never received the record"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = sim.nodes[j].handle.get("target".into()).await.unwrap();
+    assert!(got.local, "answered from the newcomer's own store");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_and_replication_keep_running() {
+    let mut sim = build_quick(14, 12).await;
+    sim.nodes[1]
+        .handle
+        .put("r".into(), b"1".to_vec(), None)
+        .await
+        .unwrap();
+    // Kill half the nodes; replication re-stores at the live k closest, refresh drops the dead.
+    let mut killed = 0;
+    for i in (2..12).step_by(2) {
+        sim.kill(i).await;
+        killed += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let live: Vec<usize> = (0..12).filter(|i| sim.is_live(*i)).collect();
+    assert_eq!(live.len(), 12 - killed);
+    for &i in &live {
+        let info = sim.nodes[i].handle.info().await.unwrap();
+        // Dead contacts were probed by refresh lookups and dropped from the table.
+        assert!(
+            info.peers <= live.len() - 1,
+            "node {i} still lists {} peers",
+            info.peers
+        );
+        assert_eq!(
+            sim.nodes[i].handle.get("r".into()).await.unwrap().value,
+            b"1"
+        );
+    }
+    let _ = sim.rng.random::<u8>();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_route_around_cut_links() {
+    let mut sim = SimNet::build(15, 40, 40).await;
+    sim.nodes[0]
+        .handle
+        .put("island".into(), b"reachable".to_vec(), None)
+        .await
+        .unwrap();
+    // A node that does not hold the key can no longer talk to half of the others.
+    let (_, replicas) = sim.nodes[0].handle.locate("island".into()).await.unwrap();
+    let x = (0..40)
+        .find(|i| {
+            replicas
+                .iter()
+                .all(|r| r.contact.id != sim.nodes[*i].handle.id())
+        })
+        .unwrap();
+    let from = sim.nodes[x].addr.clone();
+    for i in (0..40).filter(|i| i % 2 == 0 && *i != x) {
+        sim.net.cut(&from, &sim.nodes[i].addr.clone());
+    }
+    let got = sim.nodes[x].handle.get("island".into()).await.unwrap();
+    assert_eq!(got.value, b"reachable");
+    assert!(!got.local, "answered by a lookup, not from the local store");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_name_for_every_node_forms_one_network() {
+    // Like a compose service: every node joins through one name that resolves to all of them.
+    let mut sim = SimNet::new(16);
+    let addrs: Vec<String> = (0..12).map(|i| format!("svc-{i}:50051")).collect();
+    sim.net.register_name("svc", addrs.clone());
+    for a in &addrs {
+        let id = NodeId::random(&mut sim.rng);
+        sim.add_with(sim_config(id, a, Some("svc".into())));
+    }
+    for n in &sim.nodes {
+        let joined = tokio::time::timeout(Duration::from_secs(10), n.handle.wait_joined()).await;
+        assert!(joined.is_ok(), "{} did not join", n.addr);
+    }
+    for n in &sim.nodes {
+        assert_eq!(
+            n.handle.info().await.unwrap().peers,
+            11,
+            "{} does not know everyone",
+            n.addr
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_networks_merge_when_the_name_finds_them() {
+    let mut sim = SimNet::new(17);
+    // Two nodes each see only themselves behind their name: each creates a network.
+    for i in 0..2 {
+        let addr = format!("lone-{i}:50051");
+        sim.net
+            .register_name(&format!("name-{i}"), vec![addr.clone()]);
+        let mut cfg = sim_config(
+            NodeId::random(&mut sim.rng),
+            &addr,
+            Some(format!("name-{i}")),
+        );
+        cfg.rebootstrap_interval = Duration::from_millis(500);
+        cfg.refresh_interval = Duration::from_millis(500);
+        sim.add_with(cfg);
+    }
+    for n in &sim.nodes {
+        tokio::time::timeout(Duration::from_secs(5), n.handle.wait_joined())
+            .await
+            .expect("created");
+        assert_eq!(n.handle.info().await.unwrap().peers, 0);
+    }
+    sim.nodes[0]
+        .handle
+        .put("before".into(), b"merge".to_vec(), None)
+        .await
+        .unwrap();
+    // Now node 0's name also finds node 1: the re-bootstrap merges the two networks.
+    sim.net
+        .register_name("name-0", vec!["lone-0:50051".into(), "lone-1:50051".into()]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sim.nodes[1].handle.info().await.unwrap().peers == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "networks never merged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sim.nodes[1]
+            .handle
+            .get("before".into())
+            .await
+            .unwrap()
+            .value,
+        b"merge"
+    );
+    sim.shutdown().await;
+}
