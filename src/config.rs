@@ -31,7 +31,8 @@ pub struct Settings {
     pub port: u16,
     /// Address peers use to reach this node ("host:port"); empty = derived from the host name.
     pub advertise_addr: String,
-    /// Empty: create a new network. Otherwise a host name, "host:port" or address to join through.
+    /// Empty: create a new network. Otherwise a host name, "host:port" or address to join
+    /// through, or a comma-separated list of them.
     pub remote_host: String,
     /// Requests from other networks are refused.
     pub network_id: String,

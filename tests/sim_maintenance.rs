@@ -253,3 +253,18 @@ async fn separate_networks_merge_when_the_name_finds_them() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_bootstrap_names_survives_dead_and_unknown_entries() {
+    let mut sim = SimNet::build(18, 5, 5).await;
+    sim.kill(0).await;
+    // The first name is dead, the second does not resolve, the third is alive.
+    let remote = format!("{},no-such-name,{}", sim.nodes[0].addr, sim.nodes[3].addr);
+    let id = NodeId::random(&mut sim.rng);
+    let j = sim.add_with(sim_config(id, "listed:1", Some(remote)));
+    tokio::time::timeout(Duration::from_secs(5), sim.nodes[j].handle.wait_joined())
+        .await
+        .expect("joined through the live name");
+    assert!(sim.nodes[j].handle.info().await.unwrap().peers >= 3);
+    sim.shutdown().await;
+}

@@ -28,9 +28,22 @@ pub struct Cli {
 /// Flags shared by the client subcommands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
-    /// Node to talk to (host:port)
-    #[arg(long, short = 'a', env = "KADEMLIA_ADDR", default_value = DEFAULT_ADDR, global = true)]
-    pub addr: String,
+    /// Node to talk to (host:port) [default: 127.0.0.1 on KADEMLIA_PORT, else 127.0.0.1:50051]
+    #[arg(long = "addr", short = 'a', env = "KADEMLIA_ADDR", global = true)]
+    pub addr_flag: Option<String>,
+}
+
+impl Target {
+    /// The address to talk to. Without `-a`, a node on this host at the port the node's own
+    /// settings name, so `kademlia health` inside a container checks the node beside it.
+    pub fn addr(&self) -> String {
+        self.addr_flag
+            .clone()
+            .unwrap_or_else(|| match std::env::var("KADEMLIA_PORT") {
+                Ok(p) if p.parse::<u16>().is_ok() => format!("127.0.0.1:{p}"),
+                _ => DEFAULT_ADDR.to_string(),
+            })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,16 +121,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             value,
             ttl,
             target,
-        } => client::put(&target.addr, key, value.into_bytes(), ttl).await,
-        Command::Get { key, target } => client::get(&target.addr, key).await,
-        Command::Delete { key, target } => client::delete(&target.addr, key).await,
-        Command::Locate { key, target } => client::locate(&target.addr, key).await,
-        Command::Ping { target } => client::ping(&target.addr).await,
-        Command::Info { target } => client::info(&target.addr).await,
-        Command::Routes { target } => client::routes(&target.addr).await,
-        Command::Health { target, timeout_ms } => client::health(&target.addr, timeout_ms).await,
+        } => client::put(&target.addr(), key, value.into_bytes(), ttl).await,
+        Command::Get { key, target } => client::get(&target.addr(), key).await,
+        Command::Delete { key, target } => client::delete(&target.addr(), key).await,
+        Command::Locate { key, target } => client::locate(&target.addr(), key).await,
+        Command::Ping { target } => client::ping(&target.addr()).await,
+        Command::Info { target } => client::info(&target.addr()).await,
+        Command::Routes { target } => client::routes(&target.addr()).await,
+        Command::Health { target, timeout_ms } => client::health(&target.addr(), timeout_ms).await,
         Command::Shell { target } => {
-            shell::run(&target.addr, tokio::io::stdin(), tokio::io::stdout()).await
+            shell::run(&target.addr(), tokio::io::stdin(), tokio::io::stdout()).await
         }
         Command::Devnet(args) => devnet::run(args).await,
         Command::Bench(args) => bench::run(args).await,

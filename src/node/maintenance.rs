@@ -1,7 +1,8 @@
 //! Joining, and the periodic work of the paper: bucket refresh, replication, republishing
 //! and expiry (sections 2.3 and 2.5).
 //!
-//! Join: resolve `P2P_REMOTE_HOST` to every address it stands for, ping them all, learn
+//! Join: resolve `P2P_REMOTE_HOST` (a name, or a comma-separated list of names) to every
+//! address it stands for, ping them all, learn
 //! whoever answers, look up this node's own id, then refresh every bucket farther than the
 //! closest neighbour. While nobody answers, retry with exponential backoff (never give up).
 //! A name that resolves only to this node, three times in a row, means this node is the
@@ -81,10 +82,31 @@ impl Driver {
         self.join.in_progress = true;
         self.join.attempts += 1;
         self.join.last_bootstrap = Some(self.now());
-        let fut = self.transport.resolve(&host);
+        // A comma-separated list is the union of its names; unresolvable names are skipped.
+        let lookups: Vec<_> = host
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| self.transport.resolve(n))
+            .collect();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let result = fut.await;
+            let mut addrs = Vec::new();
+            let mut first_err = None;
+            for r in futures::future::join_all(lookups).await {
+                match r {
+                    Ok(a) => addrs.extend(a),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            addrs.sort();
+            addrs.dedup();
+            let result = match first_err {
+                Some(e) if addrs.is_empty() => Err(e),
+                _ => Ok(addrs),
+            };
             let _ = events.send(Event::Resolved { result, rejoin });
         });
     }

@@ -1,0 +1,36 @@
+# One Dockerfile, two ways to get the binary:
+#
+#   docker build -t kademlia:latest .
+#       (with internet) compiles in the `builder` stage and ships the `runtime` stage.
+#   scripts/build-image.sh
+#       (offline) builds a static binary on the host, then `docker build --target prebuilt`.
+#
+# `prebuilt` comes first on purpose: the classic builder runs every stage up to the target,
+# so the offline target must not sit behind a stage that needs to pull a base image.
+# Both images are FROM scratch: one static binary, no shell, no libc on disk, non-root.
+
+FROM scratch AS prebuilt
+COPY target/x86_64-unknown-linux-gnu/release/kademlia /kademlia
+USER 65532:65532
+EXPOSE 50051
+ENV KADEMLIA_HOST=0.0.0.0 KADEMLIA_PORT=50051
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/kademlia", "health"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/kademlia"]
+CMD ["node"]
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu
+
+FROM scratch AS runtime
+COPY --from=builder /src/target/x86_64-unknown-linux-gnu/release/kademlia /kademlia
+USER 65532:65532
+EXPOSE 50051
+ENV KADEMLIA_HOST=0.0.0.0 KADEMLIA_PORT=50051
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/kademlia", "health"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/kademlia"]
+CMD ["node"]
