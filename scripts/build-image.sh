@@ -9,5 +9,8 @@ IMAGE=${1:-kademlia:latest}
 RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release --locked --quiet --target x86_64-unknown-linux-gnu
 # The classic builder (no BuildKit plugin needed); it stops at the requested stage.
-DOCKER_BUILDKIT=0 docker build --quiet --target prebuilt -t "$IMAGE" . >/dev/null
+if ! out=$(DOCKER_BUILDKIT=0 docker build --quiet --target prebuilt -t "$IMAGE" . 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
 docker image inspect "$IMAGE" --format "built $IMAGE: {{.Size}} bytes"
