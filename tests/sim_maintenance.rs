@@ -268,3 +268,41 @@ async fn a_list_of_bootstrap_names_survives_dead_and_unknown_entries() {
     assert!(sim.nodes[j].handle.info().await.unwrap().peers >= 3);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_advertising_a_dns_name_recognises_itself_behind_the_service_name() {
+    // Like a StatefulSet pod: it advertises "pod-N.peers:50051" while the headless service
+    // name resolves to raw addresses ("10.0.0.N:50051"), its own among them.
+    let mut sim = SimNet::new(19);
+    let mut ips = Vec::new();
+    for i in 0..4 {
+        let mut cfg = sim_config(
+            NodeId::random(&mut sim.rng),
+            &format!("pod-{i}.peers:50051"),
+            Some("peers".into()),
+        );
+        cfg.bootstrap_backoff_max = Duration::from_millis(300);
+        let n = sim.add_with(cfg);
+        let ip = format!("10.0.0.{i}:50051");
+        sim.net.attach(&ip, sim.nodes[n].inbound.clone());
+        ips.push(ip);
+        if i == 0 {
+            // Alone behind the name: pod-0 must see that the only answer is its own and create.
+            sim.net.register_name("peers", ips.clone());
+            tokio::time::timeout(Duration::from_secs(5), sim.nodes[0].handle.wait_joined())
+                .await
+                .expect("pod-0 created the network");
+        }
+    }
+    sim.net.register_name("peers", ips.clone());
+    for n in &sim.nodes {
+        tokio::time::timeout(Duration::from_secs(5), n.handle.wait_joined())
+            .await
+            .expect("joined");
+    }
+    for n in &sim.nodes {
+        let peers = n.handle.info().await.unwrap().peers;
+        assert_eq!(peers, 3, "{} knows {peers} peers", n.addr);
+    }
+    sim.shutdown().await;
+}

@@ -90,7 +90,18 @@ impl Core {
             return (Err(err), Vec::new());
         }
         if env.sender.id == self.me.id {
-            return (Err(Rejection::SelfSender(self.me.id.to_hex())), Vec::new());
+            // A node may reach itself while bootstrapping through a name that also stands for
+            // it: answer its PING (so it can tell), refuse anything else claiming our id.
+            return match env.body {
+                Request::Ping => (
+                    Ok(Reply {
+                        responder: self.me.clone(),
+                        body: Response::Pong,
+                    }),
+                    Vec::new(),
+                ),
+                _ => (Err(Rejection::SelfSender(self.me.id.to_hex())), Vec::new()),
+            };
         }
         let k = self.params.k;
         let body = match env.body {

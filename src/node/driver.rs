@@ -34,6 +34,8 @@ pub(crate) struct RpcDone {
     pub purpose: Purpose,
     /// The id we believed the peer to have (`None` for a bare bootstrap address).
     pub to_id: Option<NodeId>,
+    /// The address the request went to.
+    pub addr: String,
     pub result: Result<Reply, TransportError>,
 }
 
@@ -247,12 +249,14 @@ impl Driver {
         };
         let fut = self.transport.send(addr, env);
         let events = self.events.clone();
+        let addr = addr.to_string();
         tokio::spawn(async move {
             let result = fut.await;
             let _ = events.send(Event::Rpc(RpcDone {
                 op,
                 purpose,
                 to_id,
+                addr,
                 result,
             }));
         });

@@ -46,6 +46,8 @@ pub(crate) struct JoinState {
     pub last_bootstrap: Option<Instant>,
     /// Consecutive resolutions that found only this node.
     pub self_only: u32,
+    /// Addresses at which this node answered its own bootstrap ping.
+    pub own_addrs: std::collections::HashSet<String>,
 }
 
 /// A record this node published and must republish.
@@ -135,25 +137,15 @@ impl Driver {
             .iter()
             .flat_map(|b| b.entries.iter().map(|e| e.contact.addr.clone()))
             .collect();
-        let others: Vec<String> = addrs.into_iter().filter(|a| *a != self.cfg.addr).collect();
+        let others: Vec<String> = addrs
+            .into_iter()
+            .filter(|a| *a != self.cfg.addr && !self.join.own_addrs.contains(a))
+            .collect();
         if !others.is_empty() {
             self.join.self_only = 0;
         }
         if others.is_empty() && !rejoin {
-            self.join.in_progress = false;
-            if self.core.routing().is_empty() {
-                // Peers starting at the same moment may not be in DNS yet: only create after
-                // the name has resolved to this node alone several times in a row.
-                self.join.self_only += 1;
-                if self.join.self_only < SELF_ONLY_BEFORE_CREATE {
-                    self.retry_join("P2P_REMOTE_HOST resolves only to this node so far");
-                    return;
-                }
-                info!(node = %self.core.id(), "P2P_REMOTE_HOST resolves only to this node: created a new network");
-                let _ = self.joined.send(true);
-            } else {
-                self.start_lookup(self.core.id(), Mode::FindNode, AfterLookup::Join);
-            }
+            self.found_only_self();
             return;
         }
         let targets: Vec<String> = if rejoin {
@@ -167,6 +159,7 @@ impl Driver {
         }
         debug!(count = targets.len(), rejoin, "pinging bootstrap addresses");
         let op = self.new_op(Op::Bootstrap {
+            selves: 0,
             pending: targets.len(),
             answered: 0,
             rejoin,
@@ -178,14 +171,23 @@ impl Driver {
 
     pub(crate) fn on_bootstrap_ping(&mut self, done: RpcDone) {
         let Some(op) = done.op else { return };
+        let me = self.core.id();
         let Some(Op::Bootstrap {
-            pending, answered, ..
+            pending,
+            answered,
+            selves,
+            ..
         }) = self.ops.get_mut(&op)
         else {
             return;
         };
         *pending -= 1;
         match &done.result {
+            // The name also stands for this node (it advertises another form of its address).
+            Ok(reply) if reply.responder.id == me => {
+                *selves += 1;
+                self.join.own_addrs.insert(done.addr.clone());
+            }
             Ok(_) => *answered += 1,
             Err(e) => debug!(error = %e, "bootstrap ping failed"),
         }
@@ -193,19 +195,41 @@ impl Driver {
             return;
         }
         let Some(Op::Bootstrap {
-            answered, rejoin, ..
+            answered,
+            selves,
+            rejoin,
+            ..
         }) = self.ops.remove(&op)
         else {
             return;
         };
         if answered > 0 || (!rejoin && !self.core.routing().is_empty()) {
             self.start_lookup(self.core.id(), Mode::FindNode, AfterLookup::Join);
+        } else if selves > 0 && !rejoin {
+            self.found_only_self();
         } else {
             self.join.in_progress = false;
             if !rejoin {
                 self.retry_join("no bootstrap address answered");
             }
         }
+    }
+
+    /// The bootstrap name led only to this node. Peers starting at the same moment may not be
+    /// in DNS yet, so create a network only after this happened several times in a row.
+    fn found_only_self(&mut self) {
+        self.join.in_progress = false;
+        if !self.core.routing().is_empty() {
+            self.start_lookup(self.core.id(), Mode::FindNode, AfterLookup::Join);
+            return;
+        }
+        self.join.self_only += 1;
+        if self.join.self_only < SELF_ONLY_BEFORE_CREATE {
+            self.retry_join("P2P_REMOTE_HOST resolves only to this node so far");
+            return;
+        }
+        info!(node = %self.core.id(), "P2P_REMOTE_HOST resolves only to this node: created a new network");
+        let _ = self.joined.send(true);
     }
 
     fn retry_join(&mut self, why: &str) {

@@ -77,6 +77,8 @@ pub(crate) enum Op {
     Bootstrap {
         pending: usize,
         answered: usize,
+        /// Pings this node answered itself (the name also stands for it).
+        selves: usize,
         rejoin: bool,
     },
 }

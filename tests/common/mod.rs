@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 pub struct SimNode {
     pub handle: NodeHandle,
     pub addr: String,
+    /// Where the node's requests arrive (to attach it under more addresses).
+    pub inbound: tokio::sync::mpsc::Sender<kademlia::net::Inbound>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -56,6 +58,7 @@ impl SimNet {
         let pending = PendingNode::new(cfg, Arc::new(self.net.transport()));
         self.net.attach(&addr, pending.inbound.clone());
         let handle = pending.handle.clone();
+        let inbound = pending.inbound.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = pending.start(async move {
             let _ = rx.await;
@@ -63,6 +66,7 @@ impl SimNet {
         self.nodes.push(SimNode {
             handle,
             addr,
+            inbound,
             stop: Some(tx),
             task,
         });
