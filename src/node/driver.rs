@@ -41,7 +41,7 @@ pub(crate) struct RpcDone {
 
 /// Things that happen to the driver besides requests and commands.
 pub(crate) enum Event {
-    Rpc(RpcDone),
+    Rpc(Box<RpcDone>),
     Resolved {
         result: Result<Vec<String>, TransportError>,
         rejoin: bool,
@@ -252,19 +252,19 @@ impl Driver {
         let addr = addr.to_string();
         tokio::spawn(async move {
             let result = fut.await;
-            let _ = events.send(Event::Rpc(RpcDone {
+            let _ = events.send(Event::Rpc(Box::new(RpcDone {
                 op,
                 purpose,
                 to_id,
                 addr,
                 result,
-            }));
+            })));
         });
     }
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Rpc(done) => self.on_rpc_done(done),
+            Event::Rpc(done) => self.on_rpc_done(*done),
             Event::Resolved { result, rejoin } => self.on_resolved(result, rejoin),
         }
     }
