@@ -168,6 +168,7 @@ fn header(id: Vec<u8>, addr: &str, network: &str) -> Option<pb::Header> {
         sender: Some(pb::Contact {
             node_id: id,
             address: addr.into(),
+            incarnation: 0,
         }),
         network_id: network.into(),
     })

@@ -149,7 +149,7 @@ impl Core {
     /// Records that `contact` was heard from (it sent a request or answered one).
     pub fn observe(&mut self, contact: Contact, now: Instant, wall: SystemTime) -> Vec<Effect> {
         match self.routing.insert(contact.clone(), now) {
-            InsertResult::Inserted => {
+            InsertResult::Inserted | InsertResult::Restarted => {
                 let records = self.handoff_records(&contact, wall);
                 if records.is_empty() {
                     Vec::new()

@@ -8,6 +8,9 @@ use super::store::Record;
 pub struct Contact {
     pub id: NodeId,
     pub addr: String,
+    /// When the node's process started (Unix ms; 0 = unknown): a higher value for a known id
+    /// means the node restarted with an empty store.
+    pub incarnation: u64,
 }
 
 impl Contact {
@@ -15,7 +18,14 @@ impl Contact {
         Contact {
             id,
             addr: addr.into(),
+            incarnation: 0,
         }
+    }
+
+    /// The same contact with an incarnation.
+    pub fn with_incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self
     }
 }
 

@@ -42,6 +42,8 @@ pub enum InsertResult {
     Inserted,
     /// A known contact moved to the tail (its address is updated if it changed).
     Updated,
+    /// A known contact moved to the tail and reports a higher incarnation: it restarted.
+    Restarted,
     /// The bucket is full: the contact waits in the replacement cache; the caller should ping
     /// `lru` and report the outcome with [`RoutingTable::on_ping_result`].
     Full { lru: Contact },
@@ -90,11 +92,17 @@ impl RoutingTable {
             .position(|e| e.contact.id == contact.id)
         {
             let mut entry = bucket.entries.remove(pos).expect("position is valid");
+            let restarted =
+                contact.incarnation > entry.contact.incarnation && entry.contact.incarnation != 0;
             entry.contact = contact;
             entry.last_seen = now;
             entry.failures = 0;
             bucket.entries.push_back(entry);
-            return InsertResult::Updated;
+            return if restarted {
+                InsertResult::Restarted
+            } else {
+                InsertResult::Updated
+            };
         }
         let entry = Entry {
             contact,
@@ -315,6 +323,23 @@ mod tests {
             .map(|e| e.contact.id)
             .collect();
         assert_eq!(order, vec![b, a]);
+    }
+
+    #[test]
+    fn higher_incarnation_means_restarted() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(NodeId([0; 20]), 20, now);
+        let a = Contact::new(NodeId([5; 20]), "a:1").with_incarnation(100);
+        assert_eq!(t.insert(a.clone(), now), InsertResult::Inserted);
+        assert_eq!(t.insert(a.clone(), now), InsertResult::Updated);
+        assert_eq!(
+            t.insert(a.clone().with_incarnation(200), now),
+            InsertResult::Restarted
+        );
+        assert_eq!(
+            t.insert(a.with_incarnation(150), now),
+            InsertResult::Updated
+        );
     }
 
     #[test]

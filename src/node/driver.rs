@@ -80,7 +80,8 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         max_value_bytes: cfg.max_value_bytes,
         max_records: cfg.max_records,
     };
-    let me = Contact::new(cfg.id, cfg.addr.clone());
+    let incarnation = crate::kad::store::unix_ms(SystemTime::now());
+    let me = Contact::new(cfg.id, cfg.addr.clone()).with_incarnation(incarnation);
     let core = Core::new(
         me,
         cfg.network_id.clone(),

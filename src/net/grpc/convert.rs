@@ -53,6 +53,7 @@ pub fn contact_from_pb(field: &str, c: Option<pb::Contact>) -> Result<Contact, B
     Ok(Contact {
         id: id(&format!("{field}.node_id"), &c.node_id)?,
         addr: address(&format!("{field}.address"), c.address)?,
+        incarnation: c.incarnation,
     })
 }
 
@@ -60,6 +61,7 @@ pub fn contact_to_pb(c: &Contact) -> pb::Contact {
     pb::Contact {
         node_id: c.id.0.to_vec(),
         address: c.addr.clone(),
+        incarnation: c.incarnation,
     }
 }
 
@@ -317,6 +319,7 @@ mod tests {
                 sender: Some(pb::Contact {
                     node_id: vec![1; 19],
                     address: "a:1".into(),
+                    incarnation: 0,
                 }),
                 network_id: "n".into(),
             }),
@@ -333,6 +336,7 @@ mod tests {
                 sender: Some(pb::Contact {
                     node_id: vec![1; 20],
                     address: "a:1".into(),
+                    incarnation: 0,
                 }),
                 network_id: "n".into(),
             }),
@@ -351,6 +355,7 @@ mod tests {
                     sender: Some(pb::Contact {
                         node_id: vec![1; 20],
                         address: addr.into(),
+                        incarnation: 0,
                     }),
                     network_id: "n".into(),
                 }),
