@@ -51,6 +51,8 @@ pub struct Settings {
     pub max_records: usize,
     pub rebootstrap_interval_secs: u64,
     pub bootstrap_backoff_max_ms: u64,
+    /// Longest wait for in-flight calls after SIGTERM before the process exits.
+    pub drain_timeout_secs: u64,
     /// tracing env-filter directive (RUST_LOG overrides it).
     pub log: String,
 }
@@ -77,6 +79,7 @@ impl Default for Settings {
             max_records: 1_000_000,
             rebootstrap_interval_secs: 60,
             bootstrap_backoff_max_ms: 10_000,
+            drain_timeout_secs: 10,
             log: "info".into(),
         }
     }
@@ -253,6 +256,7 @@ impl Settings {
             max_records: self.max_records,
             rebootstrap_interval: secs(self.rebootstrap_interval_secs),
             bootstrap_backoff_max: Duration::from_millis(self.bootstrap_backoff_max_ms),
+            drain_timeout: secs(self.drain_timeout_secs),
         }
     }
 }

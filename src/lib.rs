@@ -47,6 +47,7 @@ pub async fn run(
         .unwrap_or(config::DEFAULT_PORT);
     let transport = Arc::new(net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port));
     let max_message_bytes = (cfg.max_value_bytes + 256 * 1024).max(4 * 1024 * 1024);
+    let drain_timeout = cfg.drain_timeout;
     let pending = PendingNode::new(cfg, transport);
     let handle = pending.handle.clone();
     let inbound = pending.inbound.clone();
@@ -55,7 +56,10 @@ pub async fn run(
         let _ = stop_rx.await;
     });
     on_start(handle.clone());
-    let options = net::grpc::ServeOptions { max_message_bytes };
+    let options = net::grpc::ServeOptions {
+        max_message_bytes,
+        drain_timeout,
+    };
     let result = net::grpc::serve(listener, handle, inbound, options, shutdown).await;
     let _ = stop_tx.send(());
     let _ = driver.await;

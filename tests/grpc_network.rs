@@ -352,6 +352,23 @@ async fn unreachable_remote_host_keeps_node_serving_but_not_joined() {
         health.status,
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
+    // Liveness is separate from readiness: the process is alive while it waits to join.
+    let channel = kademlia::cli::client::endpoint(&addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let live = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: kademlia::net::grpc::server::LIVENESS_SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        live.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     node.stop().await;
 }
 

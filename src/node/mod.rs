@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub rebootstrap_interval: Duration,
     /// Longest wait between bootstrap attempts.
     pub bootstrap_backoff_max: Duration,
+    /// Longest wait for in-flight calls on shutdown.
+    pub drain_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -69,6 +71,7 @@ impl NodeConfig {
             max_records: 1_000_000,
             rebootstrap_interval: Duration::from_secs(60),
             bootstrap_backoff_max: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -19,11 +19,18 @@ use super::peer_service::PeerService;
 use crate::net::Inbound;
 use crate::node::NodeHandle;
 
+/// Health service name that reports SERVING whenever the process is up (liveness), while
+/// `""`, `kademlia.v1.Dht` and `kademlia.v1.Kademlia` report SERVING only once joined
+/// (readiness).
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// Settings of the gRPC server.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// Largest gRPC message accepted (must hold the largest value plus framing).
     pub max_message_bytes: usize,
+    /// Longest wait for in-flight calls after shutdown starts.
+    pub drain_timeout: std::time::Duration,
 }
 
 /// Accepted connections with Nagle's algorithm off: the builder's `tcp_nodelay` only applies
@@ -56,6 +63,10 @@ pub async fn serve(
         .await;
     reporter
         .set_service_status("kademlia.v1.Kademlia", ServingStatus::NotServing)
+        .await;
+    // For liveness probes: SERVING while the process runs, joined or not.
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -106,20 +117,36 @@ pub async fn serve(
 
     let addr = listener.local_addr().ok();
     info!(listen = ?addr, advertise = %node.addr(), "gRPC server listening");
+    let drain_timeout = options.drain_timeout;
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         info!("shutting down: health NOT_SERVING, draining in-flight calls");
         let _ = stop_tx.send(true);
+        let _ = drain_tx.send(());
     };
-    let result = Server::builder()
+    let drain_deadline = async move {
+        if drain_rx.await.is_ok() {
+            tokio::time::sleep(drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let server = Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(peer)
         .add_service(dht)
-        .serve_with_incoming_shutdown(incoming(listener), signal)
-        .await;
+        .serve_with_incoming_shutdown(incoming(listener), signal);
+    let result = tokio::select! {
+        r = server => r,
+        _ = drain_deadline => {
+            tracing::warn!(?drain_timeout, "in-flight calls still running after the drain timeout; stopping");
+            Ok(())
+        }
+    };
     health_task.abort();
     result
 }
