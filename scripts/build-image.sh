@@ -2,7 +2,8 @@
 # Builds the kademlia:latest image with no network access: a static binary compiled on the
 # host (glibc's static getaddrinfo still reads /etc/hosts and Docker's DNS), packaged by the
 # Dockerfile's `prebuilt` stage onto `scratch`. Used by the tests, CI and p2p_setup.md.
-# Usage: scripts/build-image.sh [IMAGE]   (default kademlia:latest)
+# Usage: scripts/build-image.sh [IMAGE]   (default kademlia:latest; also tagged
+# kademlia:<crate version>, the tag deploy/ uses)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE=${1:-kademlia:latest}
@@ -13,4 +14,6 @@ if ! out=$(DOCKER_BUILDKIT=0 docker build --quiet --target prebuilt -t "$IMAGE" 
   echo "$out" >&2
   exit 1
 fi
-docker image inspect "$IMAGE" --format "built $IMAGE: {{.Size}} bytes"
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+docker tag "$IMAGE" "kademlia:$VERSION"
+docker image inspect "$IMAGE" --format "built $IMAGE (and kademlia:$VERSION): {{.Size}} bytes"

