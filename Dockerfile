@@ -5,19 +5,22 @@
 #   scripts/build-image.sh
 #       (offline) builds a static binary on the host, then `docker build --target prebuilt`.
 #
-# `prebuilt` comes first on purpose: the classic builder runs every stage up to the target,
-# so the offline target must not sit behind a stage that needs to pull a base image.
+# `base` and `prebuilt` come first on purpose: the classic builder runs every stage up to the
+# target, so the offline target must not sit behind a stage that needs to pull an image.
 # Both images are FROM scratch: one static binary, no shell, no libc on disk, non-root.
 
-FROM scratch AS prebuilt
-COPY target/x86_64-unknown-linux-gnu/release/kademlia /kademlia
+FROM scratch AS base
 USER 65532:65532
 EXPOSE 50051
 ENV KADEMLIA_HOST=0.0.0.0 KADEMLIA_PORT=50051
+# The binary checks its own health (grpc.health.v1 on KADEMLIA_PORT): no shell or tool needed.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/kademlia", "health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/kademlia"]
 CMD ["node"]
+
+FROM base AS prebuilt
+COPY target/x86_64-unknown-linux-gnu/release/kademlia /kademlia
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
@@ -25,12 +28,5 @@ COPY . .
 RUN RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --release --locked --target x86_64-unknown-linux-gnu
 
-FROM scratch AS runtime
+FROM base AS runtime
 COPY --from=builder /src/target/x86_64-unknown-linux-gnu/release/kademlia /kademlia
-USER 65532:65532
-EXPOSE 50051
-ENV KADEMLIA_HOST=0.0.0.0 KADEMLIA_PORT=50051
-HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/kademlia", "health"]
-STOPSIGNAL SIGTERM
-ENTRYPOINT ["/kademlia"]
-CMD ["node"]

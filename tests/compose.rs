@@ -1,6 +1,6 @@
 //! The real docker-compose.yml at 20 replicas, driven from the host with grpcurl, and the
-//! p2p_setup.md walkthrough. Both use the compose file's fixed host ports, so they run one
-//! at a time; each tears down what it started, also when it fails.
+//! p2p_setup.md walkthrough. They run one at a time (each starts 20 containers on a 2-core
+//! machine); each tears down what it started, also when it fails.
 
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
-/// Serializes the tests of this file (they share host ports 50051-50150).
-static PORTS: Mutex<()> = Mutex::new(());
+/// Serializes the tests of this file.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn root() -> &'static str {
     env!("CARGO_MANIFEST_DIR")
@@ -137,7 +137,7 @@ fn healthy_count(project: &str) -> usize {
 
 #[test]
 fn compose_scales_to_20_and_survives_5_kills() {
-    let _guard = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let project = Project {
         name: format!("kadci{}", std::process::id()),
         program: compose_program(),
@@ -245,7 +245,7 @@ fn compose_scales_to_20_and_survives_5_kills() {
 
 #[test]
 fn p2p_setup_walkthrough_runs_as_written() {
-    let _guard = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(format!("{}/scripts/walkthrough.sh", root()))
         .env(
             "COMPOSE_PROJECT_NAME",
