@@ -217,3 +217,41 @@ async fn joiner_retries_until_bootstrap_host_appears() {
     let _ = sim.rng.random::<u8>();
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_all_at_once_can_all_find_every_region() {
+    // 150 nodes join through one seed at the same moment. Early joiners refresh their buckets
+    // before later nodes exist; a follow-up refresh must fill those gaps, or lookups from some
+    // nodes never reach parts of the id space.
+    let mut sim = SimNet::new(21);
+    sim.add(None);
+    assert!(sim.nodes[0].handle.wait_joined().await);
+    let seed = sim.nodes[0].addr.clone();
+    for _ in 1..150 {
+        sim.add(Some(seed.clone()));
+    }
+    for n in &sim.nodes {
+        assert!(n.handle.wait_joined().await);
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let ids: Vec<kademlia::NodeId> = sim.nodes.iter().map(|n| n.handle.id()).collect();
+    let mut misses = Vec::new();
+    for k in 0..12 {
+        let key = format!("region-{k}");
+        let target = kademlia::NodeId::hash(key.as_bytes());
+        let closest = *ids.iter().min_by_key(|i| i.distance(&target)).unwrap();
+        for n in sim.nodes.iter().step_by(5) {
+            let (_, located) = n.handle.locate(key.clone()).await.unwrap();
+            if located.first().map(|l| l.contact.id) != Some(closest) {
+                misses.push(format!("{} looking up {key}", n.addr));
+            }
+        }
+    }
+    assert!(
+        misses.is_empty(),
+        "{} lookups missed the closest node: {:?}",
+        misses.len(),
+        &misses[..misses.len().min(5)]
+    );
+    sim.shutdown().await;
+}

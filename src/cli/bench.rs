@@ -63,6 +63,8 @@ pub struct PhaseStats {
     pub hops_total: u64,
     pub queried_total: u64,
     pub local: usize,
+    /// The first few errors, as "Code: message".
+    pub error_samples: Vec<String>,
 }
 
 impl PhaseStats {
@@ -92,6 +94,9 @@ impl PhaseStats {
                 self.hops_total as f64 / remote,
                 self.queried_total as f64 / remote
             ));
+        }
+        for e in &self.error_samples {
+            s.push_str(&format!("\n     error: {e}"));
         }
         s
     }
@@ -148,6 +153,7 @@ where
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let (mut ok, mut errors, mut wrong, mut hops, mut queried, mut local) =
                 (0, 0, 0, 0u64, 0u64, 0);
+            let mut samples: Vec<String> = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total || Instant::now() >= deadline {
@@ -165,11 +171,16 @@ where
                         queried += u64::from(q);
                         local += usize::from(l);
                     }
-                    Err(_) => errors += 1,
+                    Err(status) => {
+                        errors += 1;
+                        if samples.len() < 3 {
+                            samples.push(format!("{:?}: {}", status.code(), status.message()));
+                        }
+                    }
                 }
                 bar.inc(1);
             }
-            (h, ok, errors, wrong, hops, queried, local)
+            (h, ok, errors, wrong, hops, queried, local, samples)
         }));
     }
     let mut stats = PhaseStats {
@@ -182,9 +193,15 @@ where
         hops_total: 0,
         queried_total: 0,
         local: 0,
+        error_samples: Vec::new(),
     };
     for w in workers {
-        if let Ok((h, ok, errors, wrong, hops, queried, local)) = w.await {
+        if let Ok((h, ok, errors, wrong, hops, queried, local, samples)) = w.await {
+            for s in samples {
+                if stats.error_samples.len() < 3 {
+                    stats.error_samples.push(s);
+                }
+            }
             let _ = stats.latency_us.add(&h);
             stats.ok += ok;
             stats.errors += errors;

@@ -247,6 +247,25 @@ impl RoutingTable {
             .collect()
     }
 
+    /// Empty buckets between the closest and the farthest non-empty ones that no lookup has
+    /// touched within `interval`: likely gaps rather than empty ranges of the id space.
+    pub fn gap_buckets(&self, now: Instant, interval: std::time::Duration) -> Vec<usize> {
+        let (Some(low), Some(high)) = (
+            self.buckets.iter().position(|b| !b.entries.is_empty()),
+            self.buckets.iter().rposition(|b| !b.entries.is_empty()),
+        ) else {
+            return Vec::new();
+        };
+        ((low + 1)..high)
+            .filter(|i| self.buckets[*i].entries.is_empty())
+            .filter(|i| {
+                self.buckets[*i]
+                    .last_lookup
+                    .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+            })
+            .collect()
+    }
+
     /// Index of the closest non-empty bucket (the node's nearest neighbour's bucket).
     pub fn lowest_nonempty(&self) -> Option<usize> {
         self.buckets.iter().position(|b| !b.entries.is_empty())
@@ -368,6 +387,29 @@ mod tests {
         assert_eq!(t.stale_buckets(later, hour).len(), 160);
         t.mark_lookup(&NodeId([0xff; 20]), later);
         assert!(!t.stale_buckets(later, hour).contains(&159));
+    }
+
+    #[test]
+    fn gaps_are_empty_buckets_between_neighbours() {
+        let t0 = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut t = RoutingTable::new(me, 20, t0);
+        for i in [150, 153, 159] {
+            let _ = t.insert(c(me.random_in_bucket(i, &mut rng)), t0);
+        }
+        let minute = std::time::Duration::from_secs(60);
+        assert!(
+            t.gap_buckets(t0, minute).is_empty(),
+            "looked up at creation"
+        );
+        let later = t0 + minute;
+        assert_eq!(
+            t.gap_buckets(later, minute),
+            vec![151, 152, 154, 155, 156, 157, 158]
+        );
+        t.mark_lookup(&me.random_in_bucket(158, &mut rng), later);
+        assert!(!t.gap_buckets(later, minute).contains(&158));
     }
 
     proptest! {

@@ -173,7 +173,10 @@ impl Driver {
             Op::Lookup { wait_until, .. } => *wait_until,
             _ => None,
         });
-        lookups.chain(self.join.retry_at).min()
+        lookups
+            .chain(self.join.retry_at)
+            .chain(self.join.post_refresh_at)
+            .min()
     }
 
     fn on_wake(&mut self) {
@@ -186,6 +189,11 @@ impl Driver {
             .collect();
         for id in due {
             self.advance(id);
+        }
+        if self.join.post_refresh_at.is_some_and(|t| t <= now) {
+            self.join.post_refresh_at = None;
+            self.join.post_refresh_done = true;
+            self.refresh_beyond_closest_neighbour();
         }
         if self.join.retry_at.is_some_and(|t| t <= now) {
             self.join.retry_at = None;

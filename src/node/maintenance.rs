@@ -11,6 +11,9 @@
 //! into one network.
 //!
 //! Implementation notes (departures from the paper):
+//! - The join's bucket refresh runs a second time [`POST_JOIN_REFRESH`] later, and empty
+//!   buckets between the closest neighbour and the farthest contact are refreshed every
+//!   `refresh_interval / 60`: nodes that start together otherwise keep blind spots for an hour.
 //! - Records stored by a STORE from a peer are not replicated by this node during the next
 //!   replicate interval (the paper's optimisation in section 2.5), tracked per record.
 //! - Publishers republish up to one maintenance tick early so a record never lapses between
@@ -31,6 +34,9 @@ use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
 const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// After joining, the bucket refresh runs once more this much later: nodes that started at the
+/// same moment may not have existed during the first one.
+pub(crate) const POST_JOIN_REFRESH: Duration = Duration::from_secs(5);
 /// Resolutions in a row that must find only this node before it creates a network.
 const SELF_ONLY_BEFORE_CREATE: u32 = 3;
 /// Records replicated per maintenance tick at most (the rest wait for the next tick).
@@ -46,6 +52,9 @@ pub(crate) struct JoinState {
     pub last_bootstrap: Option<Instant>,
     /// Consecutive resolutions that found only this node.
     pub self_only: u32,
+    /// When to repeat the join's bucket refresh once (see [`POST_JOIN_REFRESH`]).
+    pub post_refresh_at: Option<Instant>,
+    pub post_refresh_done: bool,
     /// Addresses at which this node answered its own bootstrap ping.
     pub own_addrs: std::collections::HashSet<String>,
 }
@@ -267,7 +276,14 @@ impl Driver {
                 "re-bootstrap merged new contacts"
             );
         }
-        // Paper section 2.3: refresh all buckets farther than the closest neighbour.
+        if self.join.post_refresh_at.is_none() && !self.join.post_refresh_done {
+            self.join.post_refresh_at = Some(self.now() + POST_JOIN_REFRESH);
+        }
+        self.refresh_beyond_closest_neighbour();
+    }
+
+    /// Paper section 2.3: refresh every bucket farther than the closest neighbour.
+    pub(crate) fn refresh_beyond_closest_neighbour(&mut self) {
         let lowest = self.core.routing().lowest_nonempty().unwrap_or(0);
         let highest = self
             .core
@@ -303,7 +319,14 @@ impl Driver {
         if !stale.is_empty() {
             debug!(buckets = stale.len(), "refreshing buckets");
         }
-        for index in stale {
+        // Empty buckets between the closest neighbour and the farthest contact are gaps (nodes
+        // that joined after this node's refresh): look again well before the hour is up.
+        let gap_interval = (self.cfg.refresh_interval / 60).max(self.tick);
+        let gaps = self.core.routing().gap_buckets(now, gap_interval);
+        if !gaps.is_empty() {
+            debug!(buckets = gaps.len(), "refreshing empty buckets");
+        }
+        for index in stale.into_iter().chain(gaps) {
             let target = self.core.id().random_in_bucket(index, &mut self.rng);
             self.start_lookup(target, Mode::FindNode, AfterLookup::Refresh);
         }
