@@ -8,8 +8,9 @@ NODES=${1:-100}
 OPS=${2:-2000}
 # Below the kernel's ephemeral range (32768+), so outgoing connections cannot take our ports.
 BASE=${BASE_PORT:-21000}
-cargo build --release --locked --quiet
-BIN=target/release/kademlia
+# MEASURE_BIN runs another build (e.g. one with symbols for perf) instead of the release one.
+if [ -z "${MEASURE_BIN:-}" ]; then cargo build --release --locked --quiet; fi
+BIN=${MEASURE_BIN:-target/release/kademlia}
 LOG=$(mktemp -d)
 cleanup() { kill "${DEVNET:-}" "${SOLO:-}" 2>/dev/null || true; wait 2>/dev/null || true; if [ -n "${KEEP_LOGS:-}" ]; then echo "logs in $LOG"; else rm -rf "$LOG"; fi; }
 trap cleanup EXIT

@@ -46,6 +46,18 @@ pub async fn run(
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(config::DEFAULT_PORT);
     let transport = Arc::new(net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port));
+    run_with(listener, cfg, transport, shutdown, on_start).await
+}
+
+/// [`run`] with a given outbound transport. Nodes of one process (the devnet) share one, so
+/// that each destination gets one HTTP/2 connection rather than one per sending node.
+pub async fn run_with(
+    listener: TcpListener,
+    cfg: NodeConfig,
+    transport: Arc<dyn net::Transport>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(NodeHandle),
+) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = (cfg.max_value_bytes + 256 * 1024).max(4 * 1024 * 1024);
     let drain_timeout = cfg.drain_timeout;
     let pending = PendingNode::new(cfg, transport);

@@ -310,3 +310,64 @@ fn invalid_settings_are_refused_with_the_setting_named() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn devnet_starts_serves_and_stops() {
+    // Consecutive ports below the kernel's ephemeral range, chosen per run.
+    let base = 20_000 + (std::process::id() % 5_000) as u16 * 2;
+    let mut child = Command::new(BIN)
+        .args(["devnet", "--nodes", "6", "--base-port", &base.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn devnet");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("ready: 6 nodes"))
+    {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("devnet did not get ready in 30 s");
+        lines.push(rx.recv_timeout(left).expect("devnet output"));
+    }
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("node ")).count(),
+        6,
+        "{lines:?}"
+    );
+    let first = format!("127.0.0.1:{base}");
+    let last = format!("127.0.0.1:{}", base + 5);
+    assert!(cli(&["put", "dev", "net", "-a", &first]).status.success());
+    assert_eq!(stdout(&cli(&["get", "dev", "-a", &last])), "net\n");
+    let info = stdout(&cli(&["info", "-a", &last]));
+    assert!(info.contains("peers:    5"), "{info}");
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "devnet exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "devnet still running 10 s after ctrl-c"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -56,6 +56,11 @@ impl Devnet {
         let mut handles = Vec::new();
         let mut tasks = Vec::new();
         let seed = format!("{host}:{base_port}");
+        // One outbound transport for all nodes: one connection per destination instead of
+        // one per (sender, destination) pair, which would need n^2 file descriptors.
+        let rpc_timeout = std::time::Duration::from_millis(settings.rpc_timeout_ms);
+        let transport: std::sync::Arc<dyn crate::net::Transport> =
+            std::sync::Arc::new(crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port));
         for port in base_port..=last {
             let listener = TcpListener::bind((host, port))
                 .await
@@ -69,6 +74,7 @@ impl Devnet {
             };
             let cfg = s.node_config(format!("{host}:{port}"));
             let mut rx = stop_rx.clone();
+            let transport = transport.clone();
             let (htx, hrx) = tokio::sync::oneshot::channel();
             tasks.push(tokio::spawn(async move {
                 let shutdown = async move {
@@ -77,7 +83,8 @@ impl Devnet {
                 let on_start = move |h: NodeHandle| {
                     let _ = htx.send(h);
                 };
-                if let Err(e) = crate::run(listener, cfg, shutdown, on_start).await {
+                if let Err(e) = crate::run_with(listener, cfg, transport, shutdown, on_start).await
+                {
                     tracing::error!(error = %e, port, "devnet node failed");
                 }
             }));

@@ -8,7 +8,6 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::info;
@@ -33,16 +32,26 @@ pub struct ServeOptions {
     pub drain_timeout: std::time::Duration,
 }
 
-/// Accepted connections with Nagle's algorithm off: the builder's `tcp_nodelay` only applies
-/// to listeners tonic binds itself, and small RPCs would otherwise wait for delayed ACKs.
+/// Accepted connections with Nagle's algorithm off (the builder's `tcp_nodelay` only applies
+/// to listeners tonic binds itself, and small RPCs would otherwise wait for delayed ACKs).
+/// Accept errors (such as running out of file descriptors) are logged and retried after a
+/// pause instead of in a busy loop.
 fn incoming(
     listener: TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(stream), listener));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection; retrying in 100 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
     })
 }
 
