@@ -23,14 +23,8 @@ pub struct DevnetArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Any node setting, as name=value (repeatable), e.g. --set k=8
-    #[arg(long = "set", value_parser = parse_kv)]
+    #[arg(long = "set", value_parser = super::parse_kv)]
     pub set: Vec<(String, String)>,
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected name=value, got {s:?}"))
 }
 
 /// A started devnet.

@@ -7,8 +7,6 @@ pub mod devnet;
 pub mod node;
 pub mod shell;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
 /// Default address client subcommands talk to.
@@ -137,5 +135,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Path argument helper for `--config`.
-pub type ConfigPath = Option<PathBuf>;
+/// Parses a `--set name=value` flag.
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}

@@ -34,14 +34,8 @@ pub struct NodeArgs {
     #[arg(long)]
     pub node_id: Option<String>,
     /// Any other setting, as name=value (repeatable)
-    #[arg(long = "set", value_parser = parse_kv)]
+    #[arg(long = "set", value_parser = super::parse_kv)]
     pub set: Vec<(String, String)>,
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected name=value, got {s:?}"))
 }
 
 impl NodeArgs {

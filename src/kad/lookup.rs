@@ -76,8 +76,6 @@ pub struct Outcome {
     pub cache_at: Option<Contact>,
     /// RPCs sent.
     pub queried: u32,
-    /// Deepest round that produced an answer.
-    pub rounds: u32,
 }
 
 /// One iterative lookup.
@@ -93,7 +91,6 @@ pub struct Lookup {
     found: Option<Found>,
     holders: Vec<(Contact, Record)>,
     queried: u32,
-    rounds: u32,
 }
 
 impl Lookup {
@@ -118,7 +115,6 @@ impl Lookup {
             found: None,
             holders: Vec::new(),
             queried: 0,
-            rounds: 0,
         };
         l.add(seeds, 1);
         l
@@ -221,7 +217,6 @@ impl Lookup {
         };
         let hop = peer.hop;
         let from = peer.contact.clone();
-        self.rounds = self.rounds.max(hop);
         if let Some(record) = record {
             if record.key == self.target {
                 let newer = self
@@ -266,7 +261,6 @@ impl Lookup {
             holders: self.holders,
             cache_at,
             queried: self.queried,
-            rounds: self.rounds,
         }
     }
 }

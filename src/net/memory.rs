@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -28,20 +27,11 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     state: Arc<Mutex<State>>,
-    timeout: Option<Duration>,
 }
 
 impl MemoryNetwork {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// A network whose sends give up after `timeout` (for nodes that accept but never answer).
-    pub fn with_timeout(timeout: Duration) -> Self {
-        MemoryNetwork {
-            timeout: Some(timeout),
-            ..Self::default()
-        }
     }
 
     /// A transport handle for nodes on this network.
@@ -96,7 +86,6 @@ impl Transport for MemoryTransport {
                 st.nodes.get(&addr).cloned()
             }
         };
-        let timeout = self.net.timeout;
         async move {
             let Some(tx) = target else {
                 return Err(TransportError::Unreachable(
@@ -118,13 +107,7 @@ impl Transport for MemoryTransport {
             {
                 return Err(TransportError::Unreachable(addr, "node stopped".into()));
             }
-            let answer = match timeout {
-                Some(t) => tokio::time::timeout(t, reply_rx)
-                    .await
-                    .map_err(|_| TransportError::Timeout(addr.clone()))?,
-                None => reply_rx.await,
-            };
-            match answer {
+            match reply_rx.await {
                 Err(_) => Err(TransportError::Unreachable(addr, "node stopped".into())),
                 Ok(Err(rejection)) => Err(TransportError::Rejected(addr, rejection.to_string())),
                 Ok(Ok(reply)) => convert::roundtrip_reply(&reply)
