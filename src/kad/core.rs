@@ -180,8 +180,7 @@ impl Core {
     fn handoff_records(&self, newcomer: &Contact, wall: SystemTime) -> Vec<Record> {
         let k = self.params.k;
         self.store
-            .records()
-            .into_iter()
+            .iter()
             .filter(|s| !s.cached && !s.record.expired(wall))
             .filter(|s| {
                 let key = s.record.key;
@@ -193,7 +192,7 @@ impl Core {
                         .filter(|c| c.id != newcomer.id)
                         .all(|c| c.id.distance(&key) > mine)
             })
-            .map(|s| s.record)
+            .map(|s| s.record.clone())
             .collect()
     }
 }

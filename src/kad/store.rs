@@ -104,8 +104,8 @@ pub trait RecordStore: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Every live record (for replication and hand-off).
-    fn records(&self) -> Vec<Stored>;
+    /// Every stored record, borrowed (replication and hand-off pick a few and clone those).
+    fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_>;
 }
 
 /// Limits of the in-memory store.
@@ -218,8 +218,8 @@ impl RecordStore for MemoryStore {
         self.records.len()
     }
 
-    fn records(&self) -> Vec<Stored> {
-        self.records.values().cloned().collect()
+    fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_> {
+        Box::new(self.records.values())
     }
 }
 

@@ -335,11 +335,10 @@ impl Driver {
         let due: Vec<Record> = self
             .core
             .store()
-            .records()
-            .into_iter()
+            .iter()
             .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
             .take(REPLICATE_BATCH)
-            .map(|s| s.record)
+            .map(|s| s.record.clone())
             .collect();
         if !due.is_empty() {
             debug!(records = due.len(), "replicating records");
