@@ -49,29 +49,12 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Paper defaults for a node at `addr`.
+    /// The default settings (paper values; see [`crate::config::Settings`]) for node `id`
+    /// at `addr`.
     pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
         NodeConfig {
             id,
-            addr: addr.into(),
-            network_id: "kademlia".into(),
-            remote_host: None,
-            params: Params {
-                k: crate::kad::K,
-                alpha: crate::kad::ALPHA,
-                rpc_timeout: Duration::from_secs(2),
-            },
-            quorum: 3,
-            refresh_interval: crate::kad::T_REFRESH,
-            replicate_interval: crate::kad::T_REPLICATE,
-            republish_interval: crate::kad::T_REPUBLISH,
-            record_ttl: crate::kad::T_EXPIRE,
-            cache_ttl: Duration::from_secs(300),
-            max_value_bytes: 65_536,
-            max_records: 1_000_000,
-            rebootstrap_interval: Duration::from_secs(60),
-            bootstrap_backoff_max: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(10),
+            ..crate::config::Settings::default().node_config(addr.into())
         }
     }
 }
