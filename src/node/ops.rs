@@ -44,6 +44,8 @@ pub(crate) enum AfterLookup {
     },
     Write {
         record: Record,
+        /// The user gave a TTL (see [`Published::fixed_expiry`]).
+        fixed_expiry: bool,
         reply: Reply<WriteResult>,
     },
     Locate {
@@ -68,6 +70,7 @@ pub(crate) enum Op {
     },
     Store {
         record: Record,
+        fixed_expiry: bool,
         pending: usize,
         stored_at: Vec<String>,
         newer: u64,
@@ -189,16 +192,13 @@ impl Driver {
             publisher: self.core.id(),
             user_key: key,
         };
-        let now = self.now();
-        self.published.insert(
-            key_id,
-            Published {
-                record: record.clone(),
-                fixed_expiry: ttl.is_some(),
-                last: now,
-            },
-        );
-        self.start_lookup(key_id, Mode::Survey, AfterLookup::Write { record, reply });
+        let fixed_expiry = ttl.is_some();
+        let then = AfterLookup::Write {
+            record,
+            fixed_expiry,
+            reply,
+        };
+        self.start_lookup(key_id, Mode::Survey, then);
     }
 
     fn delete(&mut self, key: String, reply: Reply<WriteResult>) {
@@ -220,8 +220,13 @@ impl Driver {
             publisher: self.core.id(),
             user_key: key,
         };
-        self.published.remove(&key_id);
-        self.start_lookup(key_id, Mode::Survey, AfterLookup::Write { record, reply });
+        // fixed_expiry only matters for values the node republishes, not for tombstones.
+        let then = AfterLookup::Write {
+            record,
+            fixed_expiry: true,
+            reply,
+        };
+        self.start_lookup(key_id, Mode::Survey, then);
     }
 
     fn get(&mut self, key: String, reply: Reply<GetResult>) {
@@ -278,7 +283,11 @@ impl Driver {
                 reply,
                 started,
             } => self.finish_get(key, outcome, reply, started),
-            AfterLookup::Write { record, reply } => self.write_replicas(record, outcome, reply),
+            AfterLookup::Write {
+                record,
+                fixed_expiry,
+                reply,
+            } => self.write_replicas(record, fixed_expiry, outcome, reply),
             AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
             AfterLookup::Join => self.joined_lookup_done(outcome),
             AfterLookup::Refresh => {}
@@ -391,7 +400,13 @@ impl Driver {
     }
 
     /// Stores a put's or delete's record at its replica set.
-    fn write_replicas(&mut self, record: Record, outcome: Outcome, reply: Reply<WriteResult>) {
+    fn write_replicas(
+        &mut self,
+        record: Record,
+        fixed_expiry: bool,
+        outcome: Outcome,
+        reply: Reply<WriteResult>,
+    ) {
         let replicas = self.replica_set(&record.key, &outcome.closest);
         let needed = self.cfg.quorum.min(replicas.len()).max(1);
         let mut stored_at = Vec::new();
@@ -436,6 +451,7 @@ impl Driver {
         }
         let id = self.new_op(Op::Store {
             record,
+            fixed_expiry,
             pending,
             stored_at,
             newer,
@@ -472,12 +488,36 @@ impl Driver {
         self.maybe_finish_store(op);
     }
 
+    /// A write succeeded: this node republishes a value it wrote, and stops republishing a
+    /// key it deleted. Done only on success, so a write the client was told failed never
+    /// comes back through republication; versions keep concurrent writes in order.
+    fn now_published(&mut self, record: &Record, fixed_expiry: bool) {
+        let newer_known = self
+            .published
+            .get(&record.key)
+            .is_some_and(|p| p.record.version > record.version);
+        if newer_known {
+            return;
+        }
+        if record.tombstone {
+            self.published.remove(&record.key);
+        } else {
+            let published = Published {
+                record: record.clone(),
+                fixed_expiry,
+                last: self.now(),
+            };
+            self.published.insert(record.key, published);
+        }
+    }
+
     fn maybe_finish_store(&mut self, op: u64) {
         if !matches!(self.ops.get(&op), Some(Op::Store { pending: 0, .. })) {
             return;
         }
         let Some(Op::Store {
             record,
+            fixed_expiry,
             stored_at,
             newer,
             needed,
@@ -488,6 +528,7 @@ impl Driver {
             return;
         };
         let result = if stored_at.len() >= needed {
+            self.now_published(&record, fixed_expiry);
             Ok(WriteResult {
                 key_id: record.key,
                 version: record.version,
