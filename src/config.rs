@@ -102,6 +102,10 @@ impl Settings {
         overrides: &[(String, String)],
     ) -> Result<Settings, ConfigError> {
         let defaults = config::Config::try_from(&Settings::default())?;
+        let known: HashSet<String> = match &defaults.cache.kind {
+            config::ValueKind::Table(t) => t.keys().cloned().collect(),
+            _ => HashSet::new(),
+        };
         let mut b = config::Config::builder().add_source(defaults);
         if let Some(path) = file {
             b = b.add_source(config::File::from(path).required(true));
@@ -118,13 +122,6 @@ impl Settings {
             b = b.set_override(k.as_str(), v.as_str())?;
         }
         let merged = b.build()?;
-        let known: HashSet<String> = match config::Config::try_from(&Settings::default())?.cache {
-            config::Value {
-                kind: config::ValueKind::Table(t),
-                ..
-            } => t.into_keys().collect(),
-            _ => HashSet::new(),
-        };
         if let config::ValueKind::Table(t) = &merged.cache.kind {
             let mut unknown: Vec<&String> = t.keys().filter(|k| !known.contains(*k)).collect();
             unknown.sort();

@@ -34,6 +34,14 @@ pub struct Bucket {
     pub last_lookup: Option<Instant>,
 }
 
+impl Bucket {
+    /// No lookup has targeted this bucket's range within `interval`.
+    pub fn lookup_due(&self, now: Instant, interval: std::time::Duration) -> bool {
+        self.last_lookup
+            .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+    }
+}
+
 /// What happened when a contact was seen.
 #[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,37 +241,27 @@ impl RoutingTable {
     /// to one past the highest non-empty one are considered: farther buckets cover ranges with
     /// no known nodes, and their refresh is the same lookup as the highest one's.
     pub fn stale_buckets(&self, now: Instant, interval: std::time::Duration) -> Vec<usize> {
-        let highest = self
-            .buckets
-            .iter()
-            .rposition(|b| !b.entries.is_empty())
-            .map_or(0, |i| i + 1);
+        let highest = self.highest_nonempty().map_or(0, |i| i + 1);
         (0..=highest.min(ID_BITS - 1))
-            .filter(|i| {
-                self.buckets[*i]
-                    .last_lookup
-                    .is_none_or(|t| now.saturating_duration_since(t) >= interval)
-            })
+            .filter(|i| self.buckets[*i].lookup_due(now, interval))
             .collect()
     }
 
     /// Empty buckets between the closest and the farthest non-empty ones that no lookup has
     /// touched within `interval`: likely gaps rather than empty ranges of the id space.
     pub fn gap_buckets(&self, now: Instant, interval: std::time::Duration) -> Vec<usize> {
-        let (Some(low), Some(high)) = (
-            self.buckets.iter().position(|b| !b.entries.is_empty()),
-            self.buckets.iter().rposition(|b| !b.entries.is_empty()),
-        ) else {
+        let (Some(low), Some(high)) = (self.lowest_nonempty(), self.highest_nonempty()) else {
             return Vec::new();
         };
         ((low + 1)..high)
             .filter(|i| self.buckets[*i].entries.is_empty())
-            .filter(|i| {
-                self.buckets[*i]
-                    .last_lookup
-                    .is_none_or(|t| now.saturating_duration_since(t) >= interval)
-            })
+            .filter(|i| self.buckets[*i].lookup_due(now, interval))
             .collect()
+    }
+
+    /// Index of the farthest non-empty bucket.
+    pub fn highest_nonempty(&self) -> Option<usize> {
+        self.buckets.iter().rposition(|b| !b.entries.is_empty())
     }
 
     /// Index of the closest non-empty bucket (the node's nearest neighbour's bucket).

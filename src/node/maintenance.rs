@@ -285,14 +285,8 @@ impl Driver {
     /// Paper section 2.3: refresh every bucket farther than the closest neighbour.
     pub(crate) fn refresh_beyond_closest_neighbour(&mut self) {
         let lowest = self.core.routing().lowest_nonempty().unwrap_or(0);
-        let highest = self
-            .core
-            .routing()
-            .buckets()
-            .iter()
-            .rposition(|b| !b.entries.is_empty())
-            .unwrap_or(0);
-        for index in (lowest + 1)..=highest.min(crate::kad::id::ID_BITS - 1) {
+        let highest = self.core.routing().highest_nonempty().unwrap_or(0);
+        for index in (lowest + 1)..=highest {
             let target = self.core.id().random_in_bucket(index, &mut self.rng);
             self.start_lookup(target, Mode::FindNode, AfterLookup::Refresh);
         }
