@@ -1,10 +1,14 @@
 //! Black-box tests of the `kademlia` binary: grpcurl through reflection, the CLI client and
 //! shell, logs for an unreachable bootstrap host, and SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::tools::grpcurl;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kademlia");
 
@@ -83,6 +87,21 @@ impl NodeProc {
     }
 }
 
+/// Waits for `child` to exit after `signal`; fails the test if it is still running `within`.
+fn wait_exit(child: &mut Child, within: Duration, signal: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running {within:?} after {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn cli(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -93,14 +112,6 @@ fn cli(args: &[&str]) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn grpcurl(args: &[&str]) -> Output {
-    let bin = std::env::var("GRPCURL")
-        .unwrap_or_else(|_| format!("{}/.tools/venv/bin/grpcurl", env!("CARGO_MANIFEST_DIR")));
-    Command::new(&bin).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run grpcurl at {bin} ({e}); run scripts/setup-tools.sh first")
-    })
 }
 
 #[test]
@@ -271,18 +282,8 @@ fn sigterm_stops_the_node_gracefully() {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node still running 5 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = wait_exit(&mut node.child, Duration::from_secs(5), "SIGTERM");
+    assert!(status.success(), "exit status {status}");
     node.wait_log("SIGTERM received", Duration::from_secs(1));
 }
 
@@ -358,16 +359,6 @@ fn devnet_starts_serves_and_stops() {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "devnet exited with {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "devnet still running 10 s after ctrl-c"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = wait_exit(&mut child, Duration::from_secs(10), "ctrl-c");
+    assert!(status.success(), "devnet exited with {status}");
 }

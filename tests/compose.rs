@@ -2,10 +2,13 @@
 //! p2p_setup.md walkthrough. They run one at a time (each starts 20 containers on a 2-core
 //! machine); each tears down what it started, also when it fails.
 
+mod common;
+
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::tools::grpcurl;
 use rand::seq::SliceRandom;
 
 /// Serializes the tests of this file.
@@ -69,15 +72,6 @@ impl Drop for Project {
             );
         }
     }
-}
-
-fn grpcurl(args: &[&str]) -> Output {
-    let bin =
-        std::env::var("GRPCURL").unwrap_or_else(|_| format!("{}/.tools/venv/bin/grpcurl", root()));
-    Command::new(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run grpcurl at {bin} ({e}); run scripts/setup-tools.sh"))
 }
 
 fn base64(data: &[u8]) -> String {

@@ -2,10 +2,13 @@
 //! versions, agree with the binary (ports, settings, image, identity), and a rehearsal in
 //! Docker does what the StatefulSet does, since no cluster can run here.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::tools::tool;
 use kademlia::Settings;
 use serde_json::Value;
 
@@ -15,10 +18,6 @@ const K8S_VERSIONS: [&str; 3] = ["1.28.0", "1.32.0", "1.37.0"];
 
 fn root() -> &'static str {
     env!("CARGO_MANIFEST_DIR")
-}
-
-fn tool(name: &str) -> String {
-    format!("{}/.tools/venv/bin/{name}", root())
 }
 
 fn render(overlay: &str) -> String {
@@ -466,21 +465,8 @@ impl Rehearsal {
     }
 
     async fn ready(&self, i: usize) -> bool {
-        let Ok(ep) = kademlia::cli::client::endpoint(&self.addr(i)) else {
-            return false;
-        };
-        let Ok(ch) = ep.connect().await else {
-            return false;
-        };
-        let r = tonic_health::pb::health_client::HealthClient::new(ch)
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await;
-        r.is_ok_and(|r| {
-            r.into_inner().status
-                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        })
+        let status = kademlia::cli::client::health_status(&self.addr(i), "").await;
+        status.is_ok_and(|s| s == tonic_health::pb::health_check_response::ServingStatus::Serving)
     }
 
     async fn wait_ready(&self, ordinals: &[usize], within: Duration) -> Duration {

@@ -336,39 +336,17 @@ async fn unreachable_remote_host_keeps_node_serving_but_not_joined() {
         .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable);
     assert!(s.message().contains("not joined"), "{}", s.message());
-    let channel = kademlia::cli::client::endpoint(&addr)
-        .unwrap()
-        .connect()
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let readiness = kademlia::cli::client::health_status(&addr, "")
         .await
         .unwrap();
-    let health = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        health.status,
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-    );
+    assert_eq!(readiness, ServingStatus::NotServing);
     // Liveness is separate from readiness: the process is alive while it waits to join.
-    let channel = kademlia::cli::client::endpoint(&addr)
-        .unwrap()
-        .connect()
+    let liveness = kademlia::net::grpc::server::LIVENESS_SERVICE;
+    let live = kademlia::cli::client::health_status(&addr, liveness)
         .await
         .unwrap();
-    let live = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: kademlia::net::grpc::server::LIVENESS_SERVICE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        live.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    assert_eq!(live, ServingStatus::Serving);
     node.stop().await;
 }
 

@@ -4,6 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::pb::{self, dht_client::DhtClient};
 
@@ -187,34 +190,31 @@ pub fn format_routes(r: &pb::RoutingTableResponse) -> String {
     out
 }
 
+/// Asks a node's grpc.health.v1 service about `service` ("" = joined and serving,
+/// [`LIVENESS_SERVICE`](crate::net::grpc::server::LIVENESS_SERVICE) = process up).
+pub async fn health_status(addr: &str, service: &str) -> anyhow::Result<ServingStatus> {
+    let channel = endpoint(addr)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let r = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(ServingStatus::try_from(r.status).unwrap_or(ServingStatus::Unknown))
+}
+
 pub async fn health(addr: &str, timeout_ms: u64) -> anyhow::Result<()> {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let check = async {
-        let channel = endpoint(addr)?
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        let r = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        anyhow::Ok(r.status)
-    };
-    let status = tokio::time::timeout(Duration::from_millis(timeout_ms), check)
+    let status = tokio::time::timeout(Duration::from_millis(timeout_ms), health_status(addr, ""))
         .await
         .map_err(|_| anyhow!("no answer from {addr} within {timeout_ms} ms"))??;
-    if status == ServingStatus::Serving as i32 {
+    if status == ServingStatus::Serving {
         println!("SERVING");
         Ok(())
     } else {
-        Err(anyhow!(
-            "{addr} is {:?}",
-            ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown)
-        ))
+        Err(anyhow!("{addr} is {status:?}"))
     }
 }

@@ -2,6 +2,8 @@
 //! real gRPC nodes on loopback.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::sync::Arc;
 use std::time::Duration;
 
