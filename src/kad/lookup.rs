@@ -265,6 +265,34 @@ impl Lookup {
     }
 }
 
+impl Outcome {
+    /// The k nodes closest to the target among those that answered and `me`: where a record
+    /// for the target is stored (this node included when it is one of them).
+    pub fn replica_set(&self, me: &Contact, k: usize) -> Vec<Contact> {
+        let mut all = self.closest.clone();
+        all.push(me.clone());
+        all.sort_by_key(|c| c.id.distance(&self.target));
+        all.dedup_by_key(|c| c.id);
+        all.truncate(k);
+        all
+    }
+
+    /// Where to cache a found record and for how long (paper section 2.5): at the closest
+    /// node that answered without it, for `max_life_ms` halved for every answering node
+    /// between it and the target. `None` when there is no such node or the life rounds to 0.
+    pub fn cache_placement(&self, max_life_ms: u64) -> Option<(Contact, u64)> {
+        let at = self.cache_at.as_ref()?;
+        let dist = at.id.distance(&self.target);
+        let between = self
+            .closest
+            .iter()
+            .filter(|c| c.id.distance(&self.target) < dist)
+            .count();
+        let life = max_life_ms >> between.min(63);
+        (life > 0).then(|| (at.clone(), life))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +465,67 @@ mod tests {
         let out = l.finish();
         assert_eq!(out.found.unwrap().record, record);
         assert_eq!(out.cache_at, Some(Contact::new(near, "near")));
+    }
+
+    fn id_at(distance_byte: u8) -> NodeId {
+        let mut b = [0u8; 20];
+        b[19] = distance_byte;
+        NodeId(b)
+    }
+
+    #[test]
+    fn replica_set_takes_the_k_closest_with_this_node() {
+        let target = NodeId([0; 20]);
+        let outcome = Outcome {
+            target,
+            closest: vec![
+                Contact::new(id_at(1), "a"),
+                Contact::new(id_at(4), "b"),
+                Contact::new(id_at(9), "c"),
+            ],
+            found: None,
+            holders: vec![],
+            cache_at: None,
+            queried: 3,
+        };
+        let me = Contact::new(id_at(2), "me");
+        let ids: Vec<NodeId> = outcome.replica_set(&me, 3).iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![id_at(1), id_at(2), id_at(4)]);
+        let far = Contact::new(id_at(200), "far");
+        assert!(outcome.replica_set(&far, 3).iter().all(|c| c.id != far.id));
+    }
+
+    #[test]
+    fn cache_life_halves_per_node_between_cache_and_target() {
+        let target = NodeId([0; 20]);
+        let mut outcome = Outcome {
+            target,
+            closest: vec![
+                Contact::new(id_at(1), "a"),
+                Contact::new(id_at(2), "b"),
+                Contact::new(id_at(8), "c"),
+            ],
+            found: None,
+            holders: vec![],
+            cache_at: Some(Contact::new(id_at(5), "x")),
+            queried: 4,
+        };
+        // Two answering nodes (1 and 2) are closer than the cache at 5.
+        assert_eq!(
+            outcome.cache_placement(1000),
+            Some((Contact::new(id_at(5), "x"), 250))
+        );
+        assert_eq!(
+            outcome.cache_placement(3),
+            None,
+            "a life that rounds to zero places nothing"
+        );
+        assert_eq!(
+            outcome.cache_placement(0),
+            None,
+            "cache_ttl 0 disables caching"
+        );
+        outcome.cache_at = None;
+        assert_eq!(outcome.cache_placement(1000), None);
     }
 }

@@ -385,7 +385,7 @@ impl Driver {
 
     pub(crate) fn republish_to(&mut self, record: Record, outcome: Outcome) {
         let wall = self.wall();
-        for c in self.replica_set(&record.key, &outcome.closest) {
+        for c in outcome.replica_set(self.core.me(), self.cfg.params.k) {
             if c.id == self.core.id() {
                 if let Ok(PutOutcome::Stale { current_version }) =
                     self.core.store_mut().put(record.clone(), false, wall)

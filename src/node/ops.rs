@@ -19,7 +19,7 @@ use super::{
 use crate::error::DhtError;
 use crate::kad::lookup::{Lookup, Mode, Outcome};
 use crate::kad::store::{PutOutcome, unix_ms};
-use crate::kad::{Contact, NodeId, Record, Request, Response};
+use crate::kad::{NodeId, Record, Request, Response};
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 
@@ -266,16 +266,6 @@ impl Driver {
         );
     }
 
-    /// The k nodes closest to `key` among those a lookup found and this node.
-    pub(crate) fn replica_set(&self, key: &NodeId, found: &[Contact]) -> Vec<Contact> {
-        let mut all: Vec<Contact> = found.to_vec();
-        all.push(self.core.me().clone());
-        all.sort_by_key(|c| c.id.distance(key));
-        all.dedup_by_key(|c| c.id);
-        all.truncate(self.cfg.params.k);
-        all
-    }
-
     pub(crate) fn after_lookup(&mut self, outcome: Outcome, then: AfterLookup) {
         match then {
             AfterLookup::Get {
@@ -292,7 +282,7 @@ impl Driver {
             AfterLookup::Join => self.joined_lookup_done(outcome),
             AfterLookup::Refresh => {}
             AfterLookup::Replicate { record } => {
-                for c in self.replica_set(&record.key, &outcome.closest) {
+                for c in outcome.replica_set(self.core.me(), self.cfg.params.k) {
                     if c.id != self.core.id() {
                         self.send(
                             None,
@@ -317,6 +307,7 @@ impl Driver {
         reply: Reply<GetResult>,
         started: Instant,
     ) {
+        let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
         let Some(found) = outcome.found else {
             debug!(key, queried = outcome.queried, "get: not found");
             return drop(reply.send(Err(DhtError::NotFound(key))));
@@ -326,35 +317,15 @@ impl Driver {
             return drop(reply.send(Err(DhtError::NotFound(key))));
         }
         debug!(key, hops = found.hop, queried = outcome.queried, elapsed = ?started.elapsed(), "get: found");
-        if let Some(target) = outcome
-            .cache_at
-            .as_ref()
-            .filter(|_| !self.cfg.cache_ttl.is_zero())
-        {
-            // Paper section 2.5: cache lifetime falls exponentially with the number of nodes
-            // between the cache and the node closest to the key.
-            let key_dist = target.id.distance(&record.key);
-            let between = outcome
-                .closest
-                .iter()
-                .filter(|c| c.id.distance(&record.key) < key_dist)
-                .count();
-            let life = self.cfg.cache_ttl.as_millis() as u64 >> between.min(63);
+        if let Some((target, life)) = placement {
             let mut cached = record.clone();
-            cached.expires_at_ms = cached
-                .expires_at_ms
-                .min(unix_ms(self.wall()).saturating_add(life));
-            if life > 0 {
-                self.send(
-                    None,
-                    Purpose::Oneway,
-                    target,
-                    Request::Store {
-                        record: cached,
-                        cached: true,
-                    },
-                );
-            }
+            let until = unix_ms(self.wall()).saturating_add(life);
+            cached.expires_at_ms = cached.expires_at_ms.min(until);
+            let body = Request::Store {
+                record: cached,
+                cached: true,
+            };
+            self.send(None, Purpose::Oneway, &target, body);
         }
         let _ = reply.send(Ok(GetResult {
             key_id: record.key,
@@ -375,8 +346,8 @@ impl Driver {
             .store()
             .get(&target, wall)
             .map(|s| s.record.clone());
-        let nodes = self
-            .replica_set(&target, &outcome.closest)
+        let nodes = outcome
+            .replica_set(self.core.me(), self.cfg.params.k)
             .into_iter()
             .map(|c| {
                 let held = if c.id == self.core.id() {
@@ -407,7 +378,7 @@ impl Driver {
         outcome: Outcome,
         reply: Reply<WriteResult>,
     ) {
-        let replicas = self.replica_set(&record.key, &outcome.closest);
+        let replicas = outcome.replica_set(self.core.me(), self.cfg.params.k);
         let needed = self.cfg.quorum.min(replicas.len()).max(1);
         let mut stored_at = Vec::new();
         let mut newer = 0;
