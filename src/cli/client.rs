@@ -138,12 +138,13 @@ pub async fn info(addr: &str) -> anyhow::Result<()> {
 
 pub fn format_info(r: &pb::InfoResponse) -> String {
     format!(
-        "node id:  {}\naddress:  {}\nnetwork:  {}\njoined:   {}\npeers:    {}\nrecords:  {}\nk/alpha:  {}/{}\nuptime:   {}s\nversion:  {}\n",
+        "node id:  {}\naddress:  {}\nnetwork:  {}\njoined:   {}\npeers:    {}\nstale:    {}\nrecords:  {}\nk/alpha:  {}/{}\nuptime:   {}s\nversion:  {}\n",
         r.node_id,
         r.address,
         r.network_id,
         r.joined,
         r.peers,
+        r.stale_peers,
         r.records,
         r.k,
         r.alpha,

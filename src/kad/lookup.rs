@@ -266,6 +266,13 @@ impl Lookup {
 }
 
 impl Outcome {
+    /// The lookup queried contacts and none of them answered: this node is cut off (or every
+    /// peer it knows is down), so its answer says nothing about the network. A write must not
+    /// count this node alone as the replica set, and a read must not report the key missing.
+    pub fn nobody_answered(&self) -> bool {
+        self.queried > 0 && self.closest.is_empty()
+    }
+
     /// The k nodes closest to the target among those that answered and `me`: where a record
     /// for the target is stored (this node included when it is one of them).
     pub fn replica_set(&self, me: &Contact, k: usize) -> Vec<Contact> {

@@ -4,8 +4,11 @@
 //! - The table is a flat array of 160 buckets rather than the paper's split-on-demand tree
 //!   (section 4.2). The contents are the same for a node's own half of the tree; buckets far
 //!   from the node are not split further, which the paper calls optional.
-//! - A contact is removed after [`MAX_FAILURES`] consecutive failed RPCs, or after one failure
-//!   when the replacement cache has someone to take its place (section 4.1 "stale" contacts).
+//! - A failed RPC removes a contact at once when the replacement cache has someone to take
+//!   its place. Otherwise the contact stays: after [`MAX_FAILURES`] consecutive failures it is
+//!   flagged stale (section 4.1), left out of lookups and FIND_NODE answers, and restored the
+//!   moment it is heard from again. So a node whose own network goes down for a while does
+//!   not void its k-buckets, as the paper requires.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -13,7 +16,8 @@ use std::time::Instant;
 use super::id::{Distance, ID_BITS, NodeId};
 use super::message::Contact;
 
-/// Consecutive failures after which a contact is dropped even with no replacement at hand.
+/// Consecutive failed RPCs after which a contact is stale (paper section 4.1: "fails to
+/// respond to 5 RPCs in a row").
 pub const MAX_FAILURES: u32 = 5;
 
 /// One contact in a bucket.
@@ -22,6 +26,13 @@ pub struct Entry {
     pub contact: Contact,
     pub last_seen: Instant,
     pub failures: u32,
+}
+
+impl Entry {
+    /// Failed [`MAX_FAILURES`] RPCs in a row: kept (no replacement is at hand) but not used.
+    pub fn is_stale(&self) -> bool {
+        self.failures >= MAX_FAILURES
+    }
 }
 
 /// A k-bucket: up to k entries, least-recently seen at the front; plus a replacement cache of
@@ -157,7 +168,9 @@ impl RoutingTable {
         Some(())
     }
 
-    /// An RPC to `id` failed. Returns true if the contact was removed.
+    /// An RPC to `id` failed. The contact is replaced when a replacement is at hand, and
+    /// otherwise kept, stale once it failed [`MAX_FAILURES`] times in a row (section 4.1).
+    /// Returns true if the contact was removed.
     pub fn on_failure(&mut self, id: &NodeId) -> bool {
         let Some(index) = self.local.bucket_index(id) else {
             return false;
@@ -167,12 +180,11 @@ impl RoutingTable {
         let Some(entry) = bucket.entries.iter_mut().find(|e| e.contact.id == *id) else {
             return false;
         };
-        entry.failures += 1;
-        if entry.failures >= MAX_FAILURES || !bucket.replacements.is_empty() {
-            self.remove(id);
-            return true;
+        entry.failures = entry.failures.saturating_add(1);
+        if bucket.replacements.is_empty() {
+            return false;
         }
-        false
+        self.remove(id)
     }
 
     /// Removes a contact, promoting the freshest replacement into the freed slot.
@@ -205,12 +217,35 @@ impl RoutingTable {
             .is_some_and(|i| self.buckets[i].entries.iter().any(|e| e.contact.id == *id))
     }
 
-    /// Up to `count` known contacts closest to `target`, closest first.
+    /// Up to `count` live (not stale) contacts closest to `target`, closest first: what
+    /// FIND_NODE answers and lookups use.
     pub fn closest(&self, target: &NodeId, count: usize) -> Vec<Contact> {
+        self.closest_where(target, count, |e| !e.is_stale())
+    }
+
+    /// Where a lookup for `target` starts: the live [`closest`](Self::closest) contacts, or,
+    /// when every contact is stale, the closest stale ones, so that a node whose network
+    /// came back finds its peers again (an answer makes a contact live).
+    pub fn lookup_seeds(&self, target: &NodeId, count: usize) -> Vec<Contact> {
+        let live = self.closest(target, count);
+        if live.is_empty() {
+            self.closest_where(target, count, Entry::is_stale)
+        } else {
+            live
+        }
+    }
+
+    fn closest_where(
+        &self,
+        target: &NodeId,
+        count: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Vec<Contact> {
         let mut all: Vec<(Distance, &Contact)> = self
             .buckets
             .iter()
             .flat_map(|b| b.entries.iter())
+            .filter(|e| keep(e))
             .map(|e| (e.contact.id.distance(target), &e.contact))
             .collect();
         if all.len() > count {
@@ -221,13 +256,37 @@ impl RoutingTable {
         all.into_iter().map(|(_, c)| c.clone()).collect()
     }
 
-    /// Number of contacts in the table.
-    pub fn len(&self) -> usize {
-        self.buckets.iter().map(|b| b.entries.len()).sum()
+    /// Every live contact.
+    pub fn live(&self) -> impl Iterator<Item = &Contact> {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .filter(|e| !e.is_stale())
+            .map(|e| &e.contact)
     }
 
+    /// Every stale contact.
+    pub fn stale(&self) -> impl Iterator<Item = &Contact> {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .filter(|e| e.is_stale())
+            .map(|e| &e.contact)
+    }
+
+    /// Number of live contacts.
+    pub fn len(&self) -> usize {
+        self.live().count()
+    }
+
+    /// Whether the table has no live contact.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Number of stale contacts (kept until they answer or a replacement appears).
+    pub fn stale_len(&self) -> usize {
+        self.stale().count()
     }
 
     /// Notes that a lookup for `target` ran, which refreshes the bucket it falls in.
@@ -360,17 +419,65 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_remove_contact() {
+    fn repeated_failures_flag_a_contact_stale_without_removing_it() {
         let now = Instant::now();
         let me = NodeId([0; 20]);
         let mut t = RoutingTable::new(me, 20, now);
         let a = NodeId([9; 20]);
+        let target = NodeId([8; 20]);
         let _ = t.insert(c(a), now);
         for _ in 0..MAX_FAILURES - 1 {
             assert!(!t.on_failure(&a));
+            assert_eq!(t.closest(&target, 20), vec![c(a)], "not stale yet");
         }
-        assert!(t.on_failure(&a));
-        assert!(!t.contains(&a));
+        // No replacement at hand: flagged, never removed (section 4.1).
+        for _ in 0..3 {
+            assert!(!t.on_failure(&a));
+        }
+        assert!(t.contains(&a));
+        assert_eq!((t.len(), t.stale_len()), (0, 1));
+        assert!(
+            t.closest(&target, 20).is_empty(),
+            "stale contacts are not handed out"
+        );
+        assert_eq!(
+            t.lookup_seeds(&target, 20),
+            vec![c(a)],
+            "probed when nothing else is left"
+        );
+        // Heard from again: live.
+        assert_eq!(t.insert(c(a), now), InsertResult::Updated);
+        assert_eq!((t.len(), t.stale_len()), (1, 0));
+    }
+
+    #[test]
+    fn a_failure_hands_the_slot_to_a_waiting_replacement() {
+        let now = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut t = RoutingTable::new(me, 2, now);
+        let ids: Vec<NodeId> = (0..3).map(|_| me.random_in_bucket(90, &mut rng)).collect();
+        for id in &ids {
+            let _ = t.insert(c(*id), now);
+        }
+        assert!(!t.contains(&ids[2]), "waits in the replacement cache");
+        assert!(t.on_failure(&ids[1]));
+        assert!(!t.contains(&ids[1]));
+        assert!(t.contains(&ids[2]));
+    }
+
+    #[test]
+    fn live_seeds_are_preferred_over_stale_ones() {
+        let now = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut t = RoutingTable::new(me, 20, now);
+        let (near, far) = (NodeId([1; 20]), NodeId([0xf0; 20]));
+        let _ = t.insert(c(near), now);
+        let _ = t.insert(c(far), now);
+        for _ in 0..MAX_FAILURES {
+            let _ = t.on_failure(&near);
+        }
+        assert_eq!(t.lookup_seeds(&near, 20), vec![c(far)]);
     }
 
     #[test]

@@ -307,7 +307,7 @@ impl Driver {
     pub fn start_lookup(&mut self, target: NodeId, mode: Mode, then: AfterLookup) {
         let now = self.now();
         let p = self.core.params().clone();
-        let seeds = self.core.routing().closest(&target, p.k);
+        let seeds = self.core.routing().lookup_seeds(&target, p.k);
         self.core.routing_mut().mark_lookup(&target, now);
         let lookup = Lookup::new(
             self.core.id(),

@@ -16,6 +16,9 @@
 //!   `refresh_interval / 60`: nodes that start together otherwise keep blind spots for an hour.
 //! - Records stored by a STORE from a peer are not replicated by this node during the next
 //!   replicate interval (the paper's optimisation in section 2.5), tracked per record.
+//! - Stale contacts (section 4.1: kept, unused) are pinged on the same cadence as the gap
+//!   refresh, so peers that were unreachable for a while come back into use without waiting
+//!   for them to send a request first.
 //! - Publishers republish up to one maintenance tick early so a record never lapses between
 //!   its expiry and its republication.
 
@@ -29,7 +32,7 @@ use super::driver::{Driver, Event, RpcDone};
 use super::ops::{AfterLookup, Op, Purpose};
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::store::{PutOutcome, unix_ms};
-use crate::kad::{Record, Request};
+use crate::kad::{Contact, Record, Request};
 use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
@@ -41,6 +44,8 @@ pub(crate) const POST_JOIN_REFRESH: Duration = Duration::from_secs(5);
 const SELF_ONLY_BEFORE_CREATE: u32 = 3;
 /// Records replicated per maintenance tick at most (the rest wait for the next tick).
 const REPLICATE_BATCH: usize = 512;
+/// Stale contacts pinged per probe round (closest to this node first).
+const STALE_PROBE_BATCH: usize = 20;
 
 /// Progress of joining.
 #[derive(Debug, Default)]
@@ -57,6 +62,8 @@ pub(crate) struct JoinState {
     pub post_refresh_done: bool,
     /// Addresses at which this node answered its own bootstrap ping.
     pub own_addrs: std::collections::HashSet<String>,
+    /// When stale contacts were last pinged.
+    pub last_stale_probe: Option<Instant>,
 }
 
 /// A record this node published and must republish.
@@ -139,13 +146,9 @@ impl Driver {
                 return;
             }
         };
-        let known: HashSet<String> = self
-            .core
-            .routing()
-            .buckets()
-            .iter()
-            .flat_map(|b| b.entries.iter().map(|e| e.contact.addr.clone()))
-            .collect();
+        // Stale contacts count as unknown: pinging them again is how a node that lost touch
+        // with everyone finds its way back.
+        let known: HashSet<String> = self.core.routing().live().map(|c| c.addr.clone()).collect();
         let others: Vec<String> = addrs
             .into_iter()
             .filter(|a| *a != self.cfg.addr && !self.join.own_addrs.contains(a))
@@ -324,6 +327,16 @@ impl Driver {
             let target = self.core.id().random_in_bucket(index, &mut self.rng);
             self.start_lookup(target, Mode::FindNode, AfterLookup::Refresh);
         }
+        // Stale contacts are kept but unused (section 4.1); ping them on the same cadence, so
+        // that peers which were only unreachable for a while come back into use.
+        if self
+            .join
+            .last_stale_probe
+            .is_none_or(|t| now.saturating_duration_since(t) >= gap_interval)
+        {
+            self.join.last_stale_probe = Some(now);
+            self.probe_stale();
+        }
         // Replication (section 2.5): records not refreshed by a STORE within the interval.
         let cutoff = wall_ms.saturating_sub(self.cfg.replicate_interval.as_millis() as u64);
         let due: Vec<Record> = self
@@ -380,6 +393,21 @@ impl Driver {
                 .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.rebootstrap_interval)
         {
             self.bootstrap(true);
+        }
+    }
+
+    /// Pings stale contacts: an answer makes one live again, a failure keeps it stale (or
+    /// hands its slot to a replacement).
+    fn probe_stale(&mut self) {
+        let me = self.core.id();
+        let mut stale: Vec<Contact> = self.core.routing().stale().cloned().collect();
+        stale.sort_by_key(|c| c.id.distance(&me));
+        stale.truncate(STALE_PROBE_BATCH);
+        if !stale.is_empty() {
+            debug!(contacts = stale.len(), "pinging stale contacts");
+        }
+        for c in stale {
+            self.send(None, Purpose::Oneway, &c, Request::Ping);
         }
     }
 

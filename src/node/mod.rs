@@ -97,7 +97,10 @@ pub struct NodeInfo {
     pub id: NodeId,
     pub addr: String,
     pub network_id: String,
+    /// Live contacts.
     pub peers: usize,
+    /// Contacts flagged stale (kept, unused until heard from again).
+    pub stale_peers: usize,
     pub records: usize,
     pub joined: bool,
     pub k: usize,

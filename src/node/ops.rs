@@ -5,6 +5,8 @@
 //! them) and at any node the survey saw holding an older copy; they succeed when
 //! `min(quorum, nodes found)` STOREs succeeded. Get reads the local store, then runs a
 //! FIND_VALUE lookup and caches the value at the closest node on the path that lacked it.
+//! When a lookup contacted peers and none answered, Put, Delete, Get and Locate fail with
+//! UNAVAILABLE instead of acting on this node alone.
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +101,19 @@ fn check_key(key: &str) -> Result<NodeId, DhtError> {
     Ok(NodeId::hash(key.as_bytes()))
 }
 
+/// The error for an operation whose lookup reached nobody.
+fn cut_off(outcome: &Outcome, consequence: &str) -> DhtError {
+    warn!(
+        key = %outcome.target.short(),
+        contacted = outcome.queried,
+        "no peer answered: this node cannot reach the network"
+    );
+    DhtError::Unavailable(format!(
+        "no peer answered ({} contacted): this node cannot reach the network right now; {consequence}",
+        outcome.queried
+    ))
+}
+
 impl Driver {
     pub(crate) fn on_command(&mut self, cmd: Command) {
         match cmd {
@@ -125,6 +140,7 @@ impl Driver {
             addr: self.cfg.addr.clone(),
             network_id: self.cfg.network_id.clone(),
             peers: self.core.routing().len(),
+            stale_peers: self.core.routing().stale_len(),
             records: self.core.store().len(),
             joined: self.is_joined(),
             k: self.cfg.params.k,
@@ -309,6 +325,9 @@ impl Driver {
     ) {
         let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
         let Some(found) = outcome.found else {
+            if outcome.nobody_answered() {
+                return drop(reply.send(Err(cut_off(&outcome, "cannot tell whether it exists"))));
+            }
             debug!(key, queried = outcome.queried, "get: not found");
             return drop(reply.send(Err(DhtError::NotFound(key))));
         };
@@ -339,6 +358,9 @@ impl Driver {
     }
 
     fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
+        if outcome.nobody_answered() {
+            return drop(reply.send(Err(cut_off(&outcome, "cannot tell who holds it"))));
+        }
         let wall = self.wall();
         let target = outcome.target;
         let local = self
@@ -378,6 +400,11 @@ impl Driver {
         outcome: Outcome,
         reply: Reply<WriteResult>,
     ) {
+        if outcome.nobody_answered() {
+            // The quorum is clamped to the nodes that answered; with none, this node alone
+            // would "succeed" and the value would be lost to the rest of the network.
+            return drop(reply.send(Err(cut_off(&outcome, "nothing was written"))));
+        }
         let replicas = outcome.replica_set(self.core.me(), self.cfg.params.k);
         let needed = self.cfg.quorum.min(replicas.len()).max(1);
         let mut stored_at = Vec::new();

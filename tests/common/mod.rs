@@ -28,6 +28,8 @@ pub struct SimNet {
     pub net: MemoryNetwork,
     pub nodes: Vec<SimNode>,
     pub rng: StdRng,
+    /// Applied to the configuration of every node [`SimNet::add`] creates.
+    pub tweak: fn(&mut NodeConfig),
 }
 
 pub fn sim_config(id: NodeId, addr: &str, remote: Option<String>) -> NodeConfig {
@@ -43,6 +45,7 @@ impl SimNet {
             net: MemoryNetwork::new(),
             nodes: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
+            tweak: |_| {},
         }
     }
 
@@ -51,7 +54,8 @@ impl SimNet {
         let i = self.nodes.len();
         let addr = format!("sim-{i}:50051");
         let id = NodeId::random(&mut self.rng);
-        let cfg = sim_config(id, &addr, remote);
+        let mut cfg = sim_config(id, &addr, remote);
+        (self.tweak)(&mut cfg);
         self.add_with(cfg)
     }
 
@@ -78,7 +82,18 @@ impl SimNet {
     /// Builds a network of `n` nodes: node 0 creates it, the rest join through a random
     /// earlier node, `wave` of them at a time.
     pub async fn build(seed: u64, n: usize, wave: usize) -> SimNet {
+        Self::build_with(seed, n, wave, |_| {}).await
+    }
+
+    /// [`SimNet::build`] with `tweak` applied to every node's configuration.
+    pub async fn build_with(
+        seed: u64,
+        n: usize,
+        wave: usize,
+        tweak: fn(&mut NodeConfig),
+    ) -> SimNet {
         let mut sim = SimNet::new(seed);
+        sim.tweak = tweak;
         sim.add(None);
         assert!(sim.nodes[0].handle.wait_joined().await);
         while sim.nodes.len() < n {

@@ -102,6 +102,7 @@ impl pb::dht_server::Dht for DhtService {
             alpha: i.alpha as u32,
             uptime_seconds: i.uptime.as_secs(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            stale_peers: i.stale_peers as u32,
         }))
     }
 
