@@ -235,6 +235,28 @@ impl RoutingTable {
         }
     }
 
+    /// Where the refresh of bucket `index` (a lookup for `target`, an id in its range)
+    /// starts. A non-empty bucket starts as any lookup. An empty bucket's range may be a blind
+    /// spot that every node near this one shares (nodes that joined together and never heard
+    /// from that range): a lookup seeded as usual asks only those neighbours, which are closer
+    /// to the target than anyone farther away, and never leaves them. So an empty bucket is
+    /// refreshed through the contacts of farther buckets, which see the range from outside.
+    pub fn refresh_seeds(&self, index: usize, target: &NodeId, count: usize) -> Vec<Contact> {
+        let empty = self.buckets.get(index).is_none_or(|b| b.entries.is_empty());
+        let farther = if empty {
+            self.closest_where(target, count, |e| {
+                !e.is_stale() && self.local.bucket_index(&e.contact.id) > Some(index)
+            })
+        } else {
+            Vec::new()
+        };
+        if farther.is_empty() {
+            self.lookup_seeds(target, count)
+        } else {
+            farther
+        }
+    }
+
     fn closest_where(
         &self,
         target: &NodeId,
@@ -464,6 +486,45 @@ mod tests {
         assert!(t.on_failure(&ids[1]));
         assert!(!t.contains(&ids[1]));
         assert!(t.contains(&ids[2]));
+    }
+
+    #[test]
+    fn an_empty_bucket_is_refreshed_through_farther_contacts() {
+        let now = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut t = RoutingTable::new(me, 20, now);
+        let near: Vec<NodeId> = (0..20)
+            .map(|_| me.random_in_bucket(150, &mut rng))
+            .collect();
+        let far: Vec<NodeId> = (0..3).map(|_| me.random_in_bucket(159, &mut rng)).collect();
+        for id in near.iter().chain(&far) {
+            let _ = t.insert(c(*id), now);
+        }
+        let target = me.random_in_bucket(158, &mut rng);
+        // As any lookup: the 20 neighbours, which are closer to the target than bucket 159.
+        let usual = t.lookup_seeds(&target, 20);
+        assert!(usual.iter().all(|s| near.contains(&s.id)));
+        // Bucket 158 is empty: its refresh asks the farther contacts.
+        let seeds = t.refresh_seeds(158, &target, 20);
+        assert_eq!(seeds.len(), 3);
+        assert!(seeds.iter().all(|s| far.contains(&s.id)));
+        // A non-empty bucket, or an empty one with nothing beyond it, starts as usual.
+        let inside = me.random_in_bucket(150, &mut rng);
+        assert_eq!(
+            t.refresh_seeds(150, &inside, 20),
+            t.lookup_seeds(&inside, 20)
+        );
+        let mut only_near = RoutingTable::new(me, 20, now);
+        for id in &near {
+            let _ = only_near.insert(c(*id), now);
+        }
+        let beyond = me.random_in_bucket(155, &mut rng);
+        assert_eq!(
+            only_near.refresh_seeds(155, &beyond, 20),
+            only_near.lookup_seeds(&beyond, 20)
+        );
+        assert_eq!(only_near.refresh_seeds(155, &beyond, 20).len(), 20);
     }
 
     #[test]

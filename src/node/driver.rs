@@ -305,9 +305,33 @@ impl Driver {
 
     /// Starts a lookup and drives it as far as it can go.
     pub fn start_lookup(&mut self, target: NodeId, mode: Mode, then: AfterLookup) {
+        let seeds = self
+            .core
+            .routing()
+            .lookup_seeds(&target, self.core.params().k);
+        self.start_lookup_from(target, seeds, mode, then);
+    }
+
+    /// Refreshes bucket `index` (paper section 2.3): a node lookup for a random id in its
+    /// range, started as [`RoutingTable::refresh_seeds`] says.
+    ///
+    /// [`RoutingTable::refresh_seeds`]: crate::kad::routing::RoutingTable::refresh_seeds
+    pub fn refresh_bucket(&mut self, index: usize) {
+        let target = self.core.id().random_in_bucket(index, &mut self.rng);
+        let k = self.core.params().k;
+        let seeds = self.core.routing().refresh_seeds(index, &target, k);
+        self.start_lookup_from(target, seeds, Mode::FindNode, AfterLookup::Refresh);
+    }
+
+    fn start_lookup_from(
+        &mut self,
+        target: NodeId,
+        seeds: Vec<Contact>,
+        mode: Mode,
+        then: AfterLookup,
+    ) {
         let now = self.now();
         let p = self.core.params().clone();
-        let seeds = self.core.routing().lookup_seeds(&target, p.k);
         self.core.routing_mut().mark_lookup(&target, now);
         let lookup = Lookup::new(
             self.core.id(),

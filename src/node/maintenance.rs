@@ -14,6 +14,9 @@
 //! - The join's bucket refresh runs a second time [`POST_JOIN_REFRESH`] later, and empty
 //!   buckets between the closest neighbour and the farthest contact are refreshed every
 //!   `refresh_interval / 60`: nodes that start together otherwise keep blind spots for an hour.
+//! - An empty bucket's refresh starts from the contacts of farther buckets, not from this
+//!   node's neighbours (see `RoutingTable::refresh_seeds`): when a whole neighbourhood missed
+//!   the same range, a lookup through the neighbours never leaves them.
 //! - Records stored by a STORE from a peer are not replicated by this node during the next
 //!   replicate interval (the paper's optimisation in section 2.5), tracked per record.
 //! - Stale contacts (section 4.1: kept, unused) are pinged on the same cadence as the gap
@@ -290,8 +293,7 @@ impl Driver {
         let lowest = self.core.routing().lowest_nonempty().unwrap_or(0);
         let highest = self.core.routing().highest_nonempty().unwrap_or(0);
         for index in (lowest + 1)..=highest {
-            let target = self.core.id().random_in_bucket(index, &mut self.rng);
-            self.start_lookup(target, Mode::FindNode, AfterLookup::Refresh);
+            self.refresh_bucket(index);
         }
     }
 
@@ -324,8 +326,7 @@ impl Driver {
             debug!(buckets = gaps.len(), "refreshing empty buckets");
         }
         for index in stale.into_iter().chain(gaps) {
-            let target = self.core.id().random_in_bucket(index, &mut self.rng);
-            self.start_lookup(target, Mode::FindNode, AfterLookup::Refresh);
+            self.refresh_bucket(index);
         }
         // Stale contacts are kept but unused (section 4.1); ping them on the same cadence, so
         // that peers which were only unreachable for a while come back into use.
