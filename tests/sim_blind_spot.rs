@@ -86,6 +86,24 @@ async fn a_range_nobody_nearby_has_heard_of_is_found_by_refresh() {
         blind.len() >= 20,
         "the cut links should have left the lower quarters blind to each other: {blind:?}"
     );
+    // Writes while blind land on the wrong nodes: a lower-quarter node stores a key of the
+    // other quarter among its own neighbours. Once the range is found they must move.
+    let mut keys = Vec::new();
+    for k in 0.. {
+        let key = format!("misplaced-{k}");
+        let q = quarter(&NodeId::hash(key.as_bytes()));
+        let writer = (1..N).find(|i| quarter(&ids[*i]) + q == 1 && i % 10 == k % 10);
+        if let (true, Some(w)) = (q < 2, writer) {
+            let r = sim.nodes[w]
+                .handle
+                .put(key.clone(), key.clone().into_bytes(), None);
+            r.await.unwrap();
+            keys.push(key);
+        }
+        if keys.len() == 12 {
+            break;
+        }
+    }
 
     for &(a, b) in &pairs {
         sim.net.heal(&addrs[a], &addrs[b]);
@@ -104,6 +122,18 @@ async fn a_range_nobody_nearby_has_heard_of_is_found_by_refresh() {
             &blind[..blind.len().min(5)]
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The values written while blind are found from everywhere.
+    for key in &keys {
+        for n in sim.nodes.iter().step_by(3) {
+            let got = n.handle.get(key.clone()).await;
+            assert_eq!(
+                got.map(|g| g.value),
+                Ok(key.clone().into_bytes()),
+                "{} reading {key}",
+                n.addr
+            );
+        }
     }
     // Every node now finds the true closest node of keys in every quarter.
     for k in 0..16 {

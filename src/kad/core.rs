@@ -21,6 +21,9 @@ pub enum Effect {
     PingLru { lru: Contact },
     /// Send these records to a newly learned contact (STORE).
     Handoff { to: Contact, records: Vec<Record> },
+    /// Records are due for replication now (see [`Core::observe`]): run the replication step
+    /// without waiting for the next maintenance tick.
+    ReplicateDue,
 }
 
 /// One node's Kademlia state.
@@ -147,18 +150,32 @@ impl Core {
     }
 
     /// Records that `contact` was heard from (it sent a request or answered one).
+    ///
+    /// A new contact gets the records it should hold (paper section 2.5). A new contact in a
+    /// bucket that was empty opens a range of the id space this node knew nobody in: the
+    /// records it holds for keys in that range were placed while it could not see their true
+    /// neighbours (a blind spot, a healed partition), so they are replicated again at once.
+    /// The hand-off alone cannot move them: it sends only to the first newcomer of the range.
     pub fn observe(&mut self, contact: Contact, now: Instant, wall: SystemTime) -> Vec<Effect> {
+        let index = self.me.id.bucket_index(&contact.id);
+        let opens = index.is_some_and(|i| self.routing.buckets()[i].entries.is_empty());
         match self.routing.insert(contact.clone(), now) {
             InsertResult::Inserted | InsertResult::Restarted => {
+                let mut effects = Vec::new();
                 let records = self.handoff_records(&contact, wall);
-                if records.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![Effect::Handoff {
+                if !records.is_empty() {
+                    effects.push(Effect::Handoff {
                         to: contact,
                         records,
-                    }]
+                    });
                 }
+                if let (true, Some(i)) = (opens, index) {
+                    let me = self.me.id;
+                    if self.store.mark_due(&|key| me.bucket_index(key) == Some(i)) > 0 {
+                        effects.push(Effect::ReplicateDue);
+                    }
+                }
+                effects
             }
             InsertResult::Full { lru } => vec![Effect::PingLru { lru }],
             InsertResult::Updated | InsertResult::IsSelf => Vec::new(),
@@ -340,12 +357,54 @@ mod tests {
             Instant::now(),
             now,
         );
+        // The newcomer is also the first contact in its bucket: the key's range opened.
         assert_eq!(
             effects,
-            vec![Effect::Handoff {
-                to: Contact::new(NodeId([0x11; 20]), "new:1"),
-                records: vec![record]
-            }]
+            vec![
+                Effect::Handoff {
+                    to: Contact::new(NodeId([0x11; 20]), "new:1"),
+                    records: vec![record]
+                },
+                Effect::ReplicateDue
+            ]
         );
+    }
+
+    fn record_at(key: NodeId, now: SystemTime) -> Record {
+        Record {
+            key,
+            value: b"v".to_vec(),
+            version: 1,
+            expires_at_ms: unix_ms(now) + 10_000,
+            tombstone: false,
+            publisher: NodeId([2; 20]),
+            user_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn a_first_contact_in_a_range_makes_that_range_s_records_due_for_replication() {
+        let mut c = core(0x00);
+        let now = SystemTime::now();
+        let wall = Instant::now();
+        // Keys in bucket 159 (top bit set) and in bucket 158.
+        let far_key = NodeId([0x90; 20]);
+        let mid_key = NodeId([0x50; 20]);
+        for key in [far_key, mid_key] {
+            c.store_mut().put(record_at(key, now), false, now).unwrap();
+        }
+        let refreshed = |c: &Core, key| c.store().get(&key, now).unwrap().refreshed_at_ms;
+        assert!(refreshed(&c, far_key) > 0 && refreshed(&c, mid_key) > 0);
+        // A first contact in bucket 159 (it also gets a hand-off: it is among the k closest
+        // of every key, in a table of one): the records of its range are due now.
+        let effects = c.observe(Contact::new(NodeId([0xff; 20]), "a:1"), wall, now);
+        assert_eq!(effects.last(), Some(&Effect::ReplicateDue), "{effects:?}");
+        assert_eq!(refreshed(&c, far_key), 0, "due now");
+        assert!(refreshed(&c, mid_key) > 0, "another range: untouched");
+        // A second contact in the same bucket opens nothing.
+        c.store_mut().touch(&far_key, now);
+        let effects = c.observe(Contact::new(NodeId([0xfe; 20]), "b:1"), wall, now);
+        assert!(!effects.contains(&Effect::ReplicateDue), "{effects:?}");
+        assert!(refreshed(&c, far_key) > 0);
     }
 }

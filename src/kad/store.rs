@@ -98,6 +98,9 @@ pub trait RecordStore: Send {
     ) -> Result<PutOutcome, StoreError>;
     /// Marks a record as refreshed (a STORE for it was just sent or received).
     fn touch(&mut self, key: &Key, now: SystemTime);
+    /// Makes the records (not cached copies) whose key `pick` selects due for replication
+    /// now, as if never refreshed; returns how many.
+    fn mark_due(&mut self, pick: &dyn Fn(&Key) -> bool) -> usize;
     /// Drops expired records; returns how many.
     fn expire(&mut self, now: SystemTime) -> usize;
     fn len(&self) -> usize;
@@ -206,6 +209,17 @@ impl RecordStore for MemoryStore {
         if let Some(s) = self.records.get_mut(key) {
             s.refreshed_at_ms = unix_ms(now);
         }
+    }
+
+    fn mark_due(&mut self, pick: &dyn Fn(&Key) -> bool) -> usize {
+        let mut marked = 0;
+        for (key, s) in &mut self.records {
+            if !s.cached && pick(key) {
+                s.refreshed_at_ms = 0;
+                marked += 1;
+            }
+        }
+        marked
     }
 
     fn expire(&mut self, now: SystemTime) -> usize {

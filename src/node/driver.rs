@@ -219,6 +219,7 @@ impl Driver {
                         self.send(None, Purpose::PingLru, &lru, Request::Ping);
                     }
                 }
+                Effect::ReplicateDue => self.replicate_due(),
                 Effect::Handoff { to, records } => {
                     debug!(to = %to.addr, records = records.len(), "handing records to a new contact");
                     for record in records {

@@ -16,7 +16,9 @@
 //!   `refresh_interval / 60`: nodes that start together otherwise keep blind spots for an hour.
 //! - An empty bucket's refresh starts from the contacts of farther buckets, not from this
 //!   node's neighbours (see `RoutingTable::refresh_seeds`): when a whole neighbourhood missed
-//!   the same range, a lookup through the neighbours never leaves them.
+//!   the same range, a lookup through the neighbours never leaves them. When such a range
+//!   opens (a first contact in an empty bucket), the records held for keys in it are
+//!   replicated at once (`Core::observe`): they were placed without their true neighbours.
 //! - Records stored by a STORE from a peer are not replicated by this node during the next
 //!   replicate interval (the paper's optimisation in section 2.5), tracked per record.
 //! - Stale contacts (section 4.1: kept, unused) are pinged on the same cadence as the gap
@@ -338,27 +340,7 @@ impl Driver {
             self.join.last_stale_probe = Some(now);
             self.probe_stale();
         }
-        // Replication (section 2.5): records not refreshed by a STORE within the interval.
-        let cutoff = wall_ms.saturating_sub(self.cfg.replicate_interval.as_millis() as u64);
-        let due: Vec<Record> = self
-            .core
-            .store()
-            .iter()
-            .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
-            .take(REPLICATE_BATCH)
-            .map(|s| s.record.clone())
-            .collect();
-        if !due.is_empty() {
-            debug!(records = due.len(), "replicating records");
-        }
-        for record in due {
-            self.core.store_mut().touch(&record.key, wall);
-            self.start_lookup(
-                record.key,
-                Mode::FindNode,
-                AfterLookup::Replicate { record },
-            );
-        }
+        self.replicate_due();
         // Republishing by the original publisher (section 2.5).
         let early = self.tick;
         let due: Vec<_> = self
@@ -394,6 +376,32 @@ impl Driver {
                 .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.rebootstrap_interval)
         {
             self.bootstrap(true);
+        }
+    }
+
+    /// Replication (section 2.5): up to [`REPLICATE_BATCH`] records not refreshed by a STORE
+    /// within the replicate interval are stored again at the k closest nodes found now.
+    pub(crate) fn replicate_due(&mut self) {
+        let wall = self.wall();
+        let cutoff = unix_ms(wall).saturating_sub(self.cfg.replicate_interval.as_millis() as u64);
+        let due: Vec<Record> = self
+            .core
+            .store()
+            .iter()
+            .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
+            .take(REPLICATE_BATCH)
+            .map(|s| s.record.clone())
+            .collect();
+        if !due.is_empty() {
+            debug!(records = due.len(), "replicating records");
+        }
+        for record in due {
+            self.core.store_mut().touch(&record.key, wall);
+            self.start_lookup(
+                record.key,
+                Mode::FindNode,
+                AfterLookup::Replicate { record },
+            );
         }
     }
 
