@@ -247,6 +247,18 @@ mod tests {
         }
     }
 
+    fn record_at(key: NodeId, now: SystemTime) -> Record {
+        Record {
+            key,
+            value: b"v".to_vec(),
+            version: 1,
+            expires_at_ms: unix_ms(now) + 10_000,
+            tombstone: false,
+            publisher: NodeId([2; 20]),
+            user_key: "k".into(),
+        }
+    }
+
     #[test]
     fn learns_sender_and_answers_ping() {
         let mut c = core(1);
@@ -288,15 +300,7 @@ mod tests {
                 closer: vec![]
             }
         );
-        let record = Record {
-            key,
-            value: b"v".to_vec(),
-            version: 1,
-            expires_at_ms: unix_ms(now) + 10_000,
-            tombstone: false,
-            publisher: NodeId([2; 20]),
-            user_key: "k".into(),
-        };
+        let record = record_at(key, now);
         let (r, _) = c.handle(
             env(
                 2,
@@ -342,15 +346,7 @@ mod tests {
         let mut c = core(0x10);
         let now = SystemTime::now();
         let key = NodeId([0x11; 20]);
-        let record = Record {
-            key,
-            value: b"v".to_vec(),
-            version: 1,
-            expires_at_ms: unix_ms(now) + 10_000,
-            tombstone: false,
-            publisher: NodeId([2; 20]),
-            user_key: "k".into(),
-        };
+        let record = record_at(key, now);
         c.store_mut().put(record.clone(), false, now).unwrap();
         let effects = c.observe(
             Contact::new(NodeId([0x11; 20]), "new:1"),
@@ -368,18 +364,6 @@ mod tests {
                 Effect::ReplicateDue
             ]
         );
-    }
-
-    fn record_at(key: NodeId, now: SystemTime) -> Record {
-        Record {
-            key,
-            value: b"v".to_vec(),
-            version: 1,
-            expires_at_ms: unix_ms(now) + 10_000,
-            tombstone: false,
-            publisher: NodeId([2; 20]),
-            user_key: "k".into(),
-        }
     }
 
     #[test]
