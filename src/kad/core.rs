@@ -149,6 +149,15 @@ impl Core {
         v
     }
 
+    /// `contact` answered one of this node's RPCs: [`observe`](Self::observe) it, and note
+    /// that it has been reachable.
+    pub fn on_reply(&mut self, contact: Contact, now: Instant, wall: SystemTime) -> Vec<Effect> {
+        let id = contact.id;
+        let effects = self.observe(contact, now, wall);
+        self.routing.mark_answered(&id);
+        effects
+    }
+
     /// Records that `contact` was heard from (it sent a request or answered one).
     ///
     /// A new contact gets the records it should hold (paper section 2.5). A new contact in a

@@ -266,9 +266,10 @@ impl Lookup {
 }
 
 impl Outcome {
-    /// The lookup queried contacts and none of them answered: this node is cut off (or every
-    /// peer it knows is down), so its answer says nothing about the network. A write must not
-    /// count this node alone as the replica set, and a read must not report the key missing.
+    /// The lookup queried contacts and none of them answered. When some contact did answer
+    /// this node before (`RoutingTable::any_answered`), the node is cut off, or every peer it
+    /// knows is down: its answer says nothing about the network, so a write must not count
+    /// this node alone as the replica set, and a read must not report the key missing.
     pub fn nobody_answered(&self) -> bool {
         self.queried > 0 && self.closest.is_empty()
     }

@@ -26,6 +26,8 @@ pub struct Entry {
     pub contact: Contact,
     pub last_seen: Instant,
     pub failures: u32,
+    /// The contact has answered an RPC of ours at least once (not merely sent us requests).
+    pub answered: bool,
 }
 
 impl Entry {
@@ -127,6 +129,7 @@ impl RoutingTable {
             contact,
             last_seen: now,
             failures: 0,
+            answered: false,
         };
         if bucket.entries.len() < k {
             bucket.entries.push_back(entry);
@@ -224,12 +227,15 @@ impl RoutingTable {
     }
 
     /// Where a lookup for `target` starts: the live [`closest`](Self::closest) contacts, or,
-    /// when every contact is stale, the closest stale ones, so that a node whose network
-    /// came back finds its peers again (an answer makes a contact live).
+    /// when every contact is stale, the closest stale ones that answered us before, so that a
+    /// node whose network came back finds its peers again (an answer makes a contact live).
+    /// A contact that never answered (known only from requests it sent, perhaps with an
+    /// address nobody can reach) is not worth a lookup's wait; the background stale probe
+    /// still tries it.
     pub fn lookup_seeds(&self, target: &NodeId, count: usize) -> Vec<Contact> {
         let live = self.closest(target, count);
         if live.is_empty() {
-            self.closest_where(target, count, Entry::is_stale)
+            self.closest_where(target, count, |e| e.is_stale() && e.answered)
         } else {
             live
         }
@@ -285,6 +291,29 @@ impl RoutingTable {
             .flat_map(|b| b.entries.iter())
             .filter(|e| !e.is_stale())
             .map(|e| &e.contact)
+    }
+
+    /// `id` answered an RPC of ours (call after [`insert`](Self::insert)).
+    pub fn mark_answered(&mut self, id: &NodeId) {
+        let Some(index) = self.local.bucket_index(id) else {
+            return;
+        };
+        if let Some(e) = self.buckets[index]
+            .entries
+            .iter_mut()
+            .find(|e| e.contact.id == *id)
+        {
+            e.answered = true;
+        }
+    }
+
+    /// Whether any contact, live or stale, ever answered an RPC of ours: this node has been
+    /// part of a network with others (see `Outcome::nobody_answered`).
+    pub fn any_answered(&self) -> bool {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .any(|e| e.answered)
     }
 
     /// Every stale contact.
@@ -448,6 +477,7 @@ mod tests {
         let a = NodeId([9; 20]);
         let target = NodeId([8; 20]);
         let _ = t.insert(c(a), now);
+        t.mark_answered(&a);
         for _ in 0..MAX_FAILURES - 1 {
             assert!(!t.on_failure(&a));
             assert_eq!(t.closest(&target, 20), vec![c(a)], "not stale yet");
@@ -470,6 +500,22 @@ mod tests {
         // Heard from again: live.
         assert_eq!(t.insert(c(a), now), InsertResult::Updated);
         assert_eq!((t.len(), t.stale_len()), (1, 0));
+    }
+
+    #[test]
+    fn a_stale_contact_that_never_answered_is_no_lookup_seed() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(NodeId([0; 20]), 20, now);
+        let bogus = NodeId([9; 20]);
+        let _ = t.insert(c(bogus), now);
+        assert!(!t.any_answered());
+        assert_eq!(t.lookup_seeds(&bogus, 20), vec![c(bogus)], "live: tried");
+        for _ in 0..MAX_FAILURES {
+            assert!(!t.on_failure(&bogus));
+        }
+        assert_eq!(t.stale_len(), 1);
+        assert!(t.lookup_seeds(&bogus, 20).is_empty());
+        assert_eq!(t.stale().count(), 1, "still probed in the background");
     }
 
     #[test]
@@ -535,6 +581,7 @@ mod tests {
         let (near, far) = (NodeId([1; 20]), NodeId([0xf0; 20]));
         let _ = t.insert(c(near), now);
         let _ = t.insert(c(far), now);
+        t.mark_answered(&near);
         for _ in 0..MAX_FAILURES {
             let _ = t.on_failure(&near);
         }

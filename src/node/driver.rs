@@ -290,7 +290,7 @@ impl Driver {
                     self.core.routing_mut().remove(&expected);
                 }
                 if reply.responder.id != self.core.id() {
-                    let effects = self.core.observe(reply.responder.clone(), now, wall);
+                    let effects = self.core.on_reply(reply.responder.clone(), now, wall);
                     self.perform(effects);
                 }
             }

@@ -5,8 +5,9 @@
 //! them) and at any node the survey saw holding an older copy; they succeed when
 //! `min(quorum, nodes found)` STOREs succeeded. Get reads the local store, then runs a
 //! FIND_VALUE lookup and caches the value at the closest node on the path that lacked it.
-//! When a lookup contacted peers and none answered, Put, Delete, Get and Locate fail with
-//! UNAVAILABLE instead of acting on this node alone.
+//! When a lookup contacted peers and none answered, and some peer did answer this node
+//! before, Put, Delete, Get and Locate fail with UNAVAILABLE instead of acting on this node
+//! alone (the node is cut off, or everyone it knew is down).
 
 use std::time::{Duration, Instant};
 
@@ -102,7 +103,7 @@ fn check_key(key: &str) -> Result<NodeId, DhtError> {
 }
 
 /// The error for an operation whose lookup reached nobody.
-fn cut_off(outcome: &Outcome, consequence: &str) -> DhtError {
+fn cut_off_error(outcome: &Outcome, consequence: &str) -> DhtError {
     warn!(
         key = %outcome.target.short(),
         contacted = outcome.queried,
@@ -168,6 +169,13 @@ impl Driver {
                 replacements: b.replacements.iter().map(entry).collect(),
             })
             .collect()
+    }
+
+    /// A lookup reached none of the peers that this node has reached before: acting on this
+    /// node alone would lose a write or misreport a read. (A node that never reached anyone,
+    /// such as the first node of a new network, acts alone.)
+    fn cut_off(&self, outcome: &Outcome) -> bool {
+        outcome.nobody_answered() && self.core.routing().any_answered()
     }
 
     fn not_joined(&self) -> Option<DhtError> {
@@ -325,8 +333,11 @@ impl Driver {
     ) {
         let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
         let Some(found) = outcome.found else {
-            if outcome.nobody_answered() {
-                return drop(reply.send(Err(cut_off(&outcome, "cannot tell whether it exists"))));
+            if self.cut_off(&outcome) {
+                return drop(reply.send(Err(cut_off_error(
+                    &outcome,
+                    "cannot tell whether it exists",
+                ))));
             }
             debug!(key, queried = outcome.queried, "get: not found");
             return drop(reply.send(Err(DhtError::NotFound(key))));
@@ -358,8 +369,8 @@ impl Driver {
     }
 
     fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
-        if outcome.nobody_answered() {
-            return drop(reply.send(Err(cut_off(&outcome, "cannot tell who holds it"))));
+        if self.cut_off(&outcome) {
+            return drop(reply.send(Err(cut_off_error(&outcome, "cannot tell who holds it"))));
         }
         let wall = self.wall();
         let target = outcome.target;
@@ -400,10 +411,10 @@ impl Driver {
         outcome: Outcome,
         reply: Reply<WriteResult>,
     ) {
-        if outcome.nobody_answered() {
+        if self.cut_off(&outcome) {
             // The quorum is clamped to the nodes that answered; with none, this node alone
             // would "succeed" and the value would be lost to the rest of the network.
-            return drop(reply.send(Err(cut_off(&outcome, "nothing was written"))));
+            return drop(reply.send(Err(cut_off_error(&outcome, "nothing was written"))));
         }
         let replicas = outcome.replica_set(self.core.me(), self.cfg.params.k);
         let needed = self.cfg.quorum.min(replicas.len()).max(1);
