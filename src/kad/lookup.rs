@@ -481,21 +481,30 @@ mod tests {
         NodeId(b)
     }
 
-    #[test]
-    fn replica_set_takes_the_k_closest_with_this_node() {
-        let target = NodeId([0; 20]);
-        let outcome = Outcome {
-            target,
-            closest: vec![
-                Contact::new(id_at(1), "a"),
-                Contact::new(id_at(4), "b"),
-                Contact::new(id_at(9), "c"),
-            ],
+    /// An outcome for target 0 whose answering contacts and cache node sit at the given
+    /// distances (contact `n` at distance `n` is named `c<n>`).
+    fn outcome_of(closest: &[u8], cache_at: Option<u8>, queried: u32) -> Outcome {
+        let contact = |d: u8| Contact::new(id_at(d), format!("c{d}"));
+        Outcome {
+            target: NodeId([0; 20]),
+            closest: closest.iter().map(|d| contact(*d)).collect(),
             found: None,
             holders: vec![],
-            cache_at: None,
-            queried: 3,
-        };
+            cache_at: cache_at.map(contact),
+            queried,
+        }
+    }
+
+    #[test]
+    fn nobody_answered_needs_queries_and_no_answer() {
+        assert!(outcome_of(&[], None, 3).nobody_answered());
+        assert!(!outcome_of(&[], None, 0).nobody_answered(), "nobody to ask");
+        assert!(!outcome_of(&[1], None, 3).nobody_answered());
+    }
+
+    #[test]
+    fn replica_set_takes_the_k_closest_with_this_node() {
+        let outcome = outcome_of(&[1, 4, 9], None, 3);
         let me = Contact::new(id_at(2), "me");
         let ids: Vec<NodeId> = outcome.replica_set(&me, 3).iter().map(|c| c.id).collect();
         assert_eq!(ids, vec![id_at(1), id_at(2), id_at(4)]);
@@ -505,23 +514,11 @@ mod tests {
 
     #[test]
     fn cache_life_halves_per_node_between_cache_and_target() {
-        let target = NodeId([0; 20]);
-        let mut outcome = Outcome {
-            target,
-            closest: vec![
-                Contact::new(id_at(1), "a"),
-                Contact::new(id_at(2), "b"),
-                Contact::new(id_at(8), "c"),
-            ],
-            found: None,
-            holders: vec![],
-            cache_at: Some(Contact::new(id_at(5), "x")),
-            queried: 4,
-        };
+        let mut outcome = outcome_of(&[1, 2, 8], Some(5), 4);
         // Two answering nodes (1 and 2) are closer than the cache at 5.
         assert_eq!(
             outcome.cache_placement(1000),
-            Some((Contact::new(id_at(5), "x"), 250))
+            Some((Contact::new(id_at(5), "c5"), 250))
         );
         assert_eq!(
             outcome.cache_placement(3),

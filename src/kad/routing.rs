@@ -270,9 +270,7 @@ impl RoutingTable {
         keep: impl Fn(&Entry) -> bool,
     ) -> Vec<Contact> {
         let mut all: Vec<(Distance, &Contact)> = self
-            .buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
+            .entries()
             .filter(|e| keep(e))
             .map(|e| (e.contact.id.distance(target), &e.contact))
             .collect();
@@ -286,11 +284,7 @@ impl RoutingTable {
 
     /// Every live contact.
     pub fn live(&self) -> impl Iterator<Item = &Contact> {
-        self.buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
-            .filter(|e| !e.is_stale())
-            .map(|e| &e.contact)
+        self.entries().filter(|e| !e.is_stale()).map(|e| &e.contact)
     }
 
     /// `id` answered an RPC of ours (call after [`insert`](Self::insert)).
@@ -310,19 +304,17 @@ impl RoutingTable {
     /// Whether any contact, live or stale, ever answered an RPC of ours: this node has been
     /// part of a network with others (see `Outcome::nobody_answered`).
     pub fn any_answered(&self) -> bool {
-        self.buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
-            .any(|e| e.answered)
+        self.entries().any(|e| e.answered)
+    }
+
+    /// Every contact in the buckets, live or stale.
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.buckets.iter().flat_map(|b| b.entries.iter())
     }
 
     /// Every stale contact.
     pub fn stale(&self) -> impl Iterator<Item = &Contact> {
-        self.buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
-            .filter(|e| e.is_stale())
-            .map(|e| &e.contact)
+        self.entries().filter(|e| e.is_stale()).map(|e| &e.contact)
     }
 
     /// Number of live contacts.

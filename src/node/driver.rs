@@ -60,6 +60,8 @@ pub(crate) struct Driver {
     pub join: JoinState,
     pub published: HashMap<NodeId, Published>,
     pub pinging: HashSet<NodeId>,
+    /// When stale contacts were last pinged (maintenance).
+    pub last_stale_probe: Option<Instant>,
     pub last_version: u64,
     pub started: Instant,
     pub rng: StdRng,
@@ -102,6 +104,7 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         join: JoinState::default(),
         published: HashMap::new(),
         pinging: HashSet::new(),
+        last_stale_probe: None,
         last_version: 0,
         started: now,
         rng: StdRng::from_os_rng(),

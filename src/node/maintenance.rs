@@ -67,8 +67,6 @@ pub(crate) struct JoinState {
     pub post_refresh_done: bool,
     /// Addresses at which this node answered its own bootstrap ping.
     pub own_addrs: std::collections::HashSet<String>,
-    /// When stale contacts were last pinged.
-    pub last_stale_probe: Option<Instant>,
 }
 
 /// A record this node published and must republish.
@@ -333,11 +331,10 @@ impl Driver {
         // Stale contacts are kept but unused (section 4.1); ping them on the same cadence, so
         // that peers which were only unreachable for a while come back into use.
         if self
-            .join
             .last_stale_probe
             .is_none_or(|t| now.saturating_duration_since(t) >= gap_interval)
         {
-            self.join.last_stale_probe = Some(now);
+            self.last_stale_probe = Some(now);
             self.probe_stale();
         }
         self.replicate_due();

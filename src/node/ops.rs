@@ -102,19 +102,6 @@ fn check_key(key: &str) -> Result<NodeId, DhtError> {
     Ok(NodeId::hash(key.as_bytes()))
 }
 
-/// The error for an operation whose lookup reached nobody.
-fn cut_off_error(outcome: &Outcome, consequence: &str) -> DhtError {
-    warn!(
-        key = %outcome.target.short(),
-        contacted = outcome.queried,
-        "no peer answered: this node cannot reach the network"
-    );
-    DhtError::Unavailable(format!(
-        "no peer answered ({} contacted): this node cannot reach the network right now; {consequence}",
-        outcome.queried
-    ))
-}
-
 impl Driver {
     pub(crate) fn on_command(&mut self, cmd: Command) {
         match cmd {
@@ -171,11 +158,23 @@ impl Driver {
             .collect()
     }
 
-    /// A lookup reached none of the peers that this node has reached before: acting on this
-    /// node alone would lose a write or misreport a read. (A node that never reached anyone,
-    /// such as the first node of a new network, acts alone.)
-    fn cut_off(&self, outcome: &Outcome) -> bool {
-        outcome.nobody_answered() && self.core.routing().any_answered()
+    /// UNAVAILABLE when a lookup reached none of the peers that this node has reached before:
+    /// acting on this node alone would lose a write or misreport a read (`consequence` says
+    /// which). A node that never reached anyone, such as the first node of a new network,
+    /// acts alone.
+    fn cut_off(&self, outcome: &Outcome, consequence: &str) -> Option<DhtError> {
+        if !outcome.nobody_answered() || !self.core.routing().any_answered() {
+            return None;
+        }
+        warn!(
+            key = %outcome.target.short(),
+            contacted = outcome.queried,
+            "no peer answered: this node cannot reach the network"
+        );
+        Some(DhtError::Unavailable(format!(
+            "no peer answered ({} contacted): this node cannot reach the network right now; {consequence}",
+            outcome.queried
+        )))
     }
 
     fn not_joined(&self) -> Option<DhtError> {
@@ -333,11 +332,8 @@ impl Driver {
     ) {
         let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
         let Some(found) = outcome.found else {
-            if self.cut_off(&outcome) {
-                return drop(reply.send(Err(cut_off_error(
-                    &outcome,
-                    "cannot tell whether it exists",
-                ))));
+            if let Some(e) = self.cut_off(&outcome, "cannot tell whether it exists") {
+                return drop(reply.send(Err(e)));
             }
             debug!(key, queried = outcome.queried, "get: not found");
             return drop(reply.send(Err(DhtError::NotFound(key))));
@@ -369,8 +365,8 @@ impl Driver {
     }
 
     fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
-        if self.cut_off(&outcome) {
-            return drop(reply.send(Err(cut_off_error(&outcome, "cannot tell who holds it"))));
+        if let Some(e) = self.cut_off(&outcome, "cannot tell who holds it") {
+            return drop(reply.send(Err(e)));
         }
         let wall = self.wall();
         let target = outcome.target;
@@ -411,10 +407,10 @@ impl Driver {
         outcome: Outcome,
         reply: Reply<WriteResult>,
     ) {
-        if self.cut_off(&outcome) {
+        if let Some(e) = self.cut_off(&outcome, "nothing was written") {
             // The quorum is clamped to the nodes that answered; with none, this node alone
             // would "succeed" and the value would be lost to the rest of the network.
-            return drop(reply.send(Err(cut_off_error(&outcome, "nothing was written"))));
+            return drop(reply.send(Err(e)));
         }
         let replicas = outcome.replica_set(self.core.me(), self.cfg.params.k);
         let needed = self.cfg.quorum.min(replicas.len()).max(1);
