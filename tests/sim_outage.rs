@@ -57,11 +57,12 @@ async fn a_node_cut_off_keeps_its_contacts_and_acknowledges_nothing_it_cannot_re
     assert!(is_unavailable(&r), "not NOT_FOUND: {r:?}");
     assert!(is_unavailable(&node.locate("before".into()).await));
     // The k-buckets were not voided: every contact is still there, live or flagged stale.
+    // (The count may have grown: a message from a new peer can land between `before` and
+    // the cut, but none may have gone.)
     let during = node.info().await.unwrap();
-    assert_eq!(
-        during.peers + during.stale_peers,
-        before.peers + before.stale_peers,
-        "{during:?}"
+    assert!(
+        during.peers + during.stale_peers >= before.peers + before.stale_peers,
+        "before {before:?}, during {during:?}"
     );
     assert!(during.stale_peers > 0, "{during:?}");
 
