@@ -10,4 +10,12 @@ cargo fmt --all -- --check
 # The container tests run against this image, built offline from this checkout.
 scripts/build-image.sh
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --no-fail-fast -- --test-threads=2
+# cargo-nextest bounds every test's runtime (.config/nextest.toml): a hang fails within
+# minutes and names the test. The machines have it; a fresh one without it gets it here.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest is missing: installing it from crates.io (a few minutes)" >&2
+  cargo install --locked cargo-nextest
+fi
+# Backstop: the whole run ends within 40 minutes even if nextest itself were stuck.
+timeout --signal=TERM --kill-after=60 40m cargo nextest run --locked --no-fail-fast
+cargo test --locked --doc
