@@ -11,6 +11,9 @@ BASE=${BASE_PORT:-21000}
 # MEASURE_BIN runs another build (e.g. one with symbols for perf) instead of the release one.
 if [ -z "${MEASURE_BIN:-}" ]; then cargo build --release --locked --quiet; fi
 BIN=${MEASURE_BIN:-target/release/kademlia}
+# BENCH_BIN runs the client side with another build (e.g. the current bench against an older
+# node), so that two builds are measured by the same client.
+BENCH=${BENCH_BIN:-$BIN}
 LOG=$(mktemp -d)
 cleanup() { kill "${DEVNET:-}" "${SOLO:-}" 2>/dev/null || true; wait 2>/dev/null || true; if [ -n "${KEEP_LOGS:-}" ]; then echo "logs in $LOG"; else rm -rf "$LOG"; fi; }
 trap cleanup EXIT
@@ -26,9 +29,9 @@ for _ in $(seq 1 100); do "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null 2>&
 "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null || { echo "separate node did not join"; cat "$LOG/solo.err"; exit 1; }
 
 echo "== bench, concurrency 1 =="
-"$BIN" bench --quiet --nodes "$NODES" --base-port "$BASE" --puts "$OPS" --gets "$OPS" -c 1
+"$BENCH" bench --quiet --nodes "$NODES" --base-port "$BASE" --puts "$OPS" --gets "$OPS" -c 1
 echo "== bench, concurrency 32 =="
-"$BIN" bench --quiet --nodes "$NODES" --base-port "$BASE" --puts "$OPS" --gets "$OPS" -c 32
+"$BENCH" bench --quiet --nodes "$NODES" --base-port "$BASE" --puts "$OPS" --gets "$OPS" -c 32
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 D=$(rss "$DEVNET"); S=$(rss "$SOLO")

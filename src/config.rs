@@ -42,6 +42,9 @@ pub struct Settings {
     pub alpha: usize,
     pub quorum: usize,
     pub rpc_timeout_ms: u64,
+    /// A STORE whose version (the writer's clock, µs) is further ahead of this node's clock is
+    /// refused.
+    pub max_clock_skew_ms: u64,
     pub refresh_interval_secs: u64,
     pub replicate_interval_secs: u64,
     pub republish_interval_secs: u64,
@@ -70,6 +73,7 @@ impl Default for Settings {
             alpha: crate::kad::ALPHA,
             quorum: 3,
             rpc_timeout_ms: 2000,
+            max_clock_skew_ms: 60_000,
             refresh_interval_secs: crate::kad::T_REFRESH.as_secs(),
             replicate_interval_secs: crate::kad::T_REPLICATE.as_secs(),
             republish_interval_secs: crate::kad::T_REPUBLISH.as_secs(),
@@ -185,6 +189,7 @@ impl Settings {
         }
         for (name, v) in [
             ("rpc_timeout_ms", self.rpc_timeout_ms),
+            ("max_clock_skew_ms", self.max_clock_skew_ms),
             ("refresh_interval_secs", self.refresh_interval_secs),
             ("replicate_interval_secs", self.replicate_interval_secs),
             ("republish_interval_secs", self.republish_interval_secs),
@@ -242,6 +247,7 @@ impl Settings {
                 k: self.k,
                 alpha: self.alpha,
                 rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
+                max_clock_skew: Duration::from_millis(self.max_clock_skew_ms),
             },
             quorum: self.quorum,
             refresh_interval: secs(self.refresh_interval_secs),

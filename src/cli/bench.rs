@@ -1,6 +1,9 @@
-//! `kademlia bench`: puts then gets against random nodes of a running network, with a progress
-//! bar; prints latency percentiles, throughput, lookup rounds and correctness counts.
-//! Bounded in operations and in time (`--max-seconds`), like redis-benchmark.
+//! `kademlia bench`: pings, then puts, then gets against random nodes of a running network,
+//! with a progress bar; prints latency percentiles, throughput, lookup rounds and correctness
+//! counts. A ping is the Info call: one round trip through a node that does no network work.
+//! Put and get latencies are also given as multiples of the ping's median measured in the
+//! same run, which stays comparable on a shared, noisy machine. Bounded in operations and in
+//! time (`--max-seconds`), like redis-benchmark.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +37,9 @@ pub struct BenchArgs {
     /// Number of gets (of the keys put, round robin)
     #[arg(long, default_value_t = 1000)]
     pub gets: usize,
+    /// Number of pings (Info calls) measured first, the baseline round trip
+    #[arg(long, default_value_t = 1000)]
+    pub pings: usize,
     /// Requests in flight
     #[arg(long, short = 'c', default_value_t = 1)]
     pub concurrency: usize,
@@ -72,7 +78,13 @@ impl PhaseStats {
         (self.ok + self.errors) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    pub fn report(&self) -> String {
+    /// Median latency in milliseconds.
+    pub fn p50_ms(&self) -> f64 {
+        self.latency_us.value_at_quantile(0.5) as f64 / 1000.0
+    }
+
+    /// One line of figures; `ping_ms` (a ping's median) adds latencies in pings.
+    pub fn report(&self, ping_ms: Option<f64>) -> String {
         let q = |p: f64| self.latency_us.value_at_quantile(p) as f64 / 1000.0;
         let mut s = format!(
             "{:<4} ok {:>6}  errors {:>4}  {:>9.1} ops/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
@@ -85,6 +97,13 @@ impl PhaseStats {
             q(0.99),
             self.latency_us.max() as f64 / 1000.0
         );
+        if let Some(ping) = ping_ms.filter(|p| *p > 0.0) {
+            s.push_str(&format!(
+                "  (p50 {:.1} pings, p99 {:.1} pings)",
+                q(0.50) / ping,
+                q(0.99) / ping
+            ));
+        }
         if self.name == "get" {
             let remote = (self.ok - self.local).max(1) as f64;
             s.push_str(&format!(
@@ -216,8 +235,15 @@ where
     stats
 }
 
-/// Runs the benchmark and returns (put, get) statistics.
-pub async fn bench(args: &BenchArgs) -> anyhow::Result<(PhaseStats, PhaseStats)> {
+/// Figures of one run.
+pub struct BenchResult {
+    pub ping: PhaseStats,
+    pub put: PhaseStats,
+    pub get: PhaseStats,
+}
+
+/// Runs the benchmark.
+pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
     let mut addrs = args.addrs.clone();
     if let Some(n) = args.nodes {
         addrs.extend((0..n).map(|i| format!("{}:{}", args.host, args.base_port + i)));
@@ -228,6 +254,12 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<(PhaseStats, PhaseStats)>
     let prefix = Arc::new(format!("{}-{run_id:08x}", args.prefix));
     let size = args.value_size;
     let puts = args.puts.max(1);
+
+    let ping = phase("ping", args.pings, args, &clients, |_, mut c| async move {
+        c.info(pb::InfoRequest {}).await?;
+        Ok((true, 0, 0, false))
+    })
+    .await;
 
     let p = prefix.clone();
     let put_stats = phase("put", args.puts, args, &clients, move |i, mut c| {
@@ -257,18 +289,28 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<(PhaseStats, PhaseStats)>
         }
     })
     .await;
-    Ok((put_stats, get_stats))
+    Ok(BenchResult {
+        ping,
+        put: put_stats,
+        get: get_stats,
+    })
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let nodes = args.addrs.len() + args.nodes.unwrap_or(0) as usize;
     println!(
-        "bench: {} puts, {} gets, concurrency {}, {}-byte values, {} node(s)",
-        args.puts, args.gets, args.concurrency, args.value_size, nodes
+        "bench: {} pings, {} puts, {} gets, concurrency {}, {}-byte values, {} node(s)",
+        args.pings, args.puts, args.gets, args.concurrency, args.value_size, nodes
     );
-    let (put, get) = bench(&args).await?;
-    println!("{}", put.report());
-    println!("{}", get.report());
-    anyhow::ensure!(get.wrong == 0, "{} gets returned a wrong value", get.wrong);
+    let r = bench(&args).await?;
+    let ping = (r.ping.ok > 0).then(|| r.ping.p50_ms());
+    println!("{}", r.ping.report(None));
+    println!("{}", r.put.report(ping));
+    println!("{}", r.get.report(ping));
+    anyhow::ensure!(
+        r.get.wrong == 0,
+        "{} gets returned a wrong value",
+        r.get.wrong
+    );
     Ok(())
 }

@@ -138,7 +138,7 @@ pub async fn info(addr: &str) -> anyhow::Result<()> {
 
 pub fn format_info(r: &pb::InfoResponse) -> String {
     format!(
-        "node id:  {}\naddress:  {}\nnetwork:  {}\njoined:   {}\npeers:    {}\nstale:    {}\nrecords:  {}\nk/alpha:  {}/{}\nuptime:   {}s\nversion:  {}\n",
+        "node id:  {}\naddress:  {}\nnetwork:  {}\njoined:   {}\npeers:    {}\nstale:    {}\nrecords:  {}\nk/alpha:  {}/{}\nuptime:   {}s\nversion:  {}\nload:     {} operations, {} RPCs in flight ({} queued), {} maintenance lookups ({} queued); {} RPCs refused, {} requests shed\n",
         r.node_id,
         r.address,
         r.network_id,
@@ -149,7 +149,14 @@ pub fn format_info(r: &pb::InfoResponse) -> String {
         r.k,
         r.alpha,
         r.uptime_seconds,
-        r.version
+        r.version,
+        r.operations,
+        r.rpcs_in_flight,
+        r.rpcs_queued,
+        r.maintenance_running,
+        r.maintenance_queued,
+        r.rpcs_refused,
+        r.requests_shed,
     )
 }
 

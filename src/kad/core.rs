@@ -4,6 +4,12 @@
 //! bucket, the core asks the driver to ping the least-recently-seen contact; when it learns a
 //! brand-new contact, it hands over the records the newcomer is now responsible for (section
 //! 2.5), but only for keys this node is itself closest to, to avoid duplicate transfers.
+//!
+//! Implementation notes (departures from the paper):
+//! - A STORE whose version lies more than `Params::max_clock_skew` ahead of this node's clock
+//!   is refused, and its sender is not learned: versions decide last-writer-wins, and the
+//!   paper trusts them (it has none), so one forged far-future version would shadow every
+//!   later write of its key.
 
 use std::time::{Instant, SystemTime};
 
@@ -11,7 +17,7 @@ use super::Params;
 use super::id::NodeId;
 use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
 use super::routing::{InsertResult, RoutingTable};
-use super::store::{PutOutcome, Record, RecordStore};
+use super::store::{PutOutcome, Record, RecordStore, unix_us};
 
 /// Work for the driver, produced while handling a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +115,9 @@ impl Core {
         let k = self.params.k;
         let body = match env.body {
             Request::Ping => Ok(Response::Pong),
+            Request::Store { record, .. } if let Some(err) = self.too_far_ahead(&record, wall) => {
+                Err(err)
+            }
             Request::Store { record, cached } => match self.store.put(record, cached, wall) {
                 Ok(PutOutcome::Stored) => Ok(Response::Stored {
                     stored: true,
@@ -131,8 +140,12 @@ impl Core {
                 })
             }
         };
-        // Learn the sender after answering, so it is never returned to itself.
-        let effects = self.observe(env.sender, now, wall);
+        // Learn the sender after answering, so it is never returned to itself; a sender that
+        // claimed a version from the future is not learned.
+        let effects = match body {
+            Err(Rejection::VersionAhead { .. }) => Vec::new(),
+            _ => self.observe(env.sender, now, wall),
+        };
         (
             body.map(|body| Reply {
                 responder: self.me.clone(),
@@ -140,6 +153,20 @@ impl Core {
             }),
             effects,
         )
+    }
+
+    /// A record whose version lies more than `max_clock_skew` ahead of this node's clock is
+    /// refused: versions are the writer's clock in microseconds, and last writer wins, so one
+    /// STORE with a far-future version would otherwise shadow every later write of its key.
+    fn too_far_ahead(&self, record: &Record, wall: SystemTime) -> Option<Rejection> {
+        let now_us = unix_us(wall);
+        let max_us = self.params.max_clock_skew.as_micros() as u64;
+        let ahead_us = record.version.saturating_sub(now_us);
+        (ahead_us > max_us).then_some(Rejection::VersionAhead {
+            version: record.version,
+            ahead_ms: ahead_us / 1000,
+            max_ms: max_us / 1000,
+        })
     }
 
     fn closest_excluding(&self, target: &NodeId, count: usize, exclude: &NodeId) -> Vec<Contact> {
@@ -234,6 +261,7 @@ mod tests {
             k: 20,
             alpha: 3,
             rpc_timeout: Duration::from_secs(1),
+            max_clock_skew: Duration::from_secs(60),
         };
         let store = MemoryStore::new(StoreLimits {
             max_value_bytes: 1024,
@@ -348,6 +376,39 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_version_too_far_ahead_of_this_node_s_clock_is_refused() {
+        let mut c = core(1);
+        let now = SystemTime::now();
+        let key = NodeId([7; 20]);
+        let store = |version: u64| {
+            let mut record = record_at(key, now);
+            record.version = version;
+            env(
+                2,
+                "net",
+                Request::Store {
+                    record,
+                    cached: false,
+                },
+            )
+        };
+        // One forged STORE would otherwise pin the key: every later write has a lower version.
+        let (r, _) = c.handle(store(u64::MAX), Instant::now(), now);
+        assert!(
+            matches!(r, Err(Rejection::VersionAhead { max_ms: 60_000, .. })),
+            "{r:?}"
+        );
+        assert!(c.store().get(&key, now).is_none());
+        // A writer whose clock is a little ahead (within the allowed skew) is fine.
+        let ahead = unix_us(now) + 30_000_000;
+        let (r, _) = c.handle(store(ahead), Instant::now(), now);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(c.store().get(&key, now).unwrap().record.version, ahead);
+        let (r, _) = c.handle(store(unix_us(now) + 61_000_000), Instant::now(), now);
+        assert!(matches!(r, Err(Rejection::VersionAhead { .. })), "{r:?}");
     }
 
     #[test]

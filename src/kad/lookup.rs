@@ -5,6 +5,14 @@
 //! At most `alpha` requests are in flight; a request that outlives its timeout stops counting
 //! against `alpha` (its late reply is still used). The lookup ends when the k closest contacts
 //! seen have all answered or failed, or, for FIND_VALUE, at the first record found.
+//!
+//! Implementation notes (departures from the paper):
+//! - A lookup may be given a deadline ([`Lookup::with_deadline`]; the driver uses
+//!   [`LOOKUP_DEADLINE_TIMEOUTS`] RPC timeouts): when every request times out, the paper's
+//!   lookup goes on for as many timeouts as it has candidates, holding its caller (and its
+//!   share of the node's RPC slots) all that time. Past the deadline it ends with what it
+//!   has and says so ([`Outcome::gave_up`]); callers must not take its `closest` for the
+//!   true k closest.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -76,6 +84,8 @@ pub struct Outcome {
     pub cache_at: Option<Contact>,
     /// RPCs sent.
     pub queried: u32,
+    /// The lookup reached its deadline before it converged: `closest` may miss closer nodes.
+    pub gave_up: bool,
 }
 
 /// One iterative lookup.
@@ -91,7 +101,12 @@ pub struct Lookup {
     found: Option<Found>,
     holders: Vec<(Contact, Record)>,
     queried: u32,
+    deadline: Option<Instant>,
+    gave_up: bool,
 }
+
+/// A lookup gives up after this many RPC timeouts (see [`Lookup::with_deadline`]).
+pub const LOOKUP_DEADLINE_TIMEOUTS: u32 = 5;
 
 impl Lookup {
     /// Starts a lookup for `target` from the given seed contacts (normally the local k closest).
@@ -115,9 +130,19 @@ impl Lookup {
             found: None,
             holders: Vec::new(),
             queried: 0,
+            deadline: None,
+            gave_up: false,
         };
         l.add(seeds, 1);
         l
+    }
+
+    /// Ends the lookup at `at` whatever it is waiting for (then [`Outcome::gave_up`] is set).
+    /// Without a deadline a lookup in a network where every request times out goes on for as
+    /// many timeouts as it has candidates.
+    pub fn with_deadline(mut self, at: Instant) -> Self {
+        self.deadline = Some(at);
+        self
     }
 
     pub fn target(&self) -> NodeId {
@@ -155,6 +180,10 @@ impl Lookup {
         if self.mode == Mode::FindValue && self.found.is_some() {
             return Poll::Done;
         }
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.gave_up = true;
+            return Poll::Done;
+        }
         // Among the k closest candidates still in the running, find one to query.
         let mut in_flight = 0;
         let mut next: Option<Distance> = None;
@@ -190,9 +219,17 @@ impl Lookup {
                 self.queried += 1;
                 Poll::Query(p.contact.clone())
             }
-            Some(_) => Poll::Wait(self.next_deadline()),
+            Some(_) => Poll::Wait(self.earliest(self.next_deadline())),
             None if in_flight == 0 => Poll::Done,
-            None => Poll::Wait(deadline),
+            None => Poll::Wait(self.earliest(deadline)),
+        }
+    }
+
+    /// `wake`, or the lookup's own deadline if that comes first.
+    fn earliest(&self, wake: Option<Instant>) -> Option<Instant> {
+        match (wake, self.deadline) {
+            (Some(w), Some(d)) => Some(w.min(d)),
+            (w, d) => w.or(d),
         }
     }
 
@@ -261,6 +298,7 @@ impl Lookup {
             holders: self.holders,
             cache_at,
             queried: self.queried,
+            gave_up: self.gave_up,
         }
     }
 }
@@ -438,6 +476,70 @@ mod tests {
     }
 
     #[test]
+    fn a_lookup_past_its_deadline_gives_up_with_what_it_has() {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(4);
+        let seeds: Vec<Contact> = (0..10)
+            .map(|_| Contact::new(NodeId::random(&mut rng), "x"))
+            .collect();
+        let target = NodeId::random(&mut rng);
+        let timeout = Duration::from_millis(100);
+        let deadline = now + Duration::from_millis(250);
+        let mut l = Lookup::new(
+            NodeId([0; 20]),
+            target,
+            seeds.clone(),
+            K,
+            ALPHA,
+            timeout,
+            Mode::FindNode,
+        )
+        .with_deadline(deadline);
+        let first = match l.poll(now) {
+            Poll::Query(c) => c,
+            other => panic!("{other:?}"),
+        };
+        l.on_success(&first.id, Vec::new(), None);
+        // Every other request times out; the lookup would go on for 10 candidates / 3 * 100 ms.
+        let mut t = now;
+        loop {
+            match l.poll(t) {
+                Poll::Query(_) => {}
+                Poll::Wait(Some(w)) => {
+                    assert!(w <= deadline, "never waits past its deadline");
+                    t = w;
+                }
+                Poll::Wait(None) => panic!("requests are in flight"),
+                Poll::Done => break,
+            }
+        }
+        assert_eq!(t, deadline);
+        let out = l.finish();
+        assert!(out.gave_up);
+        assert_eq!(
+            out.closest,
+            vec![first],
+            "what answered before the deadline"
+        );
+        // Without a deadline the same lookup ends when every candidate has timed out.
+        let mut l = Lookup::new(
+            NodeId([0; 20]),
+            target,
+            seeds,
+            K,
+            ALPHA,
+            timeout,
+            Mode::FindNode,
+        );
+        let mut t = now;
+        while let Poll::Query(_) | Poll::Wait(_) = l.poll(t) {
+            t += timeout;
+        }
+        assert!(t > deadline);
+        assert!(!l.finish().gave_up);
+    }
+
+    #[test]
     fn find_value_stops_at_first_record_and_names_cache_target() {
         let now = Instant::now();
         let target = NodeId([0; 20]);
@@ -492,6 +594,7 @@ mod tests {
             holders: vec![],
             cache_at: cache_at.map(contact),
             queried,
+            gave_up: false,
         }
     }
 

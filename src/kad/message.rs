@@ -94,4 +94,12 @@ pub enum Rejection {
     SelfSender(String),
     #[error("store refused: {0}")]
     Store(#[from] super::store::StoreError),
+    #[error(
+        "store refused: the record's version {version} is {ahead_ms} ms ahead of this node's clock, more than the {max_ms} ms allowed (a forged version, or the writer's clock is wrong)"
+    )]
+    VersionAhead {
+        version: u64,
+        ahead_ms: u64,
+        max_ms: u64,
+    },
 }

@@ -38,4 +38,7 @@ pub struct Params {
     pub k: usize,
     pub alpha: usize,
     pub rpc_timeout: Duration,
+    /// How far ahead of this node's clock a stored record's version may be (see
+    /// [`Core::handle`]).
+    pub max_clock_skew: Duration,
 }

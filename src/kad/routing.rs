@@ -9,6 +9,13 @@
 //!   flagged stale (section 4.1), left out of lookups and FIND_NODE answers, and restored the
 //!   moment it is heard from again. So a node whose own network goes down for a while does
 //!   not void its k-buckets, as the paper requires.
+//! - Empty buckets whose range should hold nodes, judging by the density of this node's
+//!   neighbourhood, are refreshed more often than the paper's hourly refresh (see
+//!   [`RoutingTable::gap_buckets`]): nodes that join together can leave blind spots.
+//! - Periodic refresh (section 2.3) treats the buckets closer than the closest neighbour as
+//!   one range: a lookup for any id in them asks the same nodes, so one lookup refreshes them
+//!   all. Refreshing each of them separately cost 150 lookups per node per refresh interval
+//!   that found nothing new, enough to swamp a slow network (see `node::flow`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -332,33 +339,66 @@ impl RoutingTable {
         self.stale().count()
     }
 
-    /// Notes that a lookup for `target` ran, which refreshes the bucket it falls in.
+    /// Notes that a lookup for `target` ran, which refreshes the bucket it falls in. A target
+    /// closer to this node than its closest neighbour refreshes every bucket down to 0 as
+    /// well: a lookup for any id in them asks the same nodes (this node's neighbourhood).
     pub fn mark_lookup(&mut self, target: &NodeId, now: Instant) {
-        if let Some(i) = self.local.bucket_index(target) {
-            self.buckets[i].last_lookup = Some(now);
+        let Some(i) = self.local.bucket_index(target) else {
+            return;
+        };
+        let below_neighbours = self.lowest_nonempty().is_some_and(|low| i < low);
+        let from = if below_neighbours { 0 } else { i };
+        for b in &mut self.buckets[from..=i] {
+            b.last_lookup = Some(now);
         }
     }
 
-    /// Buckets to refresh: not looked up within `interval` (paper section 2.3). Only buckets up
-    /// to one past the highest non-empty one are considered: farther buckets cover ranges with
-    /// no known nodes, and their refresh is the same lookup as the highest one's.
+    /// Buckets to refresh: not looked up within `interval` (paper section 2.3), from one
+    /// below the closest non-empty bucket to one past the farthest. The buckets closer than
+    /// that are one range as far as lookups go (see [`mark_lookup`](Self::mark_lookup)), and
+    /// farther ones cover ranges with no known nodes, whose refresh is the farthest one's.
+    /// An empty table has nothing to refresh through.
     pub fn stale_buckets(&self, now: Instant, interval: std::time::Duration) -> Vec<usize> {
-        let highest = self.highest_nonempty().map_or(0, |i| i + 1);
-        (0..=highest.min(ID_BITS - 1))
+        let (Some(low), Some(high)) = (self.lowest_nonempty(), self.highest_nonempty()) else {
+            return Vec::new();
+        };
+        (low.saturating_sub(1)..=(high + 1).min(ID_BITS - 1))
             .filter(|i| self.buckets[*i].lookup_due(now, interval))
             .collect()
     }
 
-    /// Empty buckets between the closest and the farthest non-empty ones that no lookup has
-    /// touched within `interval`: likely gaps rather than empty ranges of the id space.
+    /// Empty buckets below the farthest non-empty one, not touched by a lookup within
+    /// `interval`, whose range should hold nodes (see [`populated_from`](Self::populated_from)):
+    /// likely blind spots rather than empty ranges of the id space.
     pub fn gap_buckets(&self, now: Instant, interval: std::time::Duration) -> Vec<usize> {
-        let (Some(low), Some(high)) = (self.lowest_nonempty(), self.highest_nonempty()) else {
+        let (Some(from), Some(high)) = (self.populated_from(), self.highest_nonempty()) else {
             return Vec::new();
         };
-        ((low + 1)..high)
+        (from..high)
             .filter(|i| self.buckets[*i].entries.is_empty())
             .filter(|i| self.buckets[*i].lookup_due(now, interval))
             .collect()
+    }
+
+    /// The closest bucket whose range should hold two nodes or more, judging by how densely
+    /// nodes sit around this one: if the m closest live contacts lie within distance d (bucket
+    /// b), a bucket i spans 2^i ids and should hold about m * 2^i / d, at least m * 2^(i-b-1).
+    /// Closer buckets may well be empty in a healthy network, and a node with fewer than two
+    /// contacts cannot judge.
+    pub fn populated_from(&self) -> Option<usize> {
+        let closest = self.closest(&self.local, self.k);
+        let m = closest.len();
+        if m < 2 {
+            return None;
+        }
+        let b = self.local.bucket_index(&closest[m - 1].id)?;
+        // m * 2^(i-b-1) >= 2  <=>  i >= b + 2 - log2(m)
+        let log2_m = m.ilog2() as usize;
+        Some(
+            (b + 2)
+                .saturating_sub(log2_m)
+                .max(self.lowest_nonempty()? + 1),
+        )
     }
 
     /// Index of the farthest non-empty bucket.
@@ -585,24 +625,61 @@ mod tests {
         let t0 = Instant::now();
         let me = NodeId([0; 20]);
         let mut t = RoutingTable::new(me, 20, t0);
-        let _ = t.insert(c(NodeId([0xff; 20])), t0);
         let hour = std::time::Duration::from_secs(3600);
+        assert!(t.stale_buckets(t0 + hour, hour).is_empty(), "nobody to ask");
+        let _ = t.insert(c(NodeId([0xff; 20])), t0);
         assert!(t.stale_buckets(t0, hour).is_empty());
         let later = t0 + hour;
-        assert_eq!(t.stale_buckets(later, hour).len(), 160);
+        assert_eq!(t.stale_buckets(later, hour), vec![158, 159]);
         t.mark_lookup(&NodeId([0xff; 20]), later);
-        assert!(!t.stale_buckets(later, hour).contains(&159));
+        assert_eq!(t.stale_buckets(later, hour), vec![158]);
     }
 
     #[test]
-    fn gaps_are_empty_buckets_between_neighbours() {
+    fn buckets_closer_than_the_closest_neighbour_are_refreshed_by_one_lookup() {
+        let t0 = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut t = RoutingTable::new(me, 20, t0);
+        for i in [152, 154, 155, 157, 158, 159] {
+            let _ = t.insert(c(me.random_in_bucket(i, &mut rng)), t0);
+        }
+        let hour = std::time::Duration::from_secs(3600);
+        let later = t0 + hour;
+        // Not 160 lookups: buckets 0 to 150 are one range seen from the network.
+        assert_eq!(
+            t.stale_buckets(later, hour),
+            (151..=159).collect::<Vec<_>>()
+        );
+        t.mark_lookup(&me.random_in_bucket(151, &mut rng), later);
+        assert!(
+            (0..=151).all(|i| !t.buckets()[i].lookup_due(later, hour)),
+            "a lookup below the closest neighbour refreshes every bucket below it"
+        );
+        // A lookup inside the known range refreshes its own bucket only.
+        t.mark_lookup(&me.random_in_bucket(156, &mut rng), later);
+        assert_eq!(
+            t.stale_buckets(later, hour),
+            vec![152, 153, 154, 155, 157, 158, 159]
+        );
+    }
+
+    #[test]
+    fn gaps_are_empty_buckets_where_the_neighbourhood_says_nodes_should_be() {
         let t0 = Instant::now();
         let me = NodeId([0; 20]);
         let mut rng = StdRng::seed_from_u64(9);
         let mut t = RoutingTable::new(me, 20, t0);
-        for i in [150, 153, 159] {
+        // 20 neighbours within bucket 154 (the 20th closest is in 154): about 20 nodes per
+        // 2^155 ids, so bucket 152 (2^152 ids) should hold 2 or more, bucket 150 fewer.
+        for i in [146, 150, 151, 153, 153, 153, 153, 153] {
             let _ = t.insert(c(me.random_in_bucket(i, &mut rng)), t0);
         }
+        for _ in 0..12 {
+            let _ = t.insert(c(me.random_in_bucket(154, &mut rng)), t0);
+        }
+        let _ = t.insert(c(me.random_in_bucket(159, &mut rng)), t0);
+        assert_eq!(t.populated_from(), Some(152));
         let minute = std::time::Duration::from_secs(60);
         assert!(
             t.gap_buckets(t0, minute).is_empty(),
@@ -611,10 +688,18 @@ mod tests {
         let later = t0 + minute;
         assert_eq!(
             t.gap_buckets(later, minute),
-            vec![151, 152, 154, 155, 156, 157, 158]
+            vec![152, 155, 156, 157, 158],
+            "not 147-149: empty buckets that close are the rule"
         );
         t.mark_lookup(&me.random_in_bucket(158, &mut rng), later);
         assert!(!t.gap_buckets(later, minute).contains(&158));
+        // Three contacts say little: a small network leaves most buckets empty.
+        let mut small = RoutingTable::new(me, 20, t0);
+        for i in [150, 153, 159] {
+            let _ = small.insert(c(me.random_in_bucket(i, &mut rng)), t0);
+        }
+        assert_eq!(small.populated_from(), Some(160));
+        assert!(small.gap_buckets(later, minute).is_empty());
     }
 
     proptest! {

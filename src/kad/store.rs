@@ -14,7 +14,8 @@ use super::id::{Key, NodeId};
 pub struct Record {
     pub key: Key,
     pub value: Vec<u8>,
-    /// Last-writer-wins version: the publisher's clock in microseconds since the Unix epoch.
+    /// Last-writer-wins version: the coordinating node's hybrid logical clock, in microseconds
+    /// since the Unix epoch (its wall clock, moved past every version of the key it saw).
     pub version: u64,
     /// Wall-clock expiry in milliseconds since the Unix epoch.
     pub expires_at_ms: u64,

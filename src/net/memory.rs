@@ -3,30 +3,81 @@
 //! Each message is encoded to protobuf bytes and decoded again, so simulations exercise the
 //! same conversions and validation as the gRPC transport. Nodes can be taken down and links
 //! cut (one way or both) to inject failures; names can be registered to stand for several
-//! addresses, like a DNS name with many A records.
+//! addresses, like a DNS name with many A records. Nodes can be made slow (each request costs
+//! its receiver a service time, as on a CPU-starved machine), and the network counts the
+//! messages it carries, so that tests can bound a network's traffic.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
+use super::grpc::client::status_error;
 use super::grpc::convert;
 use super::{Inbound, Transport, TransportError};
+use crate::error::rejection_status;
 use crate::kad::{Envelope, Reply};
+
+/// Requests a slow node lets wait for it at most (see [`MemoryNetwork::set_service_time`]);
+/// more are refused as overloaded, as a full accept queue would.
+pub const SLOW_BACKLOG: u32 = 1024;
 
 #[derive(Default)]
 struct State {
     nodes: HashMap<String, mpsc::Sender<Inbound>>,
     cut: HashSet<(String, String)>,
     names: HashMap<String, Vec<String>>,
+    /// Time every request costs its receiver (zero: free).
+    service_time: Duration,
+    /// When each node is done with the requests already sent to it.
+    busy_until: HashMap<String, Instant>,
+}
+
+impl State {
+    /// The moment a request sent to `addr` at `now` reaches it: `Ok(None)` at once when nodes
+    /// cost nothing, `Err(backlog)` when the node already has [`SLOW_BACKLOG`] waiting.
+    fn reserve(&mut self, addr: &str, now: Instant) -> Result<Option<Instant>, u32> {
+        if self.service_time.is_zero() {
+            return Ok(None);
+        }
+        let free_at = self.busy_until.get(addr).map_or(now, |t| (*t).max(now));
+        let backlog = (free_at - now).as_nanos() / self.service_time.as_nanos().max(1);
+        if backlog >= u128::from(SLOW_BACKLOG) {
+            return Err(backlog as u32);
+        }
+        let done = free_at + self.service_time;
+        self.busy_until.insert(addr.to_string(), done);
+        Ok(Some(done))
+    }
+}
+
+/// Message counters of a [`MemoryNetwork`], for tests that bound a network's traffic.
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A snapshot of a [`MemoryNetwork`]'s counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Requests handed to the network (including those refused by a cut or a missing node).
+    pub sent: u64,
+    /// Requests sent whose reply (or failure) has not come back yet.
+    pub in_flight: u64,
 }
 
 /// The shared "network" that in-memory transports send through.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     state: Arc<Mutex<State>>,
+    counters: Arc<Counters>,
 }
 
 impl MemoryNetwork {
@@ -64,8 +115,45 @@ impl MemoryNetwork {
         self.lock().names.insert(name.to_string(), addrs);
     }
 
+    /// Makes every node slow: each request costs its receiver `per_request`, one request at a
+    /// time, like a node starved of CPU. A request waits for those sent before it (also when
+    /// its sender has stopped waiting: the receiver still pays for it); at most
+    /// [`SLOW_BACKLOG`] wait, more are refused as overloaded. `Duration::ZERO` ends it.
+    pub fn set_service_time(&self, per_request: Duration) {
+        let mut st = self.lock();
+        st.service_time = per_request;
+        if per_request.is_zero() {
+            st.busy_until.clear();
+        }
+    }
+
+    /// Message counts so far.
+    pub fn stats(&self) -> NetStats {
+        let c = &self.counters;
+        NetStats {
+            sent: c.sent.load(Ordering::Relaxed),
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Counts one request in flight until dropped (answered, failed or abandoned by its sender).
+struct InFlight(Arc<Counters>);
+
+impl InFlight {
+    fn new(counters: Arc<Counters>) -> Self {
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(counters)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -78,38 +166,57 @@ pub struct MemoryTransport {
 impl Transport for MemoryTransport {
     fn send(&self, addr: &str, env: Envelope) -> BoxFuture<'static, Result<Reply, TransportError>> {
         let addr = addr.to_string();
-        let target = {
-            let st = self.net.lock();
+        let (target, slot) = {
+            let mut st = self.net.lock();
             if st.cut.contains(&(env.sender.addr.clone(), addr.clone())) {
-                None
+                (None, Ok(None))
             } else {
-                st.nodes.get(&addr).cloned()
+                let target = st.nodes.get(&addr).cloned();
+                let slot = st.reserve(&addr, Instant::now());
+                (target, slot)
             }
         };
+        let counters = self.net.counters.clone();
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight::new(counters.clone());
         async move {
+            let _in_flight = in_flight;
             let Some(tx) = target else {
                 return Err(TransportError::Unreachable(
                     addr,
                     "connection refused".into(),
                 ));
             };
+            match slot {
+                Err(backlog) => {
+                    let why = format!("{backlog} requests waiting for a slow node");
+                    return Err(TransportError::Overloaded(addr, why));
+                }
+                Ok(Some(at)) => tokio::time::sleep_until(at).await,
+                Ok(None) => {}
+            }
             // Round-trip through the wire format, as the gRPC transport would.
             let env = convert::roundtrip_request(&env)
                 .map_err(|e| TransportError::Rejected(addr.clone(), e.to_string()))?;
             let (reply_tx, reply_rx) = oneshot::channel();
-            if tx
-                .send(Inbound {
-                    envelope: env,
-                    reply: reply_tx,
-                })
-                .await
-                .is_err()
-            {
-                return Err(TransportError::Unreachable(addr, "node stopped".into()));
+            let inbound = Inbound {
+                envelope: env,
+                reply: reply_tx,
+            };
+            // As the gRPC peer service: a full queue refuses at once.
+            match tx.try_send(inbound) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    let why = "inbound queue full".to_string();
+                    return Err(TransportError::Overloaded(addr, why));
+                }
+                Err(TrySendError::Closed(_)) => {
+                    return Err(TransportError::Unreachable(addr, "node stopped".into()));
+                }
             }
             match reply_rx.await {
                 Err(_) => Err(TransportError::Unreachable(addr, "node stopped".into())),
-                Ok(Err(rejection)) => Err(TransportError::Rejected(addr, rejection.to_string())),
+                Ok(Err(rejection)) => Err(status_error(&addr, rejection_status(rejection))),
                 Ok(Ok(reply)) => convert::roundtrip_reply(&reply)
                     .map_err(|e| TransportError::Invalid(addr, e.to_string())),
             }

@@ -27,6 +27,25 @@ pub enum TransportError {
     Invalid(String, String),
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, String),
+    /// The peer is up but refused the request for lack of capacity (RESOURCE_EXHAUSTED).
+    #[error("peer {0} is overloaded: {1}")]
+    Overloaded(String, String),
+    /// This node did not send the request: its own outbound queue was full.
+    #[error("request to {0} not sent: {1}")]
+    NotSent(String, String),
+}
+
+impl TransportError {
+    /// What the failure says about the peer: `Some(false)` it may be gone (counts towards
+    /// flagging the contact stale, or evicts a pinged LRU contact), `Some(true)` it is up
+    /// (it refused for lack of capacity), `None` nothing (this node never sent the request).
+    pub fn peer_alive(&self) -> Option<bool> {
+        match self {
+            TransportError::Overloaded(..) => Some(true),
+            TransportError::NotSent(..) => None,
+            _ => Some(false),
+        }
+    }
 }
 
 /// Sends peer requests.

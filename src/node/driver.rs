@@ -7,17 +7,23 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use super::flow::{Admit, Flow, Outgoing};
+use super::jobs::Jobs;
 use super::maintenance::{JoinState, Published};
 use super::ops::{AfterLookup, Op, Purpose};
 use super::{Command, NodeConfig};
-use crate::kad::lookup::{Lookup, Mode, Poll};
+use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Poll};
 use crate::kad::store::unix_us;
 use crate::kad::{
-    Contact, Core, Effect, Envelope, MemoryStore, NodeId, Reply, Request, StoreLimits,
+    Contact, Core, Effect, Envelope, MemoryStore, NodeId, Rejection, Reply, Request, StoreLimits,
 };
 use crate::net::{Inbound, Transport, TransportError};
+
+/// How long a range that just opened waits before its records are looked for, so that the
+/// openings of one burst (a partition healing) cost one scan of the store.
+const REPLICATE_SCAN_DELAY: Duration = Duration::from_millis(250);
 
 /// The channels and settings a driver starts from.
 pub(crate) struct Parts {
@@ -37,6 +43,8 @@ pub(crate) struct RpcDone {
     /// The address the request went to.
     pub addr: String,
     pub result: Result<Reply, TransportError>,
+    /// The request was sent (it held a flow-control slot), not refused before sending.
+    pub sent: bool,
 }
 
 /// Things that happen to the driver besides requests and commands.
@@ -66,6 +74,13 @@ pub(crate) struct Driver {
     pub started: Instant,
     pub rng: StdRng,
     pub tick: Duration,
+    /// Outbound RPC slots, the outbox and parked lookups.
+    pub flow: Flow,
+    /// Maintenance lookups, queued and running.
+    pub jobs: Jobs,
+    /// When to look for records due for replication (set by ranges that just opened, so that
+    /// many openings at once cost one scan of the store).
+    pub replicate_scan_at: Option<Instant>,
 }
 
 /// Runs a node until `shutdown` completes.
@@ -109,6 +124,9 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         started: now,
         rng: StdRng::from_os_rng(),
         tick,
+        flow: Flow::default(),
+        jobs: Jobs::default(),
+        replicate_scan_at: None,
     };
     info!(node = %d.core.id(), addr = %d.cfg.addr, network = %d.cfg.network_id, "node starting");
     d.start_join();
@@ -123,8 +141,9 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
                 None => std::future::pending().await,
             }
         };
+        // Not biased: under load, a steady stream of one kind (replies, peer requests) must
+        // not starve the others (client commands, maintenance).
         tokio::select! {
-            biased;
             _ = &mut shutdown => break,
             Some(ev) = events_rx.recv() => d.on_event(ev),
             Some(req) = inbound.recv() => d.on_inbound(req),
@@ -160,6 +179,14 @@ impl Driver {
         SystemTime::now()
     }
 
+    /// A version greater than any this node issued or saw before: the publisher's clock in
+    /// microseconds, moved past `seen` (a hybrid logical clock: a writer whose clock lags
+    /// still orders its write after every version its pre-write lookup found).
+    pub fn version_after(&mut self, seen: u64) -> u64 {
+        self.last_version = self.last_version.max(seen);
+        self.next_version()
+    }
+
     /// A version greater than any this node issued before (publisher clock, microseconds).
     pub fn next_version(&mut self) -> u64 {
         let v = unix_us(self.wall()).max(self.last_version + 1);
@@ -179,6 +206,7 @@ impl Driver {
         lookups
             .chain(self.join.retry_at)
             .chain(self.join.post_refresh_at)
+            .chain(self.replicate_scan_at)
             .min()
     }
 
@@ -202,13 +230,27 @@ impl Driver {
             self.join.retry_at = None;
             self.bootstrap(false);
         }
+        if self.replicate_scan_at.is_some_and(|t| t <= now) {
+            self.replicate_scan_at = None;
+            self.replicate_due();
+        }
     }
 
     fn on_inbound(&mut self, req: Inbound) {
         let Inbound { envelope, reply } = req;
+        if reply.is_closed() {
+            // The sender stopped waiting (it timed out while the request sat in the queue):
+            // answering would be work for nobody, and work a slow node cannot spare.
+            self.flow.note_shed();
+            return;
+        }
         debug!(rpc = envelope.body.name(), from = %envelope.sender.addr, "peer request");
         let (now, wall) = (self.now(), self.wall());
+        let sender = envelope.sender.addr.clone();
         let (result, effects) = self.core.handle(envelope, now, wall);
+        if let Err(e @ Rejection::VersionAhead { .. }) = &result {
+            warn!(from = %sender, "{e}");
+        }
         let _ = reply.send(result);
         self.perform(effects);
     }
@@ -222,7 +264,10 @@ impl Driver {
                         self.send(None, Purpose::PingLru, &lru, Request::Ping);
                     }
                 }
-                Effect::ReplicateDue => self.replicate_due(),
+                Effect::ReplicateDue => {
+                    let at = self.now() + REPLICATE_SCAN_DELAY;
+                    self.replicate_scan_at.get_or_insert(at);
+                }
                 Effect::Handoff { to, records } => {
                     debug!(to = %to.addr, records = records.len(), "handing records to a new contact");
                     for record in records {
@@ -242,37 +287,82 @@ impl Driver {
     }
 
     /// Sends a request to a known contact; the result comes back as an event.
-    pub fn send(&self, op: Option<u64>, purpose: Purpose, to: &Contact, body: Request) {
+    pub fn send(&mut self, op: Option<u64>, purpose: Purpose, to: &Contact, body: Request) {
         self.send_to(op, purpose, &to.addr, Some(to.id), body);
     }
 
-    /// Sends a request to an address whose node id may be unknown.
+    /// Sends a request to an address whose node id may be unknown, as flow control allows:
+    /// now, after the RPCs queued before it, or not at all (then it fails at once as
+    /// [`TransportError::NotSent`]).
     pub fn send_to(
-        &self,
+        &mut self,
         op: Option<u64>,
         purpose: Purpose,
         addr: &str,
         to_id: Option<NodeId>,
         body: Request,
     ) {
+        let rpc = Outgoing {
+            op,
+            purpose,
+            addr: addr.to_string(),
+            to_id,
+            body,
+        };
+        match self.flow.offer(rpc) {
+            Admit::Send(rpc) => self.transmit(rpc),
+            Admit::Queued => {}
+            Admit::Refused(rpc) => {
+                let why = "this node's outbound queue is full".to_string();
+                let _ = self.events.send(Event::Rpc(Box::new(RpcDone {
+                    op: rpc.op,
+                    purpose: rpc.purpose,
+                    to_id: rpc.to_id,
+                    result: Err(TransportError::NotSent(rpc.addr.clone(), why)),
+                    addr: rpc.addr,
+                    sent: false,
+                })));
+            }
+        }
+    }
+
+    /// Sends an RPC that holds a flow-control slot. Every RPC is bounded by the RPC timeout
+    /// here, whatever the transport does, so a slot always comes back.
+    fn transmit(&self, rpc: Outgoing) {
         let env = Envelope {
             sender: self.core.me().clone(),
             network_id: self.cfg.network_id.clone(),
-            body,
+            body: rpc.body,
         };
-        let fut = self.transport.send(addr, env);
+        let fut = self.transport.send(&rpc.addr, env);
+        let timeout = self.cfg.params.rpc_timeout;
         let events = self.events.clone();
-        let addr = addr.to_string();
+        let (op, purpose, to_id, addr) = (rpc.op, rpc.purpose, rpc.to_id, rpc.addr);
         tokio::spawn(async move {
-            let result = fut.await;
+            let result = match tokio::time::timeout(timeout, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(TransportError::Timeout(addr.clone())),
+            };
             let _ = events.send(Event::Rpc(Box::new(RpcDone {
                 op,
                 purpose,
                 to_id,
                 addr,
                 result,
+                sent: true,
             })));
         });
+    }
+
+    /// A slot came back: send what waits in the outbox, then resume parked lookups.
+    fn release_slot(&mut self) {
+        self.flow.finished();
+        while let Some(rpc) = self.flow.next_queued() {
+            self.transmit(rpc);
+        }
+        while let Some(op) = self.flow.next_parked() {
+            self.advance(op);
+        }
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -299,12 +389,18 @@ impl Driver {
             }
             Err(e) => {
                 debug!(error = %e, "peer RPC failed");
-                if let Some(id) = done.to_id {
+                if let Some(id) = done.to_id
+                    && e.peer_alive() == Some(false)
+                {
                     self.core.on_failure(&id);
                 }
             }
         }
+        let sent = done.sent;
         self.dispatch(done);
+        if sent {
+            self.release_slot();
+        }
     }
 
     /// Starts a lookup and drives it as far as it can go.
@@ -345,7 +441,8 @@ impl Driver {
             p.alpha,
             p.rpc_timeout,
             mode,
-        );
+        )
+        .with_deadline(now + p.rpc_timeout * LOOKUP_DEADLINE_TIMEOUTS);
         let id = self.next_op;
         self.next_op += 1;
         self.ops.insert(
@@ -363,12 +460,18 @@ impl Driver {
     pub fn advance(&mut self, id: u64) {
         let now = self.now();
         loop {
+            let may_send = self.flow.lookup_may_send();
             let Some(Op::Lookup {
                 lookup, wait_until, ..
             }) = self.ops.get_mut(&id)
             else {
                 return;
             };
+            if !may_send {
+                // No slot: ask for nothing until one frees (see `flow`).
+                self.flow.park(id);
+                return;
+            }
             match lookup.poll(now) {
                 Poll::Query(contact) => {
                     let body = match lookup.mode() {
@@ -379,7 +482,14 @@ impl Driver {
                             key: lookup.target(),
                         },
                     };
-                    self.send(Some(id), Purpose::Lookup, &contact, body);
+                    self.flow.take_slot();
+                    self.transmit(Outgoing {
+                        op: Some(id),
+                        purpose: Purpose::Lookup,
+                        addr: contact.addr,
+                        to_id: Some(contact.id),
+                        body,
+                    });
                 }
                 Poll::Wait(t) => {
                     *wait_until = t;

@@ -12,8 +12,9 @@
 //!
 //! Implementation notes (departures from the paper):
 //! - The join's bucket refresh runs a second time [`POST_JOIN_REFRESH`] later, and empty
-//!   buckets between the closest neighbour and the farthest contact are refreshed every
-//!   `refresh_interval / 60`: nodes that start together otherwise keep blind spots for an hour.
+//!   buckets whose range should hold nodes (judging by the neighbourhood's density:
+//!   `RoutingTable::gap_buckets`) are refreshed every `refresh_interval / 60`: nodes that
+//!   start together otherwise keep blind spots for an hour.
 //! - An empty bucket's refresh starts from the contacts of farther buckets, not from this
 //!   node's neighbours (see `RoutingTable::refresh_seeds`): when a whole neighbourhood missed
 //!   the same range, a lookup through the neighbours never leaves them. When such a range
@@ -26,6 +27,11 @@
 //!   for them to send a request first.
 //! - Publishers republish up to one maintenance tick early so a record never lapses between
 //!   its expiry and its republication.
+//! - Refresh, replication and republishing are jobs in a queue that runs a few lookups at a
+//!   time (`jobs`); the paper starts them all at once. Records due for replication are
+//!   queued as room allows; the rest stay due. A range that just opened makes its records
+//!   due, but the store is scanned for them once per burst of openings
+//!   (`REPLICATE_SCAN_DELAY`), not once per opening.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -34,10 +40,11 @@ use rand::Rng;
 use tracing::{debug, info, warn};
 
 use super::driver::{Driver, Event, RpcDone};
+use super::jobs::Job;
 use super::ops::{AfterLookup, Op, Purpose};
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::store::{PutOutcome, unix_ms};
-use crate::kad::{Contact, Record, Request};
+use crate::kad::{Contact, Key, Record, Request};
 use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
@@ -47,8 +54,6 @@ const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub(crate) const POST_JOIN_REFRESH: Duration = Duration::from_secs(5);
 /// Resolutions in a row that must find only this node before it creates a network.
 const SELF_ONLY_BEFORE_CREATE: u32 = 3;
-/// Records replicated per maintenance tick at most (the rest wait for the next tick).
-const REPLICATE_BATCH: usize = 512;
 /// Stale contacts pinged per probe round (closest to this node first).
 const STALE_PROBE_BATCH: usize = 20;
 
@@ -293,8 +298,49 @@ impl Driver {
         let lowest = self.core.routing().lowest_nonempty().unwrap_or(0);
         let highest = self.core.routing().highest_nonempty().unwrap_or(0);
         for index in (lowest + 1)..=highest {
-            self.refresh_bucket(index);
+            self.jobs.push(Job::Refresh(index));
         }
+        self.run_jobs();
+    }
+
+    /// Starts queued maintenance jobs while fewer than the maximum run (see [`Jobs`]).
+    pub(crate) fn run_jobs(&mut self) {
+        while let Some(job) = self.jobs.start_next() {
+            let wall = self.wall();
+            match job {
+                Job::Refresh(index) => self.refresh_bucket(index),
+                Job::Replicate(key) => {
+                    let record = self
+                        .core
+                        .store()
+                        .get(&key, wall)
+                        .filter(|s| !s.cached)
+                        .map(|s| s.record.clone());
+                    match record {
+                        Some(record) => {
+                            let then = AfterLookup::Replicate { record };
+                            self.start_lookup(key, Mode::FindNode, then);
+                        }
+                        None => self.jobs.done(),
+                    }
+                }
+                Job::Republish(key) => match self.published.get(&key) {
+                    Some(p) => {
+                        let then = AfterLookup::Republish {
+                            record: p.record.clone(),
+                        };
+                        self.start_lookup(key, Mode::FindNode, then);
+                    }
+                    None => self.jobs.done(),
+                },
+            }
+        }
+    }
+
+    /// A maintenance job's lookup finished: its slot goes to the next job.
+    pub(crate) fn job_done(&mut self) {
+        self.jobs.done();
+        self.run_jobs();
     }
 
     /// Periodic work, every maintenance tick.
@@ -310,6 +356,13 @@ impl Driver {
         if !self.is_joined() {
             return;
         }
+        // Empty buckets whose range should hold nodes are likely blind spots (nodes that
+        // joined after this node's refresh): look again well before the hour is up, and first.
+        let gap_interval = (self.cfg.refresh_interval / 60).max(self.tick);
+        let gaps = self.core.routing().gap_buckets(now, gap_interval);
+        if !gaps.is_empty() {
+            debug!(buckets = gaps.len(), "refreshing empty buckets");
+        }
         // Bucket refresh (section 2.3).
         let stale = self
             .core
@@ -318,15 +371,8 @@ impl Driver {
         if !stale.is_empty() {
             debug!(buckets = stale.len(), "refreshing buckets");
         }
-        // Empty buckets between the closest neighbour and the farthest contact are gaps (nodes
-        // that joined after this node's refresh): look again well before the hour is up.
-        let gap_interval = (self.cfg.refresh_interval / 60).max(self.tick);
-        let gaps = self.core.routing().gap_buckets(now, gap_interval);
-        if !gaps.is_empty() {
-            debug!(buckets = gaps.len(), "refreshing empty buckets");
-        }
-        for index in stale.into_iter().chain(gaps) {
-            self.refresh_bucket(index);
+        for index in gaps.into_iter().chain(stale) {
+            self.jobs.push(Job::Refresh(index));
         }
         // Stale contacts are kept but unused (section 4.1); ping them on the same cadence, so
         // that peers which were only unreachable for a while come back into use.
@@ -338,33 +384,25 @@ impl Driver {
             self.probe_stale();
         }
         self.replicate_due();
-        // Republishing by the original publisher (section 2.5).
+        // Republishing by the original publisher (section 2.5), as queue room allows.
         let early = self.tick;
-        let due: Vec<_> = self
-            .published
-            .values_mut()
-            .filter(|p| {
-                now.saturating_duration_since(p.last) + early >= self.cfg.republish_interval
-            })
-            .map(|p| {
-                p.last = now;
-                if !p.fixed_expiry {
-                    p.record.expires_at_ms =
-                        wall_ms.saturating_add(self.cfg.record_ttl.as_millis() as u64);
-                }
-                p.record.clone()
-            })
-            .collect();
-        if !due.is_empty() {
-            info!(records = due.len(), "republishing records");
+        let mut republishing = 0;
+        for p in self.published.values_mut() {
+            let due = now.saturating_duration_since(p.last) + early >= self.cfg.republish_interval;
+            if !due || !self.jobs.push(Job::Republish(p.record.key)) {
+                continue;
+            }
+            republishing += 1;
+            p.last = now;
+            if !p.fixed_expiry {
+                p.record.expires_at_ms =
+                    wall_ms.saturating_add(self.cfg.record_ttl.as_millis() as u64);
+            }
         }
-        for record in due {
-            self.start_lookup(
-                record.key,
-                Mode::FindNode,
-                AfterLookup::Republish { record },
-            );
+        if republishing > 0 {
+            info!(records = republishing, "republishing records");
         }
+        self.run_jobs();
         // Merge with nodes behind P2P_REMOTE_HOST that this node does not know.
         if self.cfg.remote_host.is_some()
             && self
@@ -376,30 +414,29 @@ impl Driver {
         }
     }
 
-    /// Replication (section 2.5): up to [`REPLICATE_BATCH`] records not refreshed by a STORE
-    /// within the replicate interval are stored again at the k closest nodes found now.
+    /// Replication (section 2.5): records not refreshed by a STORE within the replicate
+    /// interval are queued, as many as the job queue has room for, to be stored again at the
+    /// k closest nodes found when their turn comes.
     pub(crate) fn replicate_due(&mut self) {
         let wall = self.wall();
         let cutoff = unix_ms(wall).saturating_sub(self.cfg.replicate_interval.as_millis() as u64);
-        let due: Vec<Record> = self
+        let room = self.jobs.room();
+        let due: Vec<Key> = self
             .core
             .store()
             .iter()
             .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
-            .take(REPLICATE_BATCH)
-            .map(|s| s.record.clone())
+            .map(|s| s.record.key)
+            .take(room)
             .collect();
         if !due.is_empty() {
             debug!(records = due.len(), "replicating records");
         }
-        for record in due {
-            self.core.store_mut().touch(&record.key, wall);
-            self.start_lookup(
-                record.key,
-                Mode::FindNode,
-                AfterLookup::Replicate { record },
-            );
+        for key in due {
+            self.core.store_mut().touch(&key, wall);
+            self.jobs.push(Job::Replicate(key));
         }
+        self.run_jobs();
     }
 
     /// Pings stale contacts: an answer makes one live again, a failure keeps it stale (or

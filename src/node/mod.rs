@@ -5,10 +5,24 @@
 //! of operations; the task sends the RPCs they ask for on spawned futures whose results come
 //! back as events. [`NodeHandle`] is the cloneable front door used by the client service, the
 //! CLI's devnet and tests.
+//!
+//! Every piece of work is bounded, so that a slow network degrades instead of collapsing:
+//! peer RPCs in flight ([`MAX_RPCS_IN_FLIGHT`], with an outbox and parked lookups: `flow`),
+//! maintenance lookups ([`MAX_MAINTENANCE_LOOKUPS`] at once from a deduplicated queue: `jobs`),
+//! operations ([`MAX_OPERATIONS`]; clients beyond get RESOURCE_EXHAUSTED), every RPC (the
+//! RPC timeout, whatever the transport), every lookup (a deadline of
+//! [`LOOKUP_DEADLINE_TIMEOUTS`](crate::kad::lookup::LOOKUP_DEADLINE_TIMEOUTS) RPC timeouts),
+//! and peer requests whose sender stopped waiting are dropped unanswered. [`NodeInfo::load`]
+//! reports where a node stands.
 
 mod driver;
+mod flow;
+mod jobs;
 mod maintenance;
 mod ops;
+
+pub use flow::{FlowStats, MAX_OPERATIONS, MAX_RPCS_IN_FLIGHT, OUTBOX_CAPACITY};
+pub use jobs::{JOB_QUEUE_CAPACITY, JobStats, MAX_MAINTENANCE_LOOKUPS};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +120,18 @@ pub struct NodeInfo {
     pub k: usize,
     pub alpha: usize,
     pub uptime: Duration,
+    pub load: NodeLoad,
+}
+
+/// How much work a node has under way (every figure is bounded: see [`MAX_OPERATIONS`],
+/// [`MAX_RPCS_IN_FLIGHT`], [`OUTBOX_CAPACITY`], [`MAX_MAINTENANCE_LOOKUPS`] and
+/// [`JOB_QUEUE_CAPACITY`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeLoad {
+    /// Lookups, writes and joins running.
+    pub operations: usize,
+    pub rpcs: FlowStats,
+    pub jobs: JobStats,
 }
 
 /// A contact in a routing-table dump.

@@ -17,10 +17,11 @@ use tracing::{debug, warn};
 use super::driver::{Driver, RpcDone};
 use super::maintenance::Published;
 use super::{
-    BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, NodeInfo, RouteEntry, WriteResult,
+    BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, MAX_OPERATIONS, NodeInfo, NodeLoad,
+    RouteEntry, WriteResult,
 };
 use crate::error::DhtError;
-use crate::kad::lookup::{Lookup, Mode, Outcome};
+use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Outcome};
 use crate::kad::store::{PutOutcome, unix_ms};
 use crate::kad::{NodeId, Record, Request, Response};
 
@@ -115,6 +116,7 @@ impl Driver {
             Command::Delete { key, reply } => self.delete(key, reply),
             Command::Locate { key, reply } => match check_key(&key) {
                 Err(e) => drop(reply.send(Err(e))),
+                Ok(_) if let Some(e) = self.cannot_start() => drop(reply.send(Err(e))),
                 Ok(id) => self.start_lookup(id, Mode::Survey, AfterLookup::Locate { reply }),
             },
             Command::Info { reply } => drop(reply.send(self.info())),
@@ -134,6 +136,11 @@ impl Driver {
             k: self.cfg.params.k,
             alpha: self.cfg.params.alpha,
             uptime: self.started.elapsed(),
+            load: NodeLoad {
+                operations: self.ops.len(),
+                rpcs: self.flow.stats(),
+                jobs: self.jobs.stats(),
+            },
         }
     }
 
@@ -162,7 +169,18 @@ impl Driver {
     /// acting on this node alone would lose a write or misreport a read (`consequence` says
     /// which). A node that never reached anyone, such as the first node of a new network,
     /// acts alone.
+    ///
+    /// Also UNAVAILABLE when the lookup gave up at its deadline: the nodes it found need not
+    /// be the key's closest, so neither a write nor a "not found" may rest on them.
     fn cut_off(&self, outcome: &Outcome, consequence: &str) -> Option<DhtError> {
+        if outcome.gave_up {
+            let limit = self.cfg.params.rpc_timeout * LOOKUP_DEADLINE_TIMEOUTS;
+            warn!(key = %outcome.target.short(), contacted = outcome.queried, "lookup gave up");
+            return Some(DhtError::Unavailable(format!(
+                "the lookup gave up after {limit:?} ({} contacted): the network is too slow to answer right now; {consequence}",
+                outcome.queried
+            )));
+        }
         if !outcome.nobody_answered() || !self.core.routing().any_answered() {
             return None;
         }
@@ -177,9 +195,19 @@ impl Driver {
         )))
     }
 
-    fn not_joined(&self) -> Option<DhtError> {
-        (!self.is_joined())
-            .then(|| DhtError::Unavailable("node has not joined a network yet".into()))
+    /// Why a client operation cannot start now: the node has not joined, or it already runs
+    /// as many operations as it may.
+    fn cannot_start(&self) -> Option<DhtError> {
+        if !self.is_joined() {
+            return Some(DhtError::Unavailable(
+                "node has not joined a network yet".into(),
+            ));
+        }
+        (self.ops.len() >= MAX_OPERATIONS).then(|| {
+            DhtError::ResourceExhausted(format!(
+                "node is overloaded: {MAX_OPERATIONS} operations under way; retry later"
+            ))
+        })
     }
 
     fn put(
@@ -201,7 +229,7 @@ impl Driver {
             );
             return drop(reply.send(Err(DhtError::InvalidArgument(msg))));
         }
-        if let Some(e) = self.not_joined() {
+        if let Some(e) = self.cannot_start() {
             return drop(reply.send(Err(e)));
         }
         let ttl = ttl.filter(|t| !t.is_zero());
@@ -229,7 +257,7 @@ impl Driver {
             Ok(id) => id,
             Err(e) => return drop(reply.send(Err(e))),
         };
-        if let Some(e) = self.not_joined() {
+        if let Some(e) = self.cannot_start() {
             return drop(reply.send(Err(e)));
         }
         // A tombstone must outlive any republish of the value it replaces.
@@ -275,7 +303,7 @@ impl Driver {
             };
             return drop(reply.send(result));
         }
-        if let Some(e) = self.not_joined() {
+        if let Some(e) = self.cannot_start() {
             return drop(reply.send(Err(e)));
         }
         self.start_lookup(
@@ -303,7 +331,7 @@ impl Driver {
             } => self.write_replicas(record, fixed_expiry, outcome, reply),
             AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
             AfterLookup::Join => self.joined_lookup_done(outcome),
-            AfterLookup::Refresh => {}
+            AfterLookup::Refresh => self.job_done(),
             AfterLookup::Replicate { record } => {
                 for c in outcome.replica_set(self.core.me(), self.cfg.params.k) {
                     if c.id != self.core.id() {
@@ -318,8 +346,12 @@ impl Driver {
                         );
                     }
                 }
+                self.job_done();
             }
-            AfterLookup::Republish { record } => self.republish_to(record, outcome),
+            AfterLookup::Republish { record } => {
+                self.republish_to(record, outcome);
+                self.job_done();
+            }
         }
     }
 
@@ -402,7 +434,7 @@ impl Driver {
     /// Stores a put's or delete's record at its replica set.
     fn write_replicas(
         &mut self,
-        record: Record,
+        mut record: Record,
         fixed_expiry: bool,
         outcome: Outcome,
         reply: Reply<WriteResult>,
@@ -411,6 +443,19 @@ impl Driver {
             // The quorum is clamped to the nodes that answered; with none, this node alone
             // would "succeed" and the value would be lost to the rest of the network.
             return drop(reply.send(Err(e)));
+        }
+        // Order this write after every version the survey saw, whatever this node's clock
+        // says (peers refuse versions too far ahead of their clocks, so this stays near real
+        // time).
+        let wall = self.wall();
+        let local = self
+            .core
+            .store()
+            .get(&record.key, wall)
+            .map(|s| s.record.version);
+        let seen = outcome.found.as_ref().map(|f| f.record.version).max(local);
+        if let Some(seen) = seen.filter(|v| *v >= record.version) {
+            record.version = self.version_after(seen);
         }
         let replicas = outcome.replica_set(self.core.me(), self.cfg.params.k);
         let needed = self.cfg.quorum.min(replicas.len()).max(1);
@@ -584,8 +629,14 @@ impl Driver {
             Purpose::PingLru => {
                 if let Some(id) = done.to_id {
                     self.pinging.remove(&id);
-                    let now = self.now();
-                    self.core.on_ping_result(&id, done.result.is_ok(), now);
+                    let alive = match &done.result {
+                        Ok(_) => Some(true),
+                        Err(e) => e.peer_alive(),
+                    };
+                    if let Some(alive) = alive {
+                        let now = self.now();
+                        self.core.on_ping_result(&id, alive, now);
+                    }
                 }
             }
             Purpose::Bootstrap => self.on_bootstrap_ping(done),

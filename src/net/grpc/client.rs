@@ -63,13 +63,18 @@ impl GrpcTransport {
     }
 }
 
-fn status_error(addr: &str, s: tonic::Status) -> TransportError {
+/// The transport error a peer's gRPC status stands for (shared with the in-memory transport,
+/// so that both report a peer's refusals alike).
+pub(crate) fn status_error(addr: &str, s: tonic::Status) -> TransportError {
     use tonic::Code;
     match s.code() {
         Code::Unavailable | Code::Unknown | Code::Cancelled => {
             TransportError::Unreachable(addr.to_string(), s.message().to_string())
         }
         Code::DeadlineExceeded => TransportError::Timeout(addr.to_string()),
+        Code::ResourceExhausted => {
+            TransportError::Overloaded(addr.to_string(), s.message().to_string())
+        }
         _ => TransportError::Rejected(addr.to_string(), format!("{:?}: {}", s.code(), s.message())),
     }
 }

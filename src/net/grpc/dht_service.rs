@@ -103,6 +103,13 @@ impl pb::dht_server::Dht for DhtService {
             uptime_seconds: i.uptime.as_secs(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             stale_peers: i.stale_peers as u32,
+            operations: i.load.operations as u32,
+            rpcs_in_flight: i.load.rpcs.in_flight as u32,
+            rpcs_queued: i.load.rpcs.queued as u32,
+            maintenance_running: i.load.jobs.running as u32,
+            maintenance_queued: i.load.jobs.queued as u32,
+            rpcs_refused: i.load.rpcs.refused,
+            requests_shed: i.load.rpcs.shed,
         }))
     }
 

@@ -1,6 +1,8 @@
 //! The `kademlia.v1.Kademlia` service: decodes and validates peer requests, hands them to the
-//! node's driver, and encodes its answers.
+//! node's driver, and encodes its answers. When the driver's inbound queue is full the request
+//! is refused with RESOURCE_EXHAUSTED instead of waiting for room.
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 use tracing::debug;
@@ -25,13 +27,19 @@ impl PeerService {
     async fn call(&self, env: Result<Envelope, BadMessage>) -> Result<PbReply, Status> {
         let env = env.inspect_err(|e| debug!(error = %e, "rejected malformed peer request"))?;
         let (tx, rx) = oneshot::channel();
-        self.inbound
-            .send(Inbound {
-                envelope: env,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| Status::unavailable("node is shutting down"))?;
+        let inbound = Inbound {
+            envelope: env,
+            reply: tx,
+        };
+        // A full queue sheds the request at once: the sender tries another peer instead of
+        // waiting on a node that is already behind (see `crate::node::flow`).
+        self.inbound.try_send(inbound).map_err(|e| match e {
+            TrySendError::Full(_) => Status::resource_exhausted(format!(
+                "node is overloaded: {} peer requests already queued",
+                self.inbound.max_capacity()
+            )),
+            TrySendError::Closed(_) => Status::unavailable("node is shutting down"),
+        })?;
         let reply = rx
             .await
             .map_err(|_| Status::unavailable("node is shutting down"))?;

@@ -1,0 +1,105 @@
+//! Versions a peer cannot forge or skew: a STORE whose version lies far ahead of the
+//! receiver's clock is refused, and a write is ordered after every version its pre-write
+//! lookup saw, so a writer with a fast clock cannot shadow later writes.
+
+mod common;
+
+use common::SimNet;
+use kademlia::NodeId;
+use kademlia::kad::store::unix_us;
+use kademlia::kad::{Contact, Envelope, Record, Request};
+use kademlia::net::{Transport, TransportError};
+use std::time::SystemTime;
+
+fn store_from(forger: &Contact, key: &str, value: &[u8], version: u64) -> Envelope {
+    Envelope {
+        sender: forger.clone(),
+        network_id: "kademlia".into(),
+        body: Request::Store {
+            record: Record {
+                key: NodeId::hash(key.as_bytes()),
+                value: value.to_vec(),
+                version,
+                expires_at_ms: u64::MAX,
+                tombstone: false,
+                publisher: forger.id,
+                user_key: key.into(),
+            },
+            cached: false,
+        },
+    }
+}
+
+async fn everyone_reads(sim: &SimNet, key: &str, want: &[u8]) {
+    for n in sim.nodes.iter().step_by(3) {
+        let got = n.handle.get(key.into()).await.map(|g| g.value);
+        assert_eq!(got, Ok(want.to_vec()), "{} reading {key}", n.addr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_skewed_versions_cannot_shadow_later_writes() {
+    let sim = SimNet::build(61, 30, 30).await;
+    let node = |i: usize| sim.nodes[i].handle.clone();
+    node(0).put("k".into(), b"v1".to_vec(), None).await.unwrap();
+    let (_, holders) = node(0).locate("k".into()).await.unwrap();
+    let holders: Vec<String> = holders
+        .iter()
+        .filter(|l| l.has_value)
+        .map(|l| l.contact.addr.clone())
+        .collect();
+    assert!(holders.len() >= 3, "{holders:?}");
+
+    // One STORE with the largest version used to pin the key for good.
+    let forger = Contact::new(NodeId([0x42; 20]), "forger:1");
+    let transport = sim.net.transport();
+    for addr in &holders {
+        let r = transport
+            .send(addr, store_from(&forger, "k", b"forged", u64::MAX))
+            .await;
+        assert!(
+            matches!(&r, Err(TransportError::Rejected(_, m)) if m.contains("ahead of this node's clock")),
+            "{addr}: {r:?}"
+        );
+    }
+    everyone_reads(&sim, "k", b"v1").await;
+    // A sender that claimed a version from the future is not learned as a contact.
+    for n in &sim.nodes {
+        let routes = n.handle.routes().await.unwrap();
+        let knows = routes
+            .iter()
+            .flat_map(|b| b.contacts.iter().chain(&b.replacements))
+            .any(|e| e.contact.id == forger.id);
+        assert!(!knows, "{} learned the forger", n.addr);
+    }
+    node(5).put("k".into(), b"v2".to_vec(), None).await.unwrap();
+    everyone_reads(&sim, "k", b"v2").await;
+
+    // A writer whose clock runs 30 s fast (within the allowed skew) is believed...
+    let fast = unix_us(SystemTime::now()) + 30_000_000;
+    for addr in &holders {
+        let r = transport
+            .send(addr, store_from(&forger, "k", b"from the future", fast))
+            .await;
+        assert!(r.is_ok(), "{addr}: {r:?}");
+    }
+    everyone_reads(&sim, "k", b"from the future").await;
+    // ...but a later write from a correct clock still wins: it is ordered after what its
+    // survey saw, not after its own clock alone.
+    let w = node(11)
+        .put("k".into(), b"v3".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(w.version > fast, "{} <= {fast}", w.version);
+    everyone_reads(&sim, "k", b"v3").await;
+    let d = node(17).delete("k".into()).await.unwrap();
+    assert!(d.version > w.version);
+    for n in sim.nodes.iter().step_by(3) {
+        assert!(
+            n.handle.get("k".into()).await.is_err(),
+            "{} still reads k",
+            n.addr
+        );
+    }
+    sim.shutdown().await;
+}
