@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::kad::{NodeId, Params};
+use crate::kad::{NodeId, Params, StoreLimits};
 use crate::node::NodeConfig;
+use crate::storage::{DataDir, StorageError};
 
 /// Prefix of the environment variables (`KADEMLIA_PORT`, ...).
 pub const ENV_PREFIX: &str = "KADEMLIA";
@@ -56,6 +57,8 @@ pub struct Settings {
     pub bootstrap_backoff_max_ms: u64,
     /// Longest wait for in-flight calls after SIGTERM before the process exits.
     pub drain_timeout_secs: u64,
+    /// Directory for records, identity and contacts (redb); empty keeps everything in memory.
+    pub data_dir: String,
     /// tracing env-filter directive (RUST_LOG overrides it).
     pub log: String,
 }
@@ -84,6 +87,7 @@ impl Default for Settings {
             rebootstrap_interval_secs: 60,
             bootstrap_backoff_max_ms: 10_000,
             drain_timeout_secs: 10,
+            data_dir: String::new(),
             log: "info".into(),
         }
     }
@@ -260,7 +264,29 @@ impl Settings {
             rebootstrap_interval: secs(self.rebootstrap_interval_secs),
             bootstrap_backoff_max: Duration::from_millis(self.bootstrap_backoff_max_ms),
             drain_timeout: secs(self.drain_timeout_secs),
+            data_dir: None,
         }
+    }
+
+    /// The id `node_id` pins, if set.
+    pub fn pinned_node_id(&self) -> Option<NodeId> {
+        (!self.node_id.is_empty()).then(|| self.node_id())
+    }
+
+    /// [`Settings::node_config`], with the data dir opened when `data_dir` is set: the node
+    /// takes the id stored there, its records and its saved contacts.
+    pub fn open_node_config(&self, addr: String) -> Result<NodeConfig, StorageError> {
+        let mut cfg = self.node_config(addr);
+        if !self.data_dir.is_empty() {
+            let limits = StoreLimits {
+                max_value_bytes: self.max_value_bytes,
+                max_records: self.max_records,
+            };
+            let dir = DataDir::open(&self.data_dir, self.pinned_node_id(), limits)?;
+            cfg.id = dir.id();
+            cfg.data_dir = Some(std::sync::Arc::new(dir));
+        }
+        Ok(cfg)
     }
 }
 

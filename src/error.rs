@@ -47,6 +47,7 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::Store(StoreError::ValueTooLarge { .. }) => Status::invalid_argument(msg),
         Rejection::Store(StoreError::Expired) => Status::invalid_argument(msg),
         Rejection::Store(StoreError::Full { .. }) => Status::resource_exhausted(msg),
+        Rejection::Store(StoreError::Io(_)) => Status::unavailable(msg),
         Rejection::VersionAhead { .. } => Status::failed_precondition(msg),
     }
 }

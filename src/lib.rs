@@ -5,6 +5,7 @@
 //! - [`net`]: the [`net::Transport`] trait, its gRPC ([`net::grpc`]) and in-memory
 //!   ([`net::memory`]) implementations, and address selection.
 //! - [`node`]: the driver that owns a core, performs its effects and runs maintenance.
+//! - [`storage`]: the data dir (records, identity, contacts in redb) for `data_dir`.
 //! - [`config`]: typed, layered settings; [`telemetry`]: logging; [`error`]: error types and
 //!   their gRPC statuses.
 //! - [`cli`]: the `kademlia` binary's subcommands (node, client calls, shell, devnet, bench).
@@ -18,6 +19,7 @@ pub mod error;
 pub mod kad;
 pub mod net;
 pub mod node;
+pub mod storage;
 pub mod telemetry;
 
 use std::future::Future;

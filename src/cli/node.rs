@@ -33,6 +33,9 @@ pub struct NodeArgs {
     /// Node id: 40 hex digits, or a string whose SHA-1 becomes the id
     #[arg(long)]
     pub node_id: Option<String>,
+    /// Directory for records, identity and contacts (empty: memory only)
+    #[arg(long)]
+    pub data_dir: Option<String>,
     /// Any other setting, as name=value (repeatable)
     #[arg(long = "set", value_parser = super::parse_kv)]
     pub set: Vec<(String, String)>,
@@ -53,6 +56,7 @@ impl NodeArgs {
         add("remote_host", self.remote_host.clone());
         add("network_id", self.network_id.clone());
         add("node_id", self.node_id.clone());
+        add("data_dir", self.data_dir.clone());
         o.extend(self.set.iter().cloned());
         o
     }
@@ -87,7 +91,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let addr = advertise_address(&settings.advertise_addr, &settings.host, settings.port).await;
-    let cfg = settings.node_config(addr);
+    let cfg = settings.open_node_config(addr)?;
+    if let Some(dir) = &cfg.data_dir {
+        info!(path = %dir.path().display(), node = %cfg.id, contacts = dir.saved_contacts().len(), "data dir open");
+    }
     crate::run(listener, cfg, shutdown_signal(), |_| {}).await?;
     info!("bye");
     Ok(())

@@ -254,21 +254,21 @@ impl Lookup {
         };
         let hop = peer.hop;
         let from = peer.contact.clone();
-        if let Some(record) = record {
-            if record.key == self.target {
-                let newer = self
-                    .found
-                    .as_ref()
-                    .is_none_or(|f| record.version > f.record.version);
-                if newer {
-                    self.found = Some(Found {
-                        record: record.clone(),
-                        from: from.clone(),
-                        hop,
-                    });
-                }
-                self.holders.push((from, record));
+        if let Some(record) = record
+            && record.key == self.target
+        {
+            let newer = self
+                .found
+                .as_ref()
+                .is_none_or(|f| record.version > f.record.version);
+            if newer {
+                self.found = Some(Found {
+                    record: record.clone(),
+                    from: from.clone(),
+                    hop,
+                });
             }
+            self.holders.push((from, record));
         }
         self.add(closer, hop + 1);
     }

@@ -206,16 +206,14 @@ impl RoutingTable {
         let before = bucket.entries.len();
         bucket.entries.retain(|e| e.contact.id != *id);
         let removed = bucket.entries.len() < before;
-        if removed {
-            if let Some(r) = bucket.replacements.pop_back() {
-                // Keep least-recently-seen order: the replacement goes where its last_seen puts it.
-                let pos = bucket
-                    .entries
-                    .iter()
-                    .position(|e| e.last_seen > r.last_seen)
-                    .unwrap_or(bucket.entries.len());
-                bucket.entries.insert(pos, r);
-            }
+        if removed && let Some(r) = bucket.replacements.pop_back() {
+            // Keep least-recently-seen order: the replacement goes where its last_seen puts it.
+            let pos = bucket
+                .entries
+                .iter()
+                .position(|e| e.last_seen > r.last_seen)
+                .unwrap_or(bucket.entries.len());
+            bucket.entries.insert(pos, r);
         }
         removed
     }

@@ -86,6 +86,9 @@ pub enum StoreError {
     Full { max: usize },
     #[error("record already expired")]
     Expired,
+    /// The durable store could not write the record (it was not stored).
+    #[error("cannot write to the data dir: {0}")]
+    Io(String),
 }
 
 /// Where records live. Implementations must apply the version rules of [`Record`].
@@ -131,6 +134,43 @@ impl MemoryStore {
             records: HashMap::new(),
             limits,
         }
+    }
+
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// The entry for `key`, expired or not (for stores layered on this one).
+    pub fn entry(&self, key: &Key) -> Option<&Stored> {
+        self.records.get(key)
+    }
+
+    /// Puts back an entry as it was before a put that could not be persisted.
+    pub fn restore(&mut self, key: Key, entry: Option<Stored>) {
+        match entry {
+            Some(s) => self.records.insert(key, s),
+            None => self.records.remove(&key),
+        };
+    }
+
+    /// Inserts a record read back from disk, bypassing the limits (records already held are
+    /// never dropped because a limit was lowered; new keys are refused while over it).
+    pub fn insert_loaded(&mut self, s: Stored) {
+        self.records.insert(s.record.key, s);
+    }
+
+    /// Drops expired records and returns their keys.
+    pub fn drain_expired(&mut self, now: SystemTime) -> Vec<Key> {
+        let expired: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(_, s)| s.record.expired(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &expired {
+            self.records.remove(k);
+        }
+        expired
     }
 }
 
@@ -224,9 +264,7 @@ impl RecordStore for MemoryStore {
     }
 
     fn expire(&mut self, now: SystemTime) -> usize {
-        let before = self.records.len();
-        self.records.retain(|_, s| !s.record.expired(now));
-        before - self.records.len()
+        self.drain_expired(now).len()
     }
 
     fn len(&self) -> usize {
@@ -238,16 +276,29 @@ impl RecordStore for MemoryStore {
     }
 }
 
+/// The test suite every [`RecordStore`] must pass (run against the memory store here and
+/// against the durable store in `crate::storage`).
 #[cfg(test)]
-mod tests {
+pub(crate) mod suite {
     use super::*;
 
-    const LIMITS: StoreLimits = StoreLimits {
+    /// The limits every store under test is built with.
+    pub const LIMITS: StoreLimits = StoreLimits {
         max_value_bytes: 16,
         max_records: 2,
     };
 
-    fn rec(key: u8, value: &[u8], version: u64, tombstone: bool, now: SystemTime) -> Record {
+    /// Runs every case against fresh stores from `make` (built with [`LIMITS`]).
+    pub fn run_all(make: &mut dyn FnMut() -> Box<dyn RecordStore>) {
+        newer_version_wins_older_is_refused(&mut *make());
+        tombstone_blocks_older_values(&mut *make());
+        same_write_extends_expiry(&mut *make());
+        limits_are_enforced_with_clear_errors(&mut *make());
+        expiry_is_wall_clock(&mut *make());
+        touch_and_mark_due(&mut *make());
+    }
+
+    pub fn rec(key: u8, value: &[u8], version: u64, tombstone: bool, now: SystemTime) -> Record {
         Record {
             key: NodeId([key; 20]),
             value: value.to_vec(),
@@ -259,10 +310,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn newer_version_wins_older_is_refused() {
+    fn newer_version_wins_older_is_refused(s: &mut dyn RecordStore) {
         let now = SystemTime::now();
-        let mut s = MemoryStore::new(LIMITS);
         assert_eq!(
             s.put(rec(1, b"v2", 2, false, now), false, now),
             Ok(PutOutcome::Stored)
@@ -279,10 +328,8 @@ mod tests {
         assert_eq!(s.get(&NodeId([1; 20]), now).unwrap().record.value, b"v3");
     }
 
-    #[test]
-    fn tombstone_blocks_older_values() {
+    fn tombstone_blocks_older_values(s: &mut dyn RecordStore) {
         let now = SystemTime::now();
-        let mut s = MemoryStore::new(LIMITS);
         s.put(rec(1, b"v1", 1, false, now), false, now).unwrap();
         s.put(rec(1, b"", 2, true, now), false, now).unwrap();
         assert_eq!(
@@ -297,10 +344,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn same_write_extends_expiry() {
+    fn same_write_extends_expiry(s: &mut dyn RecordStore) {
         let now = SystemTime::now();
-        let mut s = MemoryStore::new(LIMITS);
         let mut r = rec(1, b"v", 5, false, now);
         s.put(r.clone(), false, now).unwrap();
         r.expires_at_ms += 1000;
@@ -311,10 +356,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn limits_are_enforced_with_clear_errors() {
+    fn limits_are_enforced_with_clear_errors(s: &mut dyn RecordStore) {
         let now = SystemTime::now();
-        let mut s = MemoryStore::new(LIMITS);
         assert_eq!(
             s.put(rec(1, &[0; 17], 1, false, now), false, now),
             Err(StoreError::ValueTooLarge { size: 17, max: 16 })
@@ -332,10 +375,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn expiry_is_wall_clock() {
+    fn expiry_is_wall_clock(s: &mut dyn RecordStore) {
         let now = SystemTime::now();
-        let mut s = MemoryStore::new(LIMITS);
         s.put(rec(1, b"a", 1, false, now), false, now).unwrap();
         let later = now + Duration::from_secs(61);
         assert!(s.get(&NodeId([1; 20]), later).is_none());
@@ -345,5 +386,30 @@ mod tests {
             s.put(rec(1, b"a", 1, false, now), false, later),
             Err(StoreError::Expired)
         );
+    }
+
+    fn touch_and_mark_due(s: &mut dyn RecordStore) {
+        let now = SystemTime::now();
+        s.put(rec(1, b"a", 1, false, now), false, now).unwrap();
+        s.put(rec(2, b"b", 1, false, now), true, now).unwrap();
+        let key = NodeId([1; 20]);
+        assert_eq!(s.get(&key, now).unwrap().refreshed_at_ms, unix_ms(now));
+        // Cached copies are never due for replication.
+        assert_eq!(s.mark_due(&|_| true), 1);
+        assert_eq!(s.get(&key, now).unwrap().refreshed_at_ms, 0);
+        s.touch(&key, now);
+        assert_eq!(s.get(&key, now).unwrap().refreshed_at_ms, unix_ms(now));
+        assert_eq!(s.iter().count(), 2);
+        assert_eq!(s.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_store_passes_the_store_suite() {
+        suite::run_all(&mut || Box::new(MemoryStore::new(suite::LIMITS)));
     }
 }

@@ -17,7 +17,8 @@ use super::{Command, NodeConfig};
 use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Poll};
 use crate::kad::store::unix_us;
 use crate::kad::{
-    Contact, Core, Effect, Envelope, MemoryStore, NodeId, Rejection, Reply, Request, StoreLimits,
+    Contact, Core, Effect, Envelope, MemoryStore, NodeId, RecordStore, Rejection, Reply, Request,
+    StoreLimits,
 };
 use crate::net::{Inbound, Transport, TransportError};
 
@@ -81,6 +82,10 @@ pub(crate) struct Driver {
     /// When to look for records due for replication (set by ranges that just opened, so that
     /// many openings at once cost one scan of the store).
     pub replicate_scan_at: Option<Instant>,
+    /// Contacts saved in the data dir when the node last ran (pinged when joining).
+    pub saved_contacts: Vec<Contact>,
+    /// The contacts last saved to the data dir (sorted by id).
+    pub contacts_saved: Vec<Contact>,
 }
 
 /// Runs a node until `shutdown` completes.
@@ -99,13 +104,19 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
     };
     let incarnation = crate::kad::store::unix_ms(SystemTime::now());
     let me = Contact::new(cfg.id, cfg.addr.clone()).with_incarnation(incarnation);
-    let core = Core::new(
-        me,
-        cfg.network_id.clone(),
-        cfg.params.clone(),
-        Box::new(MemoryStore::new(limits)),
-        now,
-    );
+    let store: Box<dyn RecordStore> = match &cfg.data_dir {
+        Some(dir) => Box::new(
+            dir.take_store()
+                .expect("a data dir serves one node: its records were already taken"),
+        ),
+        None => Box::new(MemoryStore::new(limits)),
+    };
+    let saved_contacts = cfg
+        .data_dir
+        .as_ref()
+        .map(|d| d.saved_contacts().to_vec())
+        .unwrap_or_default();
+    let core = Core::new(me, cfg.network_id.clone(), cfg.params.clone(), store, now);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let tick = maintenance_tick(&cfg);
     let mut d = Driver {
@@ -127,6 +138,8 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         flow: Flow::default(),
         jobs: Jobs::default(),
         replicate_scan_at: None,
+        saved_contacts,
+        contacts_saved: Vec::new(),
     };
     info!(node = %d.core.id(), addr = %d.cfg.addr, network = %d.cfg.network_id, "node starting");
     d.start_join();
@@ -153,6 +166,7 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         }
     }
     let _ = d.joined.send(false);
+    d.save_contacts();
     info!(node = %d.core.id(), "node stopped");
 }
 

@@ -86,9 +86,13 @@ pub(crate) struct Published {
 impl Driver {
     pub(crate) fn start_join(&mut self) {
         match self.cfg.remote_host.clone() {
-            None => {
+            None if self.saved_contacts.is_empty() => {
                 info!(node = %self.core.id(), "P2P_REMOTE_HOST is empty: created a new network");
                 let _ = self.joined.send(true);
+            }
+            None => {
+                info!(node = %self.core.id(), saved = self.saved_contacts.len(), "rejoining through the contacts saved in the data dir");
+                self.bootstrap(false);
             }
             Some(host) => {
                 info!(node = %self.core.id(), remote = %host, "joining a network");
@@ -99,12 +103,19 @@ impl Driver {
 
     /// Resolves `P2P_REMOTE_HOST`; the answer comes back as an event.
     pub(crate) fn bootstrap(&mut self, rejoin: bool) {
-        let Some(host) = self.cfg.remote_host.clone() else {
-            return;
-        };
         if self.join.in_progress {
             return;
         }
+        let Some(host) = self.cfg.remote_host.clone() else {
+            // No name to resolve: a restarted creator rejoins through its saved contacts.
+            if !rejoin && !self.saved_contacts.is_empty() {
+                self.join.in_progress = true;
+                self.join.attempts += 1;
+                self.join.last_bootstrap = Some(self.now());
+                self.on_resolved(Ok(Vec::new()), false);
+            }
+            return;
+        };
         self.join.in_progress = true;
         self.join.attempts += 1;
         self.join.last_bootstrap = Some(self.now());
@@ -142,8 +153,13 @@ impl Driver {
         result: Result<Vec<String>, TransportError>,
         rejoin: bool,
     ) {
-        let addrs = match result {
+        let mut addrs = match result {
             Ok(addrs) => addrs,
+            // Saved contacts are pinged even when the name does not resolve.
+            Err(e) if !rejoin && !self.saved_contacts.is_empty() => {
+                warn!(error = %e, "cannot resolve P2P_REMOTE_HOST: trying the saved contacts");
+                Vec::new()
+            }
             Err(e) => {
                 self.join.in_progress = false;
                 if rejoin {
@@ -154,6 +170,11 @@ impl Driver {
                 return;
             }
         };
+        if !rejoin {
+            addrs.extend(self.saved_contact_addrs());
+            addrs.sort();
+            addrs.dedup();
+        }
         // Stale contacts count as unknown: pinging them again is how a node that lost touch
         // with everyone finds its way back.
         let known: HashSet<String> = self.core.routing().live().map(|c| c.addr.clone()).collect();
@@ -229,7 +250,11 @@ impl Driver {
             self.found_only_self();
         } else {
             self.join.in_progress = false;
-            if !rejoin {
+            if !rejoin && self.cfg.remote_host.is_none() {
+                // The creator restarted and none of its saved contacts answered.
+                info!(node = %self.core.id(), "no saved contact answered: created a new network");
+                let _ = self.joined.send(true);
+            } else if !rejoin {
                 self.retry_join("no bootstrap address answered");
             }
         }
@@ -290,6 +315,7 @@ impl Driver {
         if self.join.post_refresh_at.is_none() && !self.join.post_refresh_done {
             self.join.post_refresh_at = Some(self.now() + POST_JOIN_REFRESH);
         }
+        self.save_contacts();
         self.refresh_beyond_closest_neighbour();
     }
 
@@ -346,6 +372,7 @@ impl Driver {
     /// Periodic work, every maintenance tick.
     pub(crate) fn maintenance(&mut self) {
         let (now, wall) = (self.now(), self.wall());
+        self.save_contacts();
         let expired = self.core.store_mut().expire(wall);
         if expired > 0 {
             debug!(expired, "expired records");

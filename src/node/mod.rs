@@ -20,6 +20,7 @@ mod flow;
 mod jobs;
 mod maintenance;
 mod ops;
+mod persist;
 
 pub use flow::{FlowStats, MAX_OPERATIONS, MAX_RPCS_IN_FLIGHT, OUTBOX_CAPACITY};
 pub use jobs::{JOB_QUEUE_CAPACITY, JobStats, MAX_MAINTENANCE_LOOKUPS};
@@ -60,6 +61,9 @@ pub struct NodeConfig {
     pub bootstrap_backoff_max: Duration,
     /// Longest wait for in-flight calls on shutdown.
     pub drain_timeout: Duration,
+    /// Where records, identity and contacts persist (`data_dir`); `None` keeps them in memory.
+    /// Its id must be `id` (see [`crate::storage::DataDir::open`]).
+    pub data_dir: Option<crate::storage::SharedDataDir>,
 }
 
 impl NodeConfig {

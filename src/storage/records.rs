@@ -1,0 +1,184 @@
+//! [`DurableStore`]: the in-memory store, written through to the data dir.
+//!
+//! Every record the node accepts is committed to redb (one write transaction with
+//! `Durability::Immediate`, i.e. fsync) before the store reports it stored, so a STORE or a
+//! local put is acknowledged only once it is on disk. If the commit fails, the in-memory
+//! entry is put back as it was and the write is refused (`StoreError::Io`): nothing is
+//! acknowledged that is not durable.
+//!
+//! Implementation notes:
+//! - Reads are served from the in-memory copy, loaded from disk when the node starts: the data
+//!   dir makes records durable, it does not let a node hold more than `max_records`.
+//! - When a record was last refreshed (`Stored::refreshed_at_ms`, used to skip replicating a
+//!   record a peer has just replicated here) is not persisted; a restarted node counts its
+//!   records as refreshed at start, so a restart does not set off a burst of replication.
+//! - Expired records are deleted from disk by the periodic expiry and when the node starts, so
+//!   the data dir does not grow without bound (redb reuses the freed pages).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::codec;
+use crate::kad::store::{MemoryStore, PutOutcome, StoreError, Stored, unix_ms};
+use crate::kad::{Key, NodeId, Record, RecordStore, StoreLimits};
+
+/// Records by key (20 bytes), encoded by [`codec::encode_record`].
+pub(super) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+
+/// The memory store plus its copy on disk.
+pub struct DurableStore {
+    mem: MemoryStore,
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for DurableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("records", &self.mem.len())
+            .finish()
+    }
+}
+
+/// Why loading the records failed: the key of a damaged entry, or redb's error.
+pub(super) enum LoadError {
+    Damaged { key: String, why: String },
+    Db(redb::Error),
+}
+
+impl<E: Into<redb::Error>> From<E> for LoadError {
+    fn from(e: E) -> Self {
+        LoadError::Db(e.into())
+    }
+}
+
+impl DurableStore {
+    /// Loads every record from `db`, deleting those expired at `now`.
+    pub(super) fn load(
+        db: Arc<Database>,
+        limits: StoreLimits,
+        now: SystemTime,
+    ) -> Result<Self, LoadError> {
+        let mut mem = MemoryStore::new(limits);
+        let now_ms = unix_ms(now);
+        let mut expired = Vec::new();
+        {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(RECORDS) {
+                Ok(t) => t,
+                // A data dir that never held a record.
+                Err(redb::TableError::TableDoesNotExist(_)) => {
+                    return Ok(DurableStore { mem, db });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let key: [u8; 20] = k.value().try_into().map_err(|_| LoadError::Damaged {
+                    key: hex(k.value()),
+                    why: format!("a key of {} bytes, not 20", k.value().len()),
+                })?;
+                let key = NodeId(key);
+                let stored = codec::decode_record(key, v.value(), now_ms).map_err(|e| {
+                    LoadError::Damaged {
+                        key: key.to_hex(),
+                        why: e.to_string(),
+                    }
+                })?;
+                if stored.record.expired(now) {
+                    expired.push(key);
+                } else {
+                    mem.insert_loaded(stored);
+                }
+            }
+        }
+        let store = DurableStore { mem, db };
+        store.delete(&expired).map_err(LoadError::Db)?;
+        Ok(store)
+    }
+
+    fn write(&self, s: &Stored) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RECORDS)?;
+            table.insert(&s.record.key.0[..], &codec::encode_record(s)[..])?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn delete(&self, keys: &[Key]) -> Result<(), redb::Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RECORDS)?;
+            for k in keys {
+                table.remove(&k.0[..])?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl RecordStore for DurableStore {
+    fn get(&self, key: &Key, now: SystemTime) -> Option<&Stored> {
+        self.mem.get(key, now)
+    }
+
+    fn put(
+        &mut self,
+        record: Record,
+        cached: bool,
+        now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        let key = record.key;
+        // Make room the way the memory store would, but deleting from disk too.
+        if self.mem.entry(&key).is_none() && self.mem.len() >= self.mem.limits().max_records {
+            self.expire(now);
+        }
+        let before = self.mem.entry(&key).cloned();
+        let outcome = self.mem.put(record, cached, now)?;
+        if outcome == PutOutcome::Stored {
+            let now_stored = self.mem.entry(&key).expect("just stored");
+            if let Err(e) = self.write(now_stored) {
+                self.mem.restore(key, before);
+                tracing::error!(key = %key, error = %e, "cannot persist a record; refused it");
+                return Err(StoreError::Io(e.to_string()));
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn touch(&mut self, key: &Key, now: SystemTime) {
+        self.mem.touch(key, now);
+    }
+
+    fn mark_due(&mut self, pick: &dyn Fn(&Key) -> bool) -> usize {
+        self.mem.mark_due(pick)
+    }
+
+    fn expire(&mut self, now: SystemTime) -> usize {
+        let expired = self.mem.drain_expired(now);
+        if let Err(e) = self.delete(&expired) {
+            // They stay on disk, expired: the next start deletes them.
+            tracing::warn!(error = %e, count = expired.len(), "cannot delete expired records from the data dir");
+        }
+        expired.len()
+    }
+
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_> {
+        self.mem.iter()
+    }
+}

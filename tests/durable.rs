@@ -1,0 +1,165 @@
+//! Nodes with a data dir, as processes: SIGKILL every node of a small network, restart them on
+//! the same dirs, and every acknowledged key reads back from every node, each node keeps its
+//! id, and nodes rejoin through their saved contacts although `P2P_REMOTE_HOST` is down.
+//! Also: a data dir locked by a running node is refused with an error naming it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kademlia::pb::dht_client::DhtClient;
+use kademlia::pb::{GetRequest, InfoRequest, InfoResponse, PutRequest};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kademlia");
+
+/// A node process, SIGKILLed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(port: u16, remote: &str, dir: &Path) -> Proc {
+    let child = Command::new(BIN)
+        .args(["node", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("P2P_REMOTE_HOST", remote)
+        // Maintenance ticks every second, so contacts are saved within a second of changing.
+        .env("KADEMLIA_REFRESH_INTERVAL_SECS", "10")
+        .env("KADEMLIA_RPC_TIMEOUT_MS", "500")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kademlia node");
+    Proc(child)
+}
+
+async fn client(port: u16) -> DhtClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match DhtClient::connect(format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("node on {port} not up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Waits until the node on `port` has joined and knows `peers` live contacts.
+async fn wait_peers(port: u16, peers: u32) -> InfoResponse {
+    let mut c = client(port).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = c.info(InfoRequest {}).await.unwrap().into_inner();
+        if info.joined && info.peers >= peers {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "node on {port}: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_killed_with_sigkill_comes_back_with_every_acknowledged_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..4)
+        .map(|i| tmp.path().join(format!("node-{i}")))
+        .collect();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let seed = format!("127.0.0.1:{}", ports[0]);
+
+    let mut procs = vec![spawn(ports[0], "", &dirs[0])];
+    wait_peers(ports[0], 0).await;
+    for i in 1..4 {
+        procs.push(spawn(ports[i], &seed, &dirs[i]));
+    }
+    let mut ids = Vec::new();
+    for &port in &ports {
+        ids.push(wait_peers(port, 3).await.node_id);
+    }
+    // Writes through every node, each acknowledged by a quorum (3 of the 4 nodes).
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let port = ports[i % 4];
+        let key = format!("durable-{i}");
+        let value = format!("value {i}").into_bytes();
+        let mut c = client(port).await;
+        c.put(PutRequest {
+            key: key.clone(),
+            value: value.clone(),
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+        written.push((key, value));
+    }
+    // Contacts are saved within a maintenance tick of changing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SIGKILL, all at once.
+    drop(procs);
+
+    // Restart nodes 1..3 first: their P2P_REMOTE_HOST (node 0) is down, so they can only
+    // find each other through the contacts they saved.
+    let mut procs: Vec<Proc> = (1..4).map(|i| spawn(ports[i], &seed, &dirs[i])).collect();
+    for i in 1..4 {
+        let info = wait_peers(ports[i], 2).await;
+        assert_eq!(info.node_id, ids[i], "node {i} kept its id");
+    }
+    // Then node 0, which created the network: it rejoins through its saved contacts.
+    procs.push(spawn(ports[0], "", &dirs[0]));
+    let info = wait_peers(ports[0], 3).await;
+    assert_eq!(info.node_id, ids[0], "node 0 kept its id");
+    assert!(
+        info.records >= 40,
+        "records served from the data dir: {info:?}"
+    );
+
+    for &port in &ports {
+        let mut c = client(port).await;
+        for (key, value) in &written {
+            let got = c
+                .get(GetRequest { key: key.clone() })
+                .await
+                .unwrap_or_else(|e| panic!("get {key} from {port}: {e}"))
+                .into_inner();
+            assert_eq!(&got.value, value, "{key} from {port}");
+        }
+    }
+
+    // A second node on a data dir in use is refused, naming the dir, and exits.
+    let out = Command::new(BIN)
+        .args([
+            "node",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&dirs[2])
+        .env("P2P_REMOTE_HOST", "")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("in use by another process")
+            && stderr.contains(&*dirs[2].to_string_lossy()),
+        "{stderr}"
+    );
+    drop(procs);
+}
