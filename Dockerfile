@@ -10,6 +10,10 @@
 # Both images are FROM scratch: one static binary, no shell, no libc on disk, non-root.
 
 FROM scratch AS base
+# The data dir's mount point, owned by the node's user so that a volume mounted there (a
+# Compose volume, a PersistentVolumeClaim) starts writable. Unused unless KADEMLIA_DATA_DIR
+# is set (docker-compose.yml and deploy/ set it to /data).
+COPY --chown=65532:65532 .docker/data/ /data/
 USER 65532:65532
 EXPOSE 50051
 ENV KADEMLIA_HOST=0.0.0.0 KADEMLIA_PORT=50051

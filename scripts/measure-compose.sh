@@ -9,7 +9,7 @@ N=${1:-20}
 OPS=${2:-1000}
 export COMPOSE_PROJECT_NAME=kadmeasure
 if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"; else COMPOSE=docker-compose; fi
-trap '$COMPOSE down -v --remove-orphans >/dev/null 2>&1 || true' EXIT
+trap 'scripts/compose-down.sh >/dev/null 2>&1 || true' EXIT
 scripts/build-image.sh
 cargo build --release --locked --quiet
 BIN=target/release/kademlia

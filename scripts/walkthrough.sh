@@ -21,7 +21,7 @@ fi
 cleanup() {
   docker rm -f kad1 kad2 kad3 kad4 >/dev/null 2>&1 || true
   docker network rm kadnet >/dev/null 2>&1 || true
-  $COMPOSE down -v --remove-orphans >/dev/null 2>&1 || true
+  scripts/compose-down.sh >/dev/null 2>&1 || true
   rm -rf "$SCRIPT" "$SHIM"
 }
 trap cleanup EXIT

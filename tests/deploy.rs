@@ -239,6 +239,22 @@ fn manifests_agree_with_the_binary() {
         let settings = Settings::load(None, &overrides)
             .unwrap_or_else(|e| panic!("{overlay}: the manifests' settings are refused: {e}"));
 
+        // The data dir is a volume from a claim template, so it outlives the pod.
+        let claims: Vec<&str> = spec["volumeClaimTemplates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["metadata"]["name"].as_str())
+            .collect();
+        assert!(
+            c["volumeMounts"].as_array().into_iter().flatten().any(|m| {
+                m["mountPath"] == settings.data_dir.as_str()
+                    && claims.contains(&m["name"].as_str().unwrap_or_default())
+            }),
+            "{overlay}: data_dir {:?} is not a mounted volumeClaimTemplate",
+            settings.data_dir
+        );
+
         // Probes and ports use the node's port; liveness and readiness ask the right services.
         let port = u64::from(settings.port);
         assert_eq!(c["ports"][0]["containerPort"], port);
@@ -331,6 +347,11 @@ impl Drop for Rehearsal {
         for name in self.pods.values() {
             let _ = Command::new("docker").args(["rm", "-f", name]).output();
         }
+        for volume in self.volumes() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", &volume])
+                .output();
+        }
         let _ = Command::new("docker")
             .args(["network", "rm", &self.network])
             .output();
@@ -395,6 +416,19 @@ impl Rehearsal {
         ]);
         a.extend(["--network-alias".into(), headless.to_string()]);
         a.extend(["-p".into(), "127.0.0.1::50051".into()]);
+        // Each volumeClaimTemplate is a named volume per ordinal: like a PersistentVolumeClaim
+        // it outlives the pod and comes back with the pod of the same name.
+        for m in c["volumeMounts"].as_array().into_iter().flatten() {
+            let claim = m["name"].as_str().unwrap();
+            a.extend([
+                "-v".into(),
+                format!(
+                    "{}:{}",
+                    self.volume(claim, i),
+                    m["mountPath"].as_str().unwrap()
+                ),
+            ]);
+        }
         let uid = pod["securityContext"]["runAsUser"].as_u64().unwrap();
         let gid = pod["securityContext"]["runAsGroup"].as_u64().unwrap();
         a.extend(["--user".into(), format!("{uid}:{gid}")]);
@@ -422,6 +456,27 @@ impl Rehearsal {
                 .map(|x| x.as_str().unwrap().to_string()),
         );
         a
+    }
+
+    /// The docker volume standing for claim `claim` of pod `i`.
+    fn volume(&self, claim: &str, i: usize) -> String {
+        format!("kad-rehearsal-{claim}-kademlia-{i}-{}", self.suffix)
+    }
+
+    /// Every docker volume this rehearsal may have created.
+    fn volumes(&self) -> Vec<String> {
+        let sts = find(&self.docs, "StatefulSet", "kademlia");
+        let claims: Vec<String> = sts["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        claims
+            .iter()
+            .flat_map(|c| (0..8).map(move |i| (c.clone(), i)))
+            .map(|(c, i)| self.volume(&c, i))
+            .collect()
     }
 
     fn start_all(&mut self, ordinals: impl IntoIterator<Item = usize>) {
@@ -589,4 +644,15 @@ async fn rehearsal_of_the_statefulset_in_docker() {
     for i in [2, 3] {
         assert_eq!(r.peers(i).await, 3, "kademlia-{i} after scale-up");
     }
+
+    // Every pod crashes at once (a power cut): recreated on their claims, they come back with
+    // every key, which only their data dirs still hold.
+    let up: Vec<usize> = r.pods.keys().copied().collect();
+    for &i in &up {
+        r.delete(i, true);
+    }
+    r.start_all(up.clone());
+    r.wait_ready(&up, Duration::from_secs(60)).await;
+    r.assert_all_readable(&keys, "every pod crashed and came back")
+        .await;
 }
