@@ -2,6 +2,8 @@
 # Measures a local network: starts a devnet of N nodes (default 100) on loopback plus one
 # separate node process, runs `kademlia bench` at concurrency 1 and 32, and reports resident
 # memory. Everything it starts, it stops. Usage: scripts/measure.sh [NODES] [OPS]
+# DATA_DIR=DIR gives every node a data dir under DIR (records fsynced before each ack);
+# empty (the default) measures the memory-only store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-100}
@@ -18,12 +20,14 @@ LOG=$(mktemp -d)
 cleanup() { kill "${DEVNET:-}" "${SOLO:-}" 2>/dev/null || true; wait 2>/dev/null || true; if [ -n "${KEEP_LOGS:-}" ]; then echo "logs in $LOG"; else rm -rf "$LOG"; fi; }
 trap cleanup EXIT
 
-"$BIN" devnet --nodes "$NODES" --base-port "$BASE" >"$LOG/devnet.out" 2>"$LOG/devnet.err" &
+DEVNET_DIR=(); SOLO_DIR=()
+if [ -n "${DATA_DIR:-}" ]; then DEVNET_DIR=(--data-dir "$DATA_DIR"); SOLO_DIR=(--data-dir "$DATA_DIR/solo"); fi
+"$BIN" devnet --nodes "$NODES" --base-port "$BASE" "${DEVNET_DIR[@]}" >"$LOG/devnet.out" 2>"$LOG/devnet.err" &
 DEVNET=$!
 for _ in $(seq 1 600); do grep -q '^ready:' "$LOG/devnet.out" && break; sleep 0.1; done
 grep '^ready:' "$LOG/devnet.out" || { echo "devnet did not start"; tail "$LOG/devnet.err"; exit 1; }
 SOLO_PORT=$((BASE + NODES))
-P2P_REMOTE_HOST="127.0.0.1:$BASE" RUST_LOG=warn "$BIN" node --host 127.0.0.1 --port "$SOLO_PORT" 2>"$LOG/solo.err" &
+P2P_REMOTE_HOST="127.0.0.1:$BASE" RUST_LOG=warn "$BIN" node --host 127.0.0.1 --port "$SOLO_PORT" "${SOLO_DIR[@]}" 2>"$LOG/solo.err" &
 SOLO=$!
 for _ in $(seq 1 100); do "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null || { echo "separate node did not join"; cat "$LOG/solo.err"; exit 1; }

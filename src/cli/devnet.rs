@@ -22,6 +22,9 @@ pub struct DevnetArgs {
     /// Loopback address to listen on
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Keep each node's records, id and contacts in DIR/node-PORT (empty: memory only)
+    #[arg(long, default_value = "")]
+    pub data_dir: String,
     /// Any node setting, as name=value (repeatable), e.g. --set k=8
     #[arg(long = "set", value_parser = super::parse_kv)]
     pub set: Vec<(String, String)>,
@@ -66,7 +69,14 @@ impl Devnet {
             } else {
                 seed.clone()
             };
-            let cfg = s.node_config(format!("{host}:{port}"));
+            // One data dir per node, under the one given.
+            if !settings.data_dir.is_empty() {
+                let dir = std::path::Path::new(&settings.data_dir).join(format!("node-{port}"));
+                s.data_dir = dir.to_string_lossy().into_owned();
+            }
+            let cfg = s
+                .open_node_config(format!("{host}:{port}"))
+                .with_context(|| format!("node on port {port}"))?;
             let mut rx = stop_rx.clone();
             let transport = transport.clone();
             let (htx, hrx) = tokio::sync::oneshot::channel();
@@ -112,6 +122,9 @@ impl Devnet {
 pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let mut overrides = args.set.clone();
     overrides.push(("host".into(), args.host.clone()));
+    if !args.data_dir.is_empty() {
+        overrides.push(("data_dir".into(), args.data_dir.clone()));
+    }
     let settings = Settings::load(None, &overrides)?;
     crate::telemetry::init(&settings.log);
     let started = Instant::now();
