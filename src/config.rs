@@ -19,6 +19,10 @@ use crate::storage::{DataDir, StorageError};
 pub const ENV_PREFIX: &str = "KADEMLIA";
 /// The bootstrap variable, named exactly so.
 pub const REMOTE_HOST_ENV: &str = "P2P_REMOTE_HOST";
+/// Default `max_ttl_secs`: a year.
+pub const DEFAULT_MAX_TTL_SECS: u64 = 365 * 86_400;
+/// Default `tombstone_grace_secs`: ten days (as Cassandra's gc_grace_seconds).
+pub const DEFAULT_TOMBSTONE_GRACE_SECS: u64 = 10 * 86_400;
 /// The default gRPC port.
 pub const DEFAULT_PORT: u16 = 50051;
 
@@ -42,14 +46,20 @@ pub struct Settings {
     pub k: usize,
     pub alpha: usize,
     pub quorum: usize,
+    /// Copies a get waits for (the local one included) before it answers the newest.
+    pub read_quorum: usize,
     pub rpc_timeout_ms: u64,
     /// A STORE whose version (the writer's clock, µs) is further ahead of this node's clock is
     /// refused.
     pub max_clock_skew_ms: u64,
     pub refresh_interval_secs: u64,
     pub replicate_interval_secs: u64,
-    pub republish_interval_secs: u64,
+    /// Lifetime of a put that gives no TTL; 0: until deleted.
     pub record_ttl_secs: u64,
+    /// Longest TTL a put may ask for, and longest finite lifetime a STORE may carry.
+    pub max_ttl_secs: u64,
+    /// Shortest life of a tombstone (a delete).
+    pub tombstone_grace_secs: u64,
     pub cache_ttl_secs: u64,
     pub max_value_bytes: usize,
     pub max_records: usize,
@@ -75,12 +85,14 @@ impl Default for Settings {
             k: crate::kad::K,
             alpha: crate::kad::ALPHA,
             quorum: 3,
+            read_quorum: 2,
             rpc_timeout_ms: 2000,
             max_clock_skew_ms: 60_000,
             refresh_interval_secs: crate::kad::T_REFRESH.as_secs(),
             replicate_interval_secs: crate::kad::T_REPLICATE.as_secs(),
-            republish_interval_secs: crate::kad::T_REPUBLISH.as_secs(),
-            record_ttl_secs: crate::kad::T_EXPIRE.as_secs(),
+            record_ttl_secs: 0,
+            max_ttl_secs: DEFAULT_MAX_TTL_SECS,
+            tombstone_grace_secs: DEFAULT_TOMBSTONE_GRACE_SECS,
             cache_ttl_secs: 300,
             max_value_bytes: 65_536,
             max_records: 1_000_000,
@@ -191,13 +203,19 @@ impl Settings {
                 format!("must be between 1 and k ({})", self.k),
             ));
         }
+        if !(1..=self.k).contains(&self.read_quorum) {
+            return Err(invalid(
+                "read_quorum",
+                format!("must be between 1 and k ({})", self.k),
+            ));
+        }
         for (name, v) in [
             ("rpc_timeout_ms", self.rpc_timeout_ms),
             ("max_clock_skew_ms", self.max_clock_skew_ms),
             ("refresh_interval_secs", self.refresh_interval_secs),
             ("replicate_interval_secs", self.replicate_interval_secs),
-            ("republish_interval_secs", self.republish_interval_secs),
-            ("record_ttl_secs", self.record_ttl_secs),
+            ("max_ttl_secs", self.max_ttl_secs),
+            ("tombstone_grace_secs", self.tombstone_grace_secs),
             ("rebootstrap_interval_secs", self.rebootstrap_interval_secs),
             ("bootstrap_backoff_max_ms", self.bootstrap_backoff_max_ms),
             ("max_records", self.max_records as u64),
@@ -212,14 +230,16 @@ impl Settings {
                 format!("must be between 1 and {MAX_VALUE_BYTES_LIMIT}"),
             ));
         }
-        if self.republish_interval_secs > self.record_ttl_secs {
-            return Err(invalid(
-                "republish_interval_secs",
-                format!(
-                    "must not exceed record_ttl_secs ({}), or records lapse before republication",
-                    self.record_ttl_secs
-                ),
-            ));
+        for (name, v) in [
+            ("record_ttl_secs", self.record_ttl_secs),
+            ("tombstone_grace_secs", self.tombstone_grace_secs),
+        ] {
+            if v > self.max_ttl_secs {
+                return Err(invalid(
+                    name,
+                    format!("must not exceed max_ttl_secs ({})", self.max_ttl_secs),
+                ));
+            }
         }
         Ok(())
     }
@@ -252,12 +272,15 @@ impl Settings {
                 alpha: self.alpha,
                 rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
                 max_clock_skew: Duration::from_millis(self.max_clock_skew_ms),
+                max_ttl: secs(self.max_ttl_secs),
             },
             quorum: self.quorum,
+            read_quorum: self.read_quorum,
             refresh_interval: secs(self.refresh_interval_secs),
             replicate_interval: secs(self.replicate_interval_secs),
-            republish_interval: secs(self.republish_interval_secs),
-            record_ttl: secs(self.record_ttl_secs),
+            record_ttl: (self.record_ttl_secs > 0).then(|| secs(self.record_ttl_secs)),
+            max_ttl: secs(self.max_ttl_secs),
+            tombstone_grace: secs(self.tombstone_grace_secs),
             cache_ttl: secs(self.cache_ttl_secs),
             max_value_bytes: self.max_value_bytes,
             max_records: self.max_records,
@@ -300,7 +323,11 @@ mod tests {
         s.validate().unwrap();
         assert_eq!((s.k, s.alpha, s.port), (20, 3, 50051));
         assert_eq!(s.refresh_interval_secs, 3600);
-        assert_eq!(s.republish_interval_secs, 86_400);
+        assert_eq!(s.replicate_interval_secs, 3600);
+        assert_eq!(
+            s.record_ttl_secs, 0,
+            "a put without a TTL lives until deleted"
+        );
     }
 
     #[test]
@@ -321,15 +348,14 @@ mod tests {
                 .contains("advertise_addr")
         );
         let s = Settings {
-            republish_interval_secs: 10,
-            record_ttl_secs: 5,
+            record_ttl_secs: 10,
+            max_ttl_secs: 5,
             ..Settings::default()
         };
+        let err = s.validate().unwrap_err().to_string();
         assert!(
-            s.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("republish_interval_secs")
+            err.contains("record_ttl_secs") && err.contains("max_ttl_secs"),
+            "{err}"
         );
     }
 

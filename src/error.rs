@@ -49,6 +49,7 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::Store(StoreError::Full { .. }) => Status::resource_exhausted(msg),
         Rejection::Store(StoreError::Io(_)) => Status::unavailable(msg),
         Rejection::VersionAhead { .. } => Status::failed_precondition(msg),
+        Rejection::ExpiryTooFar { .. } => Status::invalid_argument(msg),
     }
 }
 

@@ -177,7 +177,11 @@ fn header(id: Vec<u8>, addr: &str, network: &str) -> Option<pb::Header> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     let (l, addr) = loopback_listener().await;
-    let node = GrpcNode::start(l, config(&addr, None)).await;
+    // Quorum 1: the node learns one well-formed sender below (127.0.0.1:9, where nothing
+    // listens), and a quorum counts every node this node knows, answering or not.
+    let mut cfg = config(&addr, None);
+    cfg.quorum = 1;
+    let node = GrpcNode::start(l, cfg).await;
     node.handle.wait_joined().await;
     let mut dht = node.client().await;
 

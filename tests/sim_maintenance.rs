@@ -1,6 +1,6 @@
 //! Maintenance over the in-memory transport, with intervals shortened to seconds: expiry,
-//! republishing, replication to nodes that join later, bucket refresh, and lookups that route
-//! around cut links.
+//! records that outlive their writer, replication to nodes that join later, bucket refresh,
+//! and lookups that route around cut links.
 
 mod common;
 
@@ -11,8 +11,6 @@ use kademlia::{DhtError, NodeId};
 use rand::Rng;
 
 fn quick(cfg: &mut kademlia::NodeConfig) {
-    cfg.record_ttl = Duration::from_secs(2);
-    cfg.republish_interval = Duration::from_secs(1);
     cfg.replicate_interval = Duration::from_secs(1);
     cfg.refresh_interval = Duration::from_secs(1);
     cfg.cache_ttl = Duration::ZERO;
@@ -57,29 +55,74 @@ async fn records_expire_at_their_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publisher_republishes_so_records_outlive_their_ttl() {
-    let sim = build_quick(12, 8).await;
-    sim.nodes[2]
-        .handle
-        .put("kept".into(), b"alive".to_vec(), None)
-        .await
-        .unwrap();
-    // record_ttl is 2 s; without republishing the record would be gone after it.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    for n in &sim.nodes {
-        assert_eq!(n.handle.get("kept".into()).await.unwrap().value, b"alive");
+async fn records_without_a_ttl_outlive_their_writer_and_48_simulated_hours() {
+    // One replicate interval (the paper's hour) is 250 ms here: 12 s are 48 hours of
+    // maintenance.
+    let hour = Duration::from_millis(250);
+    let mut sim = SimNet::new(12);
+    for i in 0..10 {
+        let id = NodeId::random(&mut sim.rng);
+        let remote = (i > 0).then(|| sim.nodes[0].addr.clone());
+        let mut cfg = sim_config(id, &format!("life{i}:1"), remote);
+        cfg.replicate_interval = hour;
+        cfg.refresh_interval = hour;
+        cfg.cache_ttl = Duration::ZERO;
+        sim.add_with(cfg);
+        assert!(sim.nodes[i].handle.wait_joined().await);
     }
-    // A TTL the user set is not extended by republishing.
-    sim.nodes[2]
-        .handle
-        .put("fixed".into(), b"x".to_vec(), Some(Duration::from_secs(1)))
+    let writer = sim.nodes[2].handle.clone();
+    for i in 0..20 {
+        writer
+            .put(format!("kept-{i}"), b"alive".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    // A TTL the writer gave holds on every replica.
+    writer
+        .put("short".into(), b"x".to_vec(), Some(Duration::from_secs(1)))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(matches!(
-        sim.nodes[5].handle.get("fixed".into()).await,
-        Err(DhtError::NotFound(_))
-    ));
+    // The writer goes away for good, then every other node restarts in turn (same id and
+    // address, empty store): no record depends on the node that accepted it.
+    sim.kill(2).await;
+    for i in (0..10).filter(|i| *i != 2) {
+        let id = sim.nodes[i].handle.id();
+        let addr = sim.nodes[i].addr.clone();
+        sim.kill(i).await;
+        let via = sim.nodes[(i + 1) % 10].addr.clone();
+        let via = if (i + 1) % 10 == 2 {
+            sim.nodes[3].addr.clone()
+        } else {
+            via
+        };
+        let mut cfg = sim_config(id, &addr, Some(via));
+        cfg.replicate_interval = hour;
+        cfg.refresh_interval = hour;
+        cfg.cache_ttl = Duration::ZERO;
+        let n = sim.add_with(cfg);
+        assert!(sim.nodes[n].handle.wait_joined().await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while sim.nodes[n].handle.info().await.unwrap().records < 20 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} got its records back only partly"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(hour * 48).await;
+    let live: Vec<usize> = (0..sim.nodes.len()).filter(|i| sim.is_live(*i)).collect();
+    assert_eq!(live.len(), 9);
+    for &n in &live {
+        let h = sim.nodes[n].handle.clone();
+        for i in 0..20 {
+            assert_eq!(h.get(format!("kept-{i}")).await.unwrap().value, b"alive");
+        }
+        assert_eq!(
+            h.get("short".into()).await.unwrap_err(),
+            DhtError::NotFound("short".into())
+        );
+    }
     sim.shutdown().await;
 }
 

@@ -10,6 +10,7 @@
 //!   is refused, and its sender is not learned: versions decide last-writer-wins, and the
 //!   paper trusts them (it has none), so one forged far-future version would shadow every
 //!   later write of its key.
+//! - Likewise a STORE whose finite expiry lies more than `Params::max_ttl` ahead is refused.
 
 use std::time::{Instant, SystemTime};
 
@@ -17,7 +18,7 @@ use super::Params;
 use super::id::NodeId;
 use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
 use super::routing::{InsertResult, RoutingTable};
-use super::store::{PutOutcome, Record, RecordStore, unix_us};
+use super::store::{NEVER, PutOutcome, Record, RecordStore, unix_ms, unix_us};
 
 /// Work for the driver, produced while handling a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +119,9 @@ impl Core {
             Request::Store { record, .. } if let Some(err) = self.too_far_ahead(&record, wall) => {
                 Err(err)
             }
+            Request::Store { record, .. } if let Some(err) = self.lives_too_long(&record, wall) => {
+                Err(err)
+            }
             Request::Store { record, cached } => match self.store.put(record, cached, wall) {
                 Ok(PutOutcome::Stored) => Ok(Response::Stored {
                     stored: true,
@@ -143,7 +147,7 @@ impl Core {
         // Learn the sender after answering, so it is never returned to itself; a sender that
         // claimed a version from the future is not learned.
         let effects = match body {
-            Err(Rejection::VersionAhead { .. }) => Vec::new(),
+            Err(Rejection::VersionAhead { .. } | Rejection::ExpiryTooFar { .. }) => Vec::new(),
             _ => self.observe(env.sender, now, wall),
         };
         (
@@ -153,6 +157,18 @@ impl Core {
             }),
             effects,
         )
+    }
+
+    /// Stores a record that came from a peer other than by STORE (a fetched newer version):
+    /// the checks of a STORE apply.
+    pub fn accept(&mut self, record: Record, wall: SystemTime) -> Result<PutOutcome, Rejection> {
+        if let Some(err) = self
+            .too_far_ahead(&record, wall)
+            .or_else(|| self.lives_too_long(&record, wall))
+        {
+            return Err(err);
+        }
+        Ok(self.store.put(record, false, wall)?)
     }
 
     /// A record whose version lies more than `max_clock_skew` ahead of this node's clock is
@@ -166,6 +182,21 @@ impl Core {
             version: record.version,
             ahead_ms: ahead_us / 1000,
             max_ms: max_us / 1000,
+        })
+    }
+
+    /// A record whose finite expiry lies more than `max_ttl` (plus the allowed clock skew)
+    /// ahead is refused: no writer may ask for more than `max_ttl`. [`NEVER`] (a put without a
+    /// TTL, or a tombstone for one) is a lifetime, not a time, and is accepted.
+    fn lives_too_long(&self, record: &Record, wall: SystemTime) -> Option<Rejection> {
+        if record.expires_at_ms == NEVER {
+            return None;
+        }
+        let max_ms = (self.params.max_ttl + self.params.max_clock_skew).as_millis() as u64;
+        let left_ms = record.expires_at_ms.saturating_sub(unix_ms(wall));
+        (left_ms > max_ms).then_some(Rejection::ExpiryTooFar {
+            left_secs: left_ms / 1000,
+            max_secs: self.params.max_ttl.as_secs(),
         })
     }
 
@@ -262,6 +293,7 @@ mod tests {
             alpha: 3,
             rpc_timeout: Duration::from_secs(1),
             max_clock_skew: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(3600),
         };
         let store = MemoryStore::new(StoreLimits {
             max_value_bytes: 1024,
@@ -409,6 +441,35 @@ mod tests {
         assert_eq!(c.store().get(&key, now).unwrap().record.version, ahead);
         let (r, _) = c.handle(store(unix_us(now) + 61_000_000), Instant::now(), now);
         assert!(matches!(r, Err(Rejection::VersionAhead { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_ttl_bound_is_refused_but_never_is_a_lifetime() {
+        let mut c = core(1);
+        let now = SystemTime::now();
+        let store = |key: u8, expires_at_ms: u64| {
+            let mut record = record_at(NodeId([key; 20]), now);
+            record.expires_at_ms = expires_at_ms;
+            env(
+                2,
+                "net",
+                Request::Store {
+                    record,
+                    cached: false,
+                },
+            )
+        };
+        // max_ttl is an hour in these tests, the skew a minute.
+        let (r, _) = c.handle(store(7, unix_ms(now) + 2 * 3_600_000), Instant::now(), now);
+        assert!(
+            matches!(r, Err(Rejection::ExpiryTooFar { max_secs: 3600, .. })),
+            "{r:?}"
+        );
+        assert!(c.store().get(&NodeId([7; 20]), now).is_none());
+        let (r, _) = c.handle(store(8, unix_ms(now) + 3_600_000), Instant::now(), now);
+        assert!(r.is_ok(), "{r:?}");
+        let (r, _) = c.handle(store(9, NEVER), Instant::now(), now);
+        assert!(r.is_ok(), "{r:?}");
     }
 
     #[test]

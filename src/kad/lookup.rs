@@ -13,6 +13,9 @@
 //!   share of the node's RPC slots) all that time. Past the deadline it ends with what it
 //!   has and says so ([`Outcome::gave_up`]); callers must not take its `closest` for the
 //!   true k closest.
+//! - A FIND_VALUE lookup may be asked to go on until several contacts returned the record
+//!   ([`Lookup::wanting`]): a get then answers the newest of them, so one holder that missed
+//!   a write or delete cannot answer for the key alone.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,7 +29,8 @@ use super::store::Record;
 pub enum Mode {
     /// FIND_NODE: the k closest nodes.
     FindNode,
-    /// FIND_VALUE: stop at the first record (live or tombstone).
+    /// FIND_VALUE: stop at the first record (live or tombstone), or at the first
+    /// [`Lookup::wanting`] records.
     FindValue,
     /// FIND_VALUE without stopping: visit the k closest and note who holds which version
     /// (used by Locate, and by Put/Delete to reach stale copies next to the key).
@@ -103,6 +107,8 @@ pub struct Lookup {
     queried: u32,
     deadline: Option<Instant>,
     gave_up: bool,
+    /// FindValue stops once this many contacts returned a record.
+    wanted: usize,
 }
 
 /// A lookup gives up after this many RPC timeouts (see [`Lookup::with_deadline`]).
@@ -132,6 +138,7 @@ impl Lookup {
             queried: 0,
             deadline: None,
             gave_up: false,
+            wanted: 1,
         };
         l.add(seeds, 1);
         l
@@ -142,6 +149,13 @@ impl Lookup {
     /// many timeouts as it has candidates.
     pub fn with_deadline(mut self, at: Instant) -> Self {
         self.deadline = Some(at);
+        self
+    }
+
+    /// A FindValue lookup that goes on until `records` contacts (at least one) returned a
+    /// record, so that the caller can take the newest of them; the paper stops at the first.
+    pub fn wanting(mut self, records: usize) -> Self {
+        self.wanted = records.max(1);
         self
     }
 
@@ -177,7 +191,7 @@ impl Lookup {
                 p.state = State::TimedOut;
             }
         }
-        if self.mode == Mode::FindValue && self.found.is_some() {
+        if self.mode == Mode::FindValue && self.holders.len() >= self.wanted {
             return Poll::Done;
         }
         if self.deadline.is_some_and(|d| d <= now) {
@@ -575,6 +589,46 @@ mod tests {
         let out = l.finish();
         assert_eq!(out.found.unwrap().record, record);
         assert_eq!(out.cache_at, Some(Contact::new(near, "near")));
+    }
+
+    #[test]
+    fn find_value_wanting_two_records_returns_the_newer() {
+        let now = Instant::now();
+        let target = NodeId([0; 20]);
+        let (a, b, c) = (id_at(1), id_at(2), id_at(3));
+        let seeds = vec![
+            Contact::new(a, "a"),
+            Contact::new(b, "b"),
+            Contact::new(c, "c"),
+        ];
+        let mut l = Lookup::new(
+            NodeId([9; 20]),
+            target,
+            seeds,
+            K,
+            1,
+            Duration::from_secs(1),
+            Mode::FindValue,
+        )
+        .wanting(2);
+        let record = |version: u64, tombstone: bool| Record {
+            key: target,
+            value: if tombstone { vec![] } else { b"old".to_vec() },
+            version,
+            expires_at_ms: u64::MAX,
+            tombstone,
+            publisher: a,
+            user_key: "k".into(),
+        };
+        // The first holder missed a delete: its old value does not end the lookup.
+        assert_eq!(l.poll(now), Poll::Query(Contact::new(a, "a")));
+        l.on_success(&a, vec![], Some(record(1, false)));
+        assert_eq!(l.poll(now), Poll::Query(Contact::new(b, "b")));
+        l.on_success(&b, vec![], Some(record(2, true)));
+        assert_eq!(l.poll(now), Poll::Done);
+        let out = l.finish();
+        assert_eq!(out.found.unwrap().record, record(2, true));
+        assert_eq!(out.holders.len(), 2);
     }
 
     fn id_at(distance_byte: u8) -> NodeId {

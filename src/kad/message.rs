@@ -102,4 +102,8 @@ pub enum Rejection {
         ahead_ms: u64,
         max_ms: u64,
     },
+    #[error(
+        "store refused: the record expires in {left_secs} s, more than max_ttl_secs ({max_secs}) allows"
+    )]
+    ExpiryTooFar { left_secs: u64, max_secs: u64 },
 }

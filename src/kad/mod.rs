@@ -3,6 +3,16 @@
 //! Nothing in here performs I/O or reads a clock: time is passed in (`Instant` for timers,
 //! `SystemTime` for record expiry), and work that needs the network is returned as [`Effect`]s
 //! for the driver (`crate::node`) to perform.
+//!
+//! Implementation notes (departures from the paper):
+//! - Record lifetime is that of a key-value service, not the paper's 24-hour soft state
+//!   (section 2.5: records expire 24 hours after publication unless the publisher republishes
+//!   them). A put without a TTL lives until it is deleted ([`store::NEVER`]); a put with a TTL
+//!   expires at that time on every replica, bounded by `max_ttl`. There is no republishing:
+//!   every holder replicates its records to the current k closest nodes every
+//!   `T_REPLICATE`, so no record depends on the node that first accepted it.
+//! - A delete is a tombstone that lives at least `tombstone_grace` and as long as any copy it
+//!   deletes that the delete saw ([`store::tombstone_expiry`]).
 
 pub mod core;
 pub mod id;
@@ -27,10 +37,6 @@ pub const ALPHA: usize = 3;
 pub const T_REFRESH: Duration = Duration::from_secs(3600);
 /// Every node replicates the records it holds this often (paper section 2.5: every hour).
 pub const T_REPLICATE: Duration = Duration::from_secs(3600);
-/// The original publisher republishes its records this often (paper section 2.5: 24 hours).
-pub const T_REPUBLISH: Duration = Duration::from_secs(86_400);
-/// Records expire this long after publication unless republished (paper section 2.5: 24 hours).
-pub const T_EXPIRE: Duration = Duration::from_secs(86_400);
 
 /// Protocol parameters shared by the core and the driver.
 #[derive(Clone, Debug)]
@@ -41,4 +47,6 @@ pub struct Params {
     /// How far ahead of this node's clock a stored record's version may be (see
     /// [`Core::handle`]).
     pub max_clock_skew: Duration,
+    /// Longest finite lifetime a stored record may have left (see [`Core::handle`]).
+    pub max_ttl: Duration,
 }

@@ -1,7 +1,7 @@
 //! Record storage behind the [`RecordStore`] trait, with an in-memory default.
 //!
 //! Records carry a version (last writer wins) and a wall-clock expiry, so that replication,
-//! caching and republishing never bring back an older value over a newer one, nor a deleted
+//! caching and catching up never bring back an older value over a newer one, nor a deleted
 //! key: a delete is a tombstone record that lives until it expires.
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ pub struct Record {
     /// Last-writer-wins version: the coordinating node's hybrid logical clock, in microseconds
     /// since the Unix epoch (its wall clock, moved past every version of the key it saw).
     pub version: u64,
-    /// Wall-clock expiry in milliseconds since the Unix epoch.
+    /// Wall-clock expiry in milliseconds since the Unix epoch; [`NEVER`]: until deleted.
     pub expires_at_ms: u64,
     pub tombstone: bool,
     pub publisher: NodeId,
@@ -37,10 +37,28 @@ impl Record {
         (self.version, self.tombstone, &self.value)
     }
 
+    /// Whether this record wins over `other` (the order every replica settles conflicts by).
+    pub fn supersedes(&self, other: &Record) -> bool {
+        self.precedence() > other.precedence()
+    }
+
     /// Whether two records are the same write (possibly with different expiry).
     fn same_write(&self, other: &Record) -> bool {
         self.precedence() == other.precedence()
     }
+}
+
+/// `Record::expires_at_ms` of a record that lives until it is deleted.
+pub const NEVER: u64 = u64::MAX;
+
+/// When a tombstone written at `now_ms` may expire: after `grace_ms`, and not before any copy
+/// it deletes (`copies`: the expiry of every copy the delete saw) could expire; [`NEVER`] when
+/// one of them never does. A holder the delete missed then finds the tombstone in place
+/// whenever its copy would come back.
+pub fn tombstone_expiry(now_ms: u64, grace_ms: u64, copies: impl IntoIterator<Item = u64>) -> u64 {
+    copies
+        .into_iter()
+        .fold(now_ms.saturating_add(grace_ms), u64::max)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -407,6 +425,26 @@ pub(crate) mod suite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tombstone_outlives_every_copy_it_deletes_and_the_grace() {
+        assert_eq!(tombstone_expiry(1_000, 500, []), 1_500);
+        assert_eq!(tombstone_expiry(1_000, 500, [1_200, 9_000]), 9_000);
+        assert_eq!(tombstone_expiry(1_000, 500, [1_200, NEVER]), NEVER);
+        assert_eq!(tombstone_expiry(u64::MAX - 1, 500, []), NEVER);
+    }
+
+    #[test]
+    fn a_record_that_never_expires_does_not() {
+        let now = SystemTime::now();
+        let mut s = MemoryStore::new(suite::LIMITS);
+        let mut r = suite::rec(1, b"a", 1, false, now);
+        r.expires_at_ms = NEVER;
+        s.put(r, false, now).unwrap();
+        let far = now + Duration::from_secs(100 * 365 * 86_400);
+        assert_eq!(s.expire(far), 0);
+        assert!(s.get(&NodeId([1; 20]), far).is_some());
+    }
 
     #[test]
     fn the_memory_store_passes_the_store_suite() {

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::flow::{Admit, Flow, Outgoing};
 use super::jobs::Jobs;
-use super::maintenance::{JoinState, Published};
+use super::maintenance::JoinState;
 use super::ops::{AfterLookup, Op, Purpose};
 use super::{Command, NodeConfig};
 use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Poll};
@@ -67,7 +67,6 @@ pub(crate) struct Driver {
     pub events: mpsc::UnboundedSender<Event>,
     pub joined: watch::Sender<bool>,
     pub join: JoinState,
-    pub published: HashMap<NodeId, Published>,
     pub pinging: HashSet<NodeId>,
     /// When stale contacts were last pinged (maintenance).
     pub last_stale_probe: Option<Instant>,
@@ -128,7 +127,6 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         events: events_tx,
         joined,
         join: JoinState::default(),
-        published: HashMap::new(),
         pinging: HashSet::new(),
         last_stale_probe: None,
         last_version: 0,
@@ -172,15 +170,10 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
 
 /// How often maintenance runs: a tenth of the shortest interval, between 50 ms and 60 s.
 fn maintenance_tick(cfg: &NodeConfig) -> Duration {
-    let shortest = [
-        cfg.refresh_interval,
-        cfg.replicate_interval,
-        cfg.republish_interval,
-        cfg.record_ttl,
-    ]
-    .into_iter()
-    .min()
-    .unwrap_or(Duration::from_secs(60));
+    let shortest = [cfg.refresh_interval, cfg.replicate_interval]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(60));
     (shortest / 10).clamp(Duration::from_millis(50), Duration::from_secs(60))
 }
 
@@ -423,7 +416,17 @@ impl Driver {
             .core
             .routing()
             .lookup_seeds(&target, self.core.params().k);
-        self.start_lookup_from(target, seeds, mode, then);
+        self.start_lookup_from(target, seeds, mode, 1, then);
+    }
+
+    /// A FIND_VALUE lookup that goes on until `records` contacts returned the record (see
+    /// [`Lookup::wanting`]).
+    pub fn start_read(&mut self, target: NodeId, records: usize, then: AfterLookup) {
+        let seeds = self
+            .core
+            .routing()
+            .lookup_seeds(&target, self.core.params().k);
+        self.start_lookup_from(target, seeds, Mode::FindValue, records, then);
     }
 
     /// Refreshes bucket `index` (paper section 2.3): a node lookup for a random id in its
@@ -434,7 +437,7 @@ impl Driver {
         let target = self.core.id().random_in_bucket(index, &mut self.rng);
         let k = self.core.params().k;
         let seeds = self.core.routing().refresh_seeds(index, &target, k);
-        self.start_lookup_from(target, seeds, Mode::FindNode, AfterLookup::Refresh);
+        self.start_lookup_from(target, seeds, Mode::FindNode, 1, AfterLookup::Refresh);
     }
 
     fn start_lookup_from(
@@ -442,6 +445,7 @@ impl Driver {
         target: NodeId,
         seeds: Vec<Contact>,
         mode: Mode,
+        wanted: usize,
         then: AfterLookup,
     ) {
         let now = self.now();
@@ -456,7 +460,8 @@ impl Driver {
             p.rpc_timeout,
             mode,
         )
-        .with_deadline(now + p.rpc_timeout * LOOKUP_DEADLINE_TIMEOUTS);
+        .with_deadline(now + p.rpc_timeout * LOOKUP_DEADLINE_TIMEOUTS)
+        .wanting(wanted);
         let id = self.next_op;
         self.next_op += 1;
         self.ops.insert(

@@ -1,4 +1,4 @@
-//! Maintenance work (bucket refresh, replication, republishing) as jobs that run at most
+//! Maintenance work (bucket refresh, replication) as jobs that run at most
 //! [`MAX_MAINTENANCE_LOOKUPS`] at a time.
 //!
 //! Every job is one lookup. Timers and events only *queue* jobs; a job is queued once however
@@ -25,8 +25,6 @@ pub(crate) enum Job {
     Refresh(usize),
     /// Store a held record again at the key's k closest nodes (section 2.5).
     Replicate(Key),
-    /// Republish a record this node published (section 2.5).
-    Republish(Key),
 }
 
 /// Counters of the maintenance queue.
@@ -55,7 +53,7 @@ impl Jobs {
         }
         match job {
             Job::Refresh(_) => self.routing.push_back(job),
-            Job::Replicate(_) | Job::Republish(_) => self.records.push_back(job),
+            Job::Replicate(_) => self.records.push_back(job),
         }
         true
     }

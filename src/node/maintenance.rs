@@ -1,5 +1,5 @@
-//! Joining, and the periodic work of the paper: bucket refresh, replication, republishing
-//! and expiry (sections 2.3 and 2.5).
+//! Joining, and the periodic work of the paper: bucket refresh, replication and expiry
+//! (sections 2.3 and 2.5).
 //!
 //! Join: resolve `P2P_REMOTE_HOST` (a name, or a comma-separated list of names) to every
 //! address it stands for, ping them all, learn
@@ -25,9 +25,11 @@
 //! - Stale contacts (section 4.1: kept, unused) are pinged on the same cadence as the gap
 //!   refresh, so peers that were unreachable for a while come back into use without waiting
 //!   for them to send a request first.
-//! - Publishers republish up to one maintenance tick early so a record never lapses between
-//!   its expiry and its republication.
-//! - Refresh, replication and republishing are jobs in a queue that runs a few lookups at a
+//! - There is no republishing by the original publisher (section 2.5): records live until
+//!   deleted or until the TTL their writer gave, and every holder replicates them hourly
+//!   (see `crate::kad`'s notes). A holder whose replication STORE meets a newer version
+//!   fetches it (`repair`), so a node that missed a write or delete catches up.
+//! - Refresh and replication are jobs in a queue that runs a few lookups at a
 //!   time (`jobs`); the paper starts them all at once. Records due for replication are
 //!   queued as room allows; the rest stay due. A range that just opened makes its records
 //!   due, but the store is scanned for them once per burst of openings
@@ -43,8 +45,8 @@ use super::driver::{Driver, Event, RpcDone};
 use super::jobs::Job;
 use super::ops::{AfterLookup, Op, Purpose};
 use crate::kad::lookup::{Mode, Outcome};
-use crate::kad::store::{PutOutcome, unix_ms};
-use crate::kad::{Contact, Key, Record, Request};
+use crate::kad::store::unix_ms;
+use crate::kad::{Contact, Key, Request};
 use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
@@ -72,15 +74,6 @@ pub(crate) struct JoinState {
     pub post_refresh_done: bool,
     /// Addresses at which this node answered its own bootstrap ping.
     pub own_addrs: std::collections::HashSet<String>,
-}
-
-/// A record this node published and must republish.
-#[derive(Clone, Debug)]
-pub(crate) struct Published {
-    pub record: Record,
-    /// The user gave a TTL: the expiry is fixed, republishing does not extend it.
-    pub fixed_expiry: bool,
-    pub last: Instant,
 }
 
 impl Driver {
@@ -350,15 +343,6 @@ impl Driver {
                         None => self.jobs.done(),
                     }
                 }
-                Job::Republish(key) => match self.published.get(&key) {
-                    Some(p) => {
-                        let then = AfterLookup::Republish {
-                            record: p.record.clone(),
-                        };
-                        self.start_lookup(key, Mode::FindNode, then);
-                    }
-                    None => self.jobs.done(),
-                },
             }
         }
     }
@@ -377,9 +361,6 @@ impl Driver {
         if expired > 0 {
             debug!(expired, "expired records");
         }
-        let wall_ms = unix_ms(wall);
-        self.published
-            .retain(|_, p| !(p.fixed_expiry && p.record.expires_at_ms <= wall_ms));
         if !self.is_joined() {
             return;
         }
@@ -411,24 +392,6 @@ impl Driver {
             self.probe_stale();
         }
         self.replicate_due();
-        // Republishing by the original publisher (section 2.5), as queue room allows.
-        let early = self.tick;
-        let mut republishing = 0;
-        for p in self.published.values_mut() {
-            let due = now.saturating_duration_since(p.last) + early >= self.cfg.republish_interval;
-            if !due || !self.jobs.push(Job::Republish(p.record.key)) {
-                continue;
-            }
-            republishing += 1;
-            p.last = now;
-            if !p.fixed_expiry {
-                p.record.expires_at_ms =
-                    wall_ms.saturating_add(self.cfg.record_ttl.as_millis() as u64);
-            }
-        }
-        if republishing > 0 {
-            info!(records = republishing, "republishing records");
-        }
         self.run_jobs();
         // Merge with nodes behind P2P_REMOTE_HOST that this node does not know.
         if self.cfg.remote_host.is_some()
@@ -478,31 +441,6 @@ impl Driver {
         }
         for c in stale {
             self.send(None, Purpose::Oneway, &c, Request::Ping);
-        }
-    }
-
-    pub(crate) fn republish_to(&mut self, record: Record, outcome: Outcome) {
-        let wall = self.wall();
-        for c in outcome.replica_set(self.core.me(), self.cfg.params.k) {
-            if c.id == self.core.id() {
-                if let Ok(PutOutcome::Stale { current_version }) =
-                    self.core.store_mut().put(record.clone(), false, wall)
-                    && current_version > record.version
-                {
-                    self.published.remove(&record.key);
-                }
-            } else {
-                let purpose = Purpose::Republish(record.key);
-                self.send(
-                    None,
-                    purpose,
-                    &c,
-                    Request::Store {
-                        record: record.clone(),
-                        cached: false,
-                    },
-                );
-            }
         }
     }
 }

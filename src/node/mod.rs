@@ -21,6 +21,7 @@ mod jobs;
 mod maintenance;
 mod ops;
 mod persist;
+mod repair;
 
 pub use flow::{FlowStats, MAX_OPERATIONS, MAX_RPCS_IN_FLIGHT, OUTBOX_CAPACITY};
 pub use jobs::{JOB_QUEUE_CAPACITY, JobStats, MAX_MAINTENANCE_LOOKUPS};
@@ -45,12 +46,18 @@ pub struct NodeConfig {
     /// `P2P_REMOTE_HOST`: `None` creates a new network, `Some(name)` joins through it.
     pub remote_host: Option<String>,
     pub params: Params,
-    /// STOREs that must succeed for a put (clamped to the nodes found).
+    /// STOREs that must succeed for a put or delete (fewer only in a smaller network).
     pub quorum: usize,
+    /// Copies a get waits for, the local one included (see `ops`).
+    pub read_quorum: usize,
     pub refresh_interval: Duration,
     pub replicate_interval: Duration,
-    pub republish_interval: Duration,
-    pub record_ttl: Duration,
+    /// Lifetime of a put without a TTL; `None`: until deleted.
+    pub record_ttl: Option<Duration>,
+    /// Longest TTL a put may ask for.
+    pub max_ttl: Duration,
+    /// Shortest life of a tombstone.
+    pub tombstone_grace: Duration,
     /// Longest life of a cached copy; 0 disables caching.
     pub cache_ttl: Duration,
     pub max_value_bytes: usize,

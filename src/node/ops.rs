@@ -3,8 +3,12 @@
 //! Put and Delete run a survey lookup (FIND_VALUE to the k closest without stopping at the
 //! first record), then STORE at the k closest nodes (this node included when it is one of
 //! them) and at any node the survey saw holding an older copy; they succeed when
-//! `min(quorum, nodes found)` STOREs succeeded. Get reads the local store, then runs a
-//! FIND_VALUE lookup and caches the value at the closest node on the path that lacked it.
+//! `min(quorum, nodes this node knows)` STOREs succeeded; otherwise they fail saying the write
+//! may be partially applied (it is not rolled back: versions order it, and a retry or a later
+//! write supersedes it). Get runs a FIND_VALUE lookup until
+//! `read_quorum` copies answered (the local copy counts as one), answers the newest, repairs
+//! the older copies it saw (read repair), and caches the value at the closest node on the
+//! path that lacked it.
 //! When a lookup contacted peers and none answered, and some peer did answer this node
 //! before, Put, Delete, Get and Locate fail with UNAVAILABLE instead of acting on this node
 //! alone (the node is cut off, or everyone it knew is down).
@@ -15,17 +19,32 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::driver::{Driver, RpcDone};
-use super::maintenance::Published;
 use super::{
     BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, MAX_OPERATIONS, NodeInfo, NodeLoad,
     RouteEntry, WriteResult,
 };
 use crate::error::DhtError;
 use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Outcome};
-use crate::kad::store::{PutOutcome, unix_ms};
+use crate::kad::store::{NEVER, PutOutcome, tombstone_expiry, unix_ms};
 use crate::kad::{NodeId, Record, Request, Response};
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
+
+/// A get's answer from this node's own copy.
+fn local_answer(key: String, record: &Record) -> Result<GetResult, DhtError> {
+    if record.tombstone {
+        return Err(DhtError::NotFound(key));
+    }
+    Ok(GetResult {
+        key_id: record.key,
+        value: record.value.clone(),
+        version: record.version,
+        expires_at_ms: record.expires_at_ms,
+        local: true,
+        hops: 0,
+        queried: 0,
+    })
+}
 
 /// Why an RPC was sent, which decides what its result feeds.
 #[derive(Clone, Debug)]
@@ -34,8 +53,11 @@ pub(crate) enum Purpose {
     Store,
     PingLru,
     Bootstrap,
-    /// A STORE whose answer only matters to the publisher (republish).
-    Republish(NodeId),
+    /// A replication STORE: an answer saying a newer version exists makes this node fetch
+    /// it (its own copy is outdated: it missed a write or a delete).
+    Replicate(NodeId),
+    /// A FIND_VALUE for a newer version of a record this node holds.
+    Adopt(NodeId),
     Oneway,
 }
 
@@ -48,8 +70,6 @@ pub(crate) enum AfterLookup {
     },
     Write {
         record: Record,
-        /// The user gave a TTL (see [`Published::fixed_expiry`]).
-        fixed_expiry: bool,
         reply: Reply<WriteResult>,
     },
     Locate {
@@ -58,9 +78,6 @@ pub(crate) enum AfterLookup {
     Join,
     Refresh,
     Replicate {
-        record: Record,
-    },
-    Republish {
         record: Record,
     },
 }
@@ -74,7 +91,6 @@ pub(crate) enum Op {
     },
     Store {
         record: Record,
-        fixed_expiry: bool,
         pending: usize,
         stored_at: Vec<String>,
         newer: u64,
@@ -232,23 +248,29 @@ impl Driver {
         if let Some(e) = self.cannot_start() {
             return drop(reply.send(Err(e)));
         }
-        let ttl = ttl.filter(|t| !t.is_zero());
-        let life = ttl.unwrap_or(self.cfg.record_ttl);
+        let ttl = ttl.filter(|t| !t.is_zero()).or(self.cfg.record_ttl);
+        if let Some(ttl) = ttl.filter(|t| *t > self.cfg.max_ttl) {
+            let msg = format!(
+                "ttl_seconds {} exceeds max_ttl_secs ({}); omit it for a value that lives until deleted",
+                ttl.as_secs(),
+                self.cfg.max_ttl.as_secs()
+            );
+            return drop(reply.send(Err(DhtError::InvalidArgument(msg))));
+        }
+        let expires_at_ms = match ttl {
+            Some(ttl) => unix_ms(self.wall()).saturating_add(ttl.as_millis() as u64),
+            None => NEVER,
+        };
         let record = Record {
             key: key_id,
             value,
             version: self.next_version(),
-            expires_at_ms: unix_ms(self.wall()).saturating_add(life.as_millis() as u64),
+            expires_at_ms,
             tombstone: false,
             publisher: self.core.id(),
             user_key: key,
         };
-        let fixed_expiry = ttl.is_some();
-        let then = AfterLookup::Write {
-            record,
-            fixed_expiry,
-            reply,
-        };
+        let then = AfterLookup::Write { record, reply };
         self.start_lookup(key_id, Mode::Survey, then);
     }
 
@@ -260,23 +282,18 @@ impl Driver {
         if let Some(e) = self.cannot_start() {
             return drop(reply.send(Err(e)));
         }
-        // A tombstone must outlive any republish of the value it replaces.
-        let life = self.cfg.record_ttl.max(self.cfg.republish_interval);
+        // The expiry is settled once the survey has seen the copies it deletes
+        // (`write_replicas`).
         let record = Record {
             key: key_id,
             value: Vec::new(),
             version: self.next_version(),
-            expires_at_ms: unix_ms(self.wall()).saturating_add(life.as_millis() as u64),
+            expires_at_ms: unix_ms(self.wall()),
             tombstone: true,
             publisher: self.core.id(),
             user_key: key,
         };
-        // fixed_expiry only matters for values the node republishes, not for tombstones.
-        let then = AfterLookup::Write {
-            record,
-            fixed_expiry: true,
-            reply,
-        };
+        let then = AfterLookup::Write { record, reply };
         self.start_lookup(key_id, Mode::Survey, then);
     }
 
@@ -286,35 +303,30 @@ impl Driver {
             Err(e) => return drop(reply.send(Err(e))),
         };
         let wall = self.wall();
-        if let Some(stored) = self.core.store().get(&key_id, wall) {
-            let r = &stored.record;
-            let result = if r.tombstone {
-                Err(DhtError::NotFound(key))
-            } else {
-                Ok(GetResult {
-                    key_id,
-                    value: r.value.clone(),
-                    version: r.version,
-                    expires_at_ms: r.expires_at_ms,
-                    local: true,
-                    hops: 0,
-                    queried: 0,
-                })
-            };
-            return drop(reply.send(result));
+        let local = self
+            .core
+            .store()
+            .get(&key_id, wall)
+            .map(|s| (s.record.clone(), s.cached));
+        // The local copy counts as one of the copies the get waits for (a cached one does
+        // not); a node that has not joined yet (just restarted) serves what it holds.
+        let wanted = self.cfg.read_quorum.saturating_sub(usize::from(
+            local.as_ref().is_some_and(|(_, cached)| !cached),
+        ));
+        if let Some((record, _)) = &local
+            && (wanted == 0 || !self.is_joined())
+        {
+            return drop(reply.send(local_answer(key, record)));
         }
         if let Some(e) = self.cannot_start() {
             return drop(reply.send(Err(e)));
         }
-        self.start_lookup(
-            key_id,
-            Mode::FindValue,
-            AfterLookup::Get {
-                key,
-                reply,
-                started: self.now(),
-            },
-        );
+        let then = AfterLookup::Get {
+            key,
+            reply,
+            started: self.now(),
+        };
+        self.start_read(key_id, wanted, then);
     }
 
     pub(crate) fn after_lookup(&mut self, outcome: Outcome, then: AfterLookup) {
@@ -324,11 +336,7 @@ impl Driver {
                 reply,
                 started,
             } => self.finish_get(key, outcome, reply, started),
-            AfterLookup::Write {
-                record,
-                fixed_expiry,
-                reply,
-            } => self.write_replicas(record, fixed_expiry, outcome, reply),
+            AfterLookup::Write { record, reply } => self.write_replicas(record, outcome, reply),
             AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
             AfterLookup::Join => self.joined_lookup_done(outcome),
             AfterLookup::Refresh => self.job_done(),
@@ -337,7 +345,7 @@ impl Driver {
                     if c.id != self.core.id() {
                         self.send(
                             None,
-                            Purpose::Oneway,
+                            Purpose::Replicate(record.key),
                             &c,
                             Request::Store {
                                 record: record.clone(),
@@ -348,13 +356,11 @@ impl Driver {
                 }
                 self.job_done();
             }
-            AfterLookup::Republish { record } => {
-                self.republish_to(record, outcome);
-                self.job_done();
-            }
         }
     }
 
+    /// Answers a get with the newest copy among the local one and those the lookup found,
+    /// and repairs the copies it saw that are older (read repair).
     fn finish_get(
         &mut self,
         key: String,
@@ -362,22 +368,46 @@ impl Driver {
         reply: Reply<GetResult>,
         started: Instant,
     ) {
-        let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
-        let Some(found) = outcome.found else {
-            if let Some(e) = self.cut_off(&outcome, "cannot tell whether it exists") {
-                return drop(reply.send(Err(e)));
-            }
+        let wall = self.wall();
+        let local = self
+            .core
+            .store()
+            .get(&outcome.target, wall)
+            .map(|s| s.record.clone());
+        let found = outcome.found.as_ref().map(|f| &f.record);
+        let newest = match (&local, found) {
+            (Some(l), Some(f)) if f.supersedes(l) => Some(f.clone()),
+            (Some(l), _) => Some(l.clone()),
+            (None, f) => f.cloned(),
+        };
+        // Cut off, the local copy alone must not answer for the key: it may be one that
+        // missed a write or a delete while this node was away.
+        if found.is_none()
+            && let Some(e) = self.cut_off(&outcome, "cannot tell whether it exists")
+        {
+            return drop(reply.send(Err(e)));
+        }
+        let Some(newest) = newest else {
             debug!(key, queried = outcome.queried, "get: not found");
             return drop(reply.send(Err(DhtError::NotFound(key))));
         };
-        let record = found.record;
-        if record.tombstone {
+        self.repair(&newest, &outcome, local.as_ref());
+        let answered_locally = local.as_ref() == Some(&newest);
+        if answered_locally {
+            return drop(reply.send(local_answer(key, &newest)));
+        }
+        let found = outcome
+            .found
+            .as_ref()
+            .expect("the newest copy was found remotely");
+        if newest.tombstone {
             return drop(reply.send(Err(DhtError::NotFound(key))));
         }
         debug!(key, hops = found.hop, queried = outcome.queried, elapsed = ?started.elapsed(), "get: found");
+        let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
         if let Some((target, life)) = placement {
-            let mut cached = record.clone();
-            let until = unix_ms(self.wall()).saturating_add(life);
+            let mut cached = newest.clone();
+            let until = unix_ms(wall).saturating_add(life);
             cached.expires_at_ms = cached.expires_at_ms.min(until);
             let body = Request::Store {
                 record: cached,
@@ -386,14 +416,39 @@ impl Driver {
             self.send(None, Purpose::Oneway, &target, body);
         }
         let _ = reply.send(Ok(GetResult {
-            key_id: record.key,
-            value: record.value,
-            version: record.version,
-            expires_at_ms: record.expires_at_ms,
+            key_id: newest.key,
+            value: newest.value,
+            version: newest.version,
+            expires_at_ms: newest.expires_at_ms,
             local: false,
             hops: found.hop,
             queried: outcome.queried,
         }));
+    }
+
+    /// Read repair: the holders the lookup saw with an older copy than `newest` are sent it,
+    /// and this node keeps it if its own copy is older.
+    fn repair(&mut self, newest: &Record, outcome: &Outcome, local: Option<&Record>) {
+        if local.is_some_and(|l| newest.supersedes(l)) {
+            let wall = self.wall();
+            if let Err(e) = self.core.accept(newest.clone(), wall) {
+                warn!(key = %newest.key.short(), error = %e, "read repair: refused the newer copy");
+            }
+        }
+        let stale: Vec<_> = outcome
+            .holders
+            .iter()
+            .filter(|(_, held)| newest.supersedes(held))
+            .map(|(holder, _)| holder.clone())
+            .collect();
+        for holder in stale {
+            debug!(key = %newest.key.short(), to = %holder.addr, "read repair");
+            let body = Request::Store {
+                record: newest.clone(),
+                cached: false,
+            };
+            self.send(None, Purpose::Oneway, &holder, body);
+        }
     }
 
     fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
@@ -432,13 +487,7 @@ impl Driver {
     }
 
     /// Stores a put's or delete's record at its replica set.
-    fn write_replicas(
-        &mut self,
-        mut record: Record,
-        fixed_expiry: bool,
-        outcome: Outcome,
-        reply: Reply<WriteResult>,
-    ) {
+    fn write_replicas(&mut self, mut record: Record, outcome: Outcome, reply: Reply<WriteResult>) {
         if let Some(e) = self.cut_off(&outcome, "nothing was written") {
             // The quorum is clamped to the nodes that answered; with none, this node alone
             // would "succeed" and the value would be lost to the rest of the network.
@@ -448,17 +497,29 @@ impl Driver {
         // says (peers refuse versions too far ahead of their clocks, so this stays near real
         // time).
         let wall = self.wall();
-        let local = self
-            .core
-            .store()
-            .get(&record.key, wall)
-            .map(|s| s.record.version);
+        let held = self.core.store().get(&record.key, wall);
+        let local = held.map(|s| s.record.version);
+        let local_expiry = held.map(|s| s.record.expires_at_ms);
         let seen = outcome.found.as_ref().map(|f| f.record.version).max(local);
         if let Some(seen) = seen.filter(|v| *v >= record.version) {
             record.version = self.version_after(seen);
         }
+        if record.tombstone {
+            // Shadow the key as long as any copy this delete saw could live.
+            let copies = outcome
+                .holders
+                .iter()
+                .map(|(_, r)| r.expires_at_ms)
+                .chain(local_expiry);
+            let grace = self.cfg.tombstone_grace.as_millis() as u64;
+            record.expires_at_ms = tombstone_expiry(unix_ms(wall), grace, copies);
+        }
         let replicas = outcome.replica_set(self.core.me(), self.cfg.params.k);
-        let needed = self.cfg.quorum.min(replicas.len()).max(1);
+        // The quorum shrinks only for a network smaller than it, as far as this node knows
+        // (its contacts, stale ones included, and itself), not for nodes that did not answer.
+        let routing = self.core.routing();
+        let known = routing.len() + routing.stale_len() + 1;
+        let needed = self.cfg.quorum.min(known).max(1);
         let mut stored_at = Vec::new();
         let mut newer = 0;
         let mut pending = 0;
@@ -501,7 +562,6 @@ impl Driver {
         }
         let id = self.new_op(Op::Store {
             record,
-            fixed_expiry,
             pending,
             stored_at,
             newer,
@@ -538,36 +598,12 @@ impl Driver {
         self.maybe_finish_store(op);
     }
 
-    /// A write succeeded: this node republishes a value it wrote, and stops republishing a
-    /// key it deleted. Done only on success, so a write the client was told failed never
-    /// comes back through republication; versions keep concurrent writes in order.
-    fn now_published(&mut self, record: &Record, fixed_expiry: bool) {
-        let newer_known = self
-            .published
-            .get(&record.key)
-            .is_some_and(|p| p.record.version > record.version);
-        if newer_known {
-            return;
-        }
-        if record.tombstone {
-            self.published.remove(&record.key);
-        } else {
-            let published = Published {
-                record: record.clone(),
-                fixed_expiry,
-                last: self.now(),
-            };
-            self.published.insert(record.key, published);
-        }
-    }
-
     fn maybe_finish_store(&mut self, op: u64) {
         if !matches!(self.ops.get(&op), Some(Op::Store { pending: 0, .. })) {
             return;
         }
         let Some(Op::Store {
             record,
-            fixed_expiry,
             stored_at,
             newer,
             needed,
@@ -578,21 +614,19 @@ impl Driver {
             return;
         };
         let result = if stored_at.len() >= needed {
-            self.now_published(&record, fixed_expiry);
             Ok(WriteResult {
                 key_id: record.key,
                 version: record.version,
                 stored_at,
             })
         } else if newer > record.version {
-            self.published.remove(&record.key);
             Err(DhtError::Aborted(format!(
                 "a newer version ({newer}) of key {:?} exists; this write ({}) was not applied",
                 record.user_key, record.version
             )))
         } else {
             Err(DhtError::Unavailable(format!(
-                "stored on {} node(s), fewer than the quorum of {needed}",
+                "stored on {} node(s), fewer than the quorum of {needed}: the write may be partially applied (the nodes that stored it keep it, and replication spreads it); retry it",
                 stored_at.len()
             )))
         };
@@ -640,21 +674,8 @@ impl Driver {
                 }
             }
             Purpose::Bootstrap => self.on_bootstrap_ping(done),
-            Purpose::Republish(key) => {
-                if let Ok(reply) = &done.result
-                    && let Response::Stored {
-                        stored: false,
-                        current_version,
-                    } = reply.body
-                    && self
-                        .published
-                        .get(&key)
-                        .is_some_and(|p| p.record.version < current_version)
-                {
-                    debug!(key = %key.short(), "a newer version exists: no longer republishing");
-                    self.published.remove(&key);
-                }
-            }
+            Purpose::Replicate(key) => self.on_replicated(key, &done),
+            Purpose::Adopt(key) => self.on_adopt(key, &done),
             Purpose::Oneway => {}
         }
     }
