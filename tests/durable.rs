@@ -3,10 +3,13 @@
 //! id, and nodes rejoin through their saved contacts although `P2P_REMOTE_HOST` is down.
 //! Also: a data dir locked by a running node is refused with an error naming it.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use kademlia::pb::dht_client::DhtClient;
 use kademlia::pb::{GetRequest, InfoRequest, InfoResponse, PutRequest};
 
@@ -20,14 +23,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(port: u16, remote: &str, dir: &Path) -> Proc {

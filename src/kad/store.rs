@@ -131,6 +131,15 @@ pub trait RecordStore: Send {
     }
     /// Every stored record, borrowed (replication and hand-off pick a few and clone those).
     fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_>;
+    /// Whether puts since the last [`flush`](Self::flush) still have to be made durable (a
+    /// store that commits in batches). Their acknowledgements must wait for the flush.
+    fn unflushed(&self) -> bool {
+        false
+    }
+    /// Makes every put since the last flush durable, or undoes them all and says why.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Limits of the in-memory store.

@@ -15,16 +15,20 @@ use super::maintenance::JoinState;
 use super::ops::{AfterLookup, Op, Purpose};
 use super::{Command, NodeConfig};
 use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Poll};
-use crate::kad::store::unix_us;
+use crate::kad::store::{StoreError, unix_us};
 use crate::kad::{
     Contact, Core, Effect, Envelope, MemoryStore, NodeId, RecordStore, Rejection, Reply, Request,
-    StoreLimits,
+    Response, StoreLimits,
 };
 use crate::net::{Inbound, Transport, TransportError};
 
 /// How long a range that just opened waits before its records are looked for, so that the
 /// openings of one burst (a partition healing) cost one scan of the store.
 const REPLICATE_SCAN_DELAY: Duration = Duration::from_millis(250);
+/// Peer requests handled in one turn of the loop at most (their writes share one commit).
+const INBOUND_BATCH: usize = 64;
+
+type InboundReply = tokio::sync::oneshot::Sender<Result<Reply, Rejection>>;
 
 /// The channels and settings a driver starts from.
 pub(crate) struct Parts {
@@ -85,6 +89,10 @@ pub(crate) struct Driver {
     pub saved_contacts: Vec<Contact>,
     /// The contacts last saved to the data dir (sorted by id).
     pub contacts_saved: Vec<Contact>,
+    /// Answers to peer requests waiting for the store's commit ([`Driver::flush_store`]).
+    pub held_replies: Vec<(InboundReply, Result<Reply, Rejection>)>,
+    /// Why a commit earlier in this turn failed (see [`Driver::commit`]).
+    pub commit_failed: Option<StoreError>,
 }
 
 /// Runs a node until `shutdown` completes.
@@ -138,6 +146,8 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         replicate_scan_at: None,
         saved_contacts,
         contacts_saved: Vec::new(),
+        held_replies: Vec::new(),
+        commit_failed: None,
     };
     info!(node = %d.core.id(), addr = %d.cfg.addr, network = %d.cfg.network_id, "node starting");
     d.start_join();
@@ -157,13 +167,25 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         tokio::select! {
             _ = &mut shutdown => break,
             Some(ev) = events_rx.recv() => d.on_event(ev),
-            Some(req) = inbound.recv() => d.on_inbound(req),
+            Some(req) = inbound.recv() => {
+                // Requests that arrived together are handled together, so that their STOREs
+                // share one commit to the data dir.
+                d.on_inbound(req);
+                for _ in 1..INBOUND_BATCH {
+                    match inbound.try_recv() {
+                        Ok(req) => d.on_inbound(req),
+                        Err(_) => break,
+                    }
+                }
+            }
             Some(cmd) = commands.recv() => d.on_command(cmd),
             _ = ticker.tick() => d.maintenance(),
             _ = sleep => d.on_wake(),
         }
+        d.flush_store();
     }
     let _ = d.joined.send(false);
+    d.flush_store();
     d.save_contacts();
     info!(node = %d.core.id(), "node stopped");
 }
@@ -255,11 +277,53 @@ impl Driver {
         let (now, wall) = (self.now(), self.wall());
         let sender = envelope.sender.addr.clone();
         let (result, effects) = self.core.handle(envelope, now, wall);
-        if let Err(e @ Rejection::VersionAhead { .. }) = &result {
+        if let Err(e @ (Rejection::VersionAhead { .. } | Rejection::ExpiryTooFar { .. })) = &result
+        {
             warn!(from = %sender, "{e}");
         }
-        let _ = reply.send(result);
+        // While the store has writes to commit, every answer waits for the commit: none may
+        // acknowledge (or show) a record that is not on disk yet.
+        if self.core.store().unflushed() {
+            self.held_replies.push((reply, result));
+        } else {
+            let _ = reply.send(result);
+        }
         self.perform(effects);
+    }
+
+    /// Commits the store's pending writes now; a failure (which undoes them all, held ones
+    /// included) is remembered for [`Driver::flush_store`].
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        let result = self.core.store_mut().flush();
+        if let Err(e) = &result {
+            self.commit_failed = Some(e.clone());
+        }
+        result
+    }
+
+    /// Commits the store's pending writes (one fsync for all of them), then sends the answers
+    /// that waited for it; if the commit failed, the writes were undone and the answers that
+    /// acknowledged one say so instead.
+    pub fn flush_store(&mut self) {
+        // A commit earlier in this turn that failed undid the held writes too.
+        let flushed = self.commit();
+        let flushed = match self.commit_failed.take() {
+            Some(e) => Err(e),
+            None => flushed,
+        };
+        for (reply, result) in self.held_replies.drain(..) {
+            let result = match (&flushed, result) {
+                (
+                    Err(e),
+                    Ok(Reply {
+                        body: Response::Stored { stored: true, .. },
+                        ..
+                    }),
+                ) => Err(Rejection::Store(e.clone())),
+                (_, result) => result,
+            };
+            let _ = reply.send(result);
+        }
     }
 
     /// Carries out the core's effects.

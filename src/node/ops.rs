@@ -542,7 +542,10 @@ impl Driver {
         for c in &replicas {
             if c.id == me {
                 let wall = self.wall();
-                match self.core.store_mut().put(record.clone(), false, wall) {
+                // This node's own copy counts towards the quorum once it is on disk.
+                let put = self.core.store_mut().put(record.clone(), false, wall);
+                let put = put.and_then(|o| self.commit().map(|()| o));
+                match put {
                     Ok(PutOutcome::Stored) => stored_at.push(c.addr.clone()),
                     Ok(PutOutcome::Stale { current_version }) => newer = newer.max(current_version),
                     Err(e) => warn!(error = %e, "local store refused a record"),

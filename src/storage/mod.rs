@@ -9,8 +9,8 @@
 //! dir. It was chosen over an LSM engine (fjall) because the node's write rate is bounded by
 //! the network, not the disk, and one file with one lock is simpler to operate and back up.
 //!
-//! Fsync policy: every accepted record is committed with `Durability::Immediate` before it is
-//! acknowledged (see [`records`]); contacts are saved when they changed, after joining and at
+//! Fsync policy: accepted records are committed with `Durability::Immediate` before they are
+//! acknowledged, those that arrive together in one transaction (see [`records`]); contacts are saved when they changed, after joining and at
 //! most once per maintenance tick, and on shutdown (losing the last few to a crash only costs
 //! a slower rejoin).
 //!
@@ -311,6 +311,11 @@ mod tests {
             let mut short = rec(2, b"short", 1, false, now);
             short.expires_at_ms = crate::kad::store::unix_ms(now) + 50;
             store.put(short, false, now).unwrap();
+            store.flush().unwrap();
+            // An unflushed put is not on disk (its acknowledgement waits for the flush).
+            let unflushed = rec(1, b"unflushed", 6, false, now);
+            store.put(unflushed, false, now).unwrap();
+            assert!(store.unflushed());
             let contacts = vec![
                 Contact::new(NodeId([7; 20]), "node-7:50051").with_incarnation(3),
                 Contact::new(NodeId([8; 20]), "node-8:50051"),
@@ -331,7 +336,7 @@ mod tests {
             (kept.record.value.as_slice(), kept.record.version),
             (&b"kept"[..], 5)
         );
-        // The expired one was dropped, from disk too.
+        // The expired one was dropped, from disk too; the unflushed write never got there.
         assert_eq!(store.len(), 1);
         drop((store, dir));
         let db = Database::open(tmp.path().join(DB_FILE)).unwrap();

@@ -1,10 +1,14 @@
-//! [`DurableStore`]: the in-memory store, written through to the data dir.
+//! [`DurableStore`]: the in-memory store, committed to the data dir in batches.
 //!
-//! Every record the node accepts is committed to redb (one write transaction with
-//! `Durability::Immediate`, i.e. fsync) before the store reports it stored, so a STORE or a
-//! local put is acknowledged only once it is on disk. If the commit fails, the in-memory
-//! entry is put back as it was and the write is refused (`StoreError::Io`): nothing is
-//! acknowledged that is not durable.
+//! A put changes the in-memory copy at once and marks the key unflushed; [`flush`] commits
+//! every unflushed key in one redb write transaction with `Durability::Immediate` (an fsync).
+//! The driver flushes after each batch of peer requests and holds their answers until the
+//! flush, and flushes a coordinator's own copy before counting it towards a write's quorum:
+//! nothing is acknowledged that is not on disk. One fsync then covers every STORE that
+//! arrived together (group commit) instead of one each. If the commit fails, every put of the
+//! batch is undone in memory and the held answers become errors (`StoreError::Io`).
+//!
+//! [`flush`]: RecordStore::flush
 //!
 //! Implementation notes:
 //! - Reads are served from the in-memory copy, loaded from disk when the node starts: the data
@@ -15,6 +19,7 @@
 //! - Expired records are deleted from disk by the periodic expiry and when the node starts, so
 //!   the data dir does not grow without bound (redb reuses the freed pages).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -31,6 +36,8 @@ pub(super) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub struct DurableStore {
     mem: MemoryStore,
     db: Arc<Database>,
+    /// Keys put since the last flush, with their entry before the first of those puts.
+    undo: HashMap<Key, Option<Stored>>,
 }
 
 impl std::fmt::Debug for DurableStore {
@@ -69,7 +76,7 @@ impl DurableStore {
                 Ok(t) => t,
                 // A data dir that never held a record.
                 Err(redb::TableError::TableDoesNotExist(_)) => {
-                    return Ok(DurableStore { mem, db });
+                    return Ok(DurableStore::new(mem, db));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -93,16 +100,30 @@ impl DurableStore {
                 }
             }
         }
-        let store = DurableStore { mem, db };
+        let store = DurableStore::new(mem, db);
         store.delete(&expired).map_err(LoadError::Db)?;
         Ok(store)
     }
 
-    fn write(&self, s: &Stored) -> Result<(), redb::Error> {
+    fn new(mem: MemoryStore, db: Arc<Database>) -> Self {
+        DurableStore {
+            mem,
+            db,
+            undo: HashMap::new(),
+        }
+    }
+
+    /// Writes the current entry of every unflushed key in one transaction.
+    fn commit(&self) -> Result<(), redb::Error> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(RECORDS)?;
-            table.insert(&s.record.key.0[..], &codec::encode_record(s)[..])?;
+            for key in self.undo.keys() {
+                match self.mem.entry(key) {
+                    Some(s) => table.insert(&key.0[..], &codec::encode_record(s)[..])?,
+                    None => table.remove(&key.0[..])?,
+                };
+            }
         }
         txn.commit()?;
         Ok(())
@@ -147,12 +168,7 @@ impl RecordStore for DurableStore {
         let before = self.mem.entry(&key).cloned();
         let outcome = self.mem.put(record, cached, now)?;
         if outcome == PutOutcome::Stored {
-            let now_stored = self.mem.entry(&key).expect("just stored");
-            if let Err(e) = self.write(now_stored) {
-                self.mem.restore(key, before);
-                tracing::error!(key = %key, error = %e, "cannot persist a record; refused it");
-                return Err(StoreError::Io(e.to_string()));
-            }
+            self.undo.entry(key).or_insert(before);
         }
         Ok(outcome)
     }
@@ -180,5 +196,24 @@ impl RecordStore for DurableStore {
 
     fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_> {
         self.mem.iter()
+    }
+
+    fn unflushed(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.undo.is_empty() {
+            return Ok(());
+        }
+        let result = self.commit();
+        let undo = std::mem::take(&mut self.undo);
+        result.map_err(|e| {
+            tracing::error!(records = undo.len(), error = %e, "cannot persist records: undoing them");
+            for (key, before) in undo {
+                self.mem.restore(key, before);
+            }
+            StoreError::Io(e.to_string())
+        })
     }
 }

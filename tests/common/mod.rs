@@ -204,3 +204,12 @@ pub async fn loopback_listener() -> (tokio::net::TcpListener, String) {
     let addr = l.local_addr().expect("local addr").to_string();
     (l, addr)
 }
+
+/// A loopback port free right now (for processes that must be told their port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
