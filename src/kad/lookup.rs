@@ -317,6 +317,16 @@ impl Lookup {
     }
 }
 
+/// The `k` nodes closest to `key` among `found` and `me`, closest first.
+pub fn replica_set(found: &[Contact], key: &NodeId, me: &Contact, k: usize) -> Vec<Contact> {
+    let mut all = found.to_vec();
+    all.push(me.clone());
+    all.sort_by_key(|c| c.id.distance(key));
+    all.dedup_by_key(|c| c.id);
+    all.truncate(k);
+    all
+}
+
 impl Outcome {
     /// The lookup queried contacts and none of them answered. When some contact did answer
     /// this node before (`RoutingTable::any_answered`), the node is cut off, or every peer it
@@ -329,12 +339,13 @@ impl Outcome {
     /// The k nodes closest to the target among those that answered and `me`: where a record
     /// for the target is stored (this node included when it is one of them).
     pub fn replica_set(&self, me: &Contact, k: usize) -> Vec<Contact> {
-        let mut all = self.closest.clone();
-        all.push(me.clone());
-        all.sort_by_key(|c| c.id.distance(&self.target));
-        all.dedup_by_key(|c| c.id);
-        all.truncate(k);
-        all
+        self.replica_set_for(&self.target, me, k)
+    }
+
+    /// The same for another key near the target (replication of a group of keys, see
+    /// [`super::replication`]): the nodes found, ranked by distance to `key`.
+    pub fn replica_set_for(&self, key: &NodeId, me: &Contact, k: usize) -> Vec<Contact> {
+        replica_set(&self.closest, key, me, k)
     }
 
     /// Where to cache a found record and for how long (paper section 2.5): at the closest

@@ -18,6 +18,7 @@ pub mod core;
 pub mod id;
 pub mod lookup;
 pub mod message;
+pub mod replication;
 pub mod routing;
 pub mod store;
 

@@ -22,7 +22,7 @@ use super::grpc::client::status_error;
 use super::grpc::convert;
 use super::{Inbound, Transport, TransportError};
 use crate::error::rejection_status;
-use crate::kad::{Envelope, Reply};
+use crate::kad::{Envelope, Reply, Request};
 
 /// Requests a slow node lets wait for it at most (see [`MemoryNetwork::set_service_time`]);
 /// more are refused as overloaded, as a full accept queue would.
@@ -62,6 +62,8 @@ impl State {
 struct Counters {
     sent: AtomicU64,
     in_flight: AtomicU64,
+    find_node: AtomicU64,
+    store: AtomicU64,
 }
 
 /// A snapshot of a [`MemoryNetwork`]'s counters.
@@ -71,6 +73,10 @@ pub struct NetStats {
     pub sent: u64,
     /// Requests sent whose reply (or failure) has not come back yet.
     pub in_flight: u64,
+    /// FIND_NODE requests among `sent` (lookups for joins, refreshes and replication).
+    pub find_node: u64,
+    /// STORE requests among `sent`.
+    pub store: u64,
 }
 
 /// The shared "network" that in-memory transports send through.
@@ -133,6 +139,8 @@ impl MemoryNetwork {
         NetStats {
             sent: c.sent.load(Ordering::Relaxed),
             in_flight: c.in_flight.load(Ordering::Relaxed),
+            find_node: c.find_node.load(Ordering::Relaxed),
+            store: c.store.load(Ordering::Relaxed),
         }
     }
 
@@ -178,6 +186,11 @@ impl Transport for MemoryTransport {
         };
         let counters = self.net.counters.clone();
         counters.sent.fetch_add(1, Ordering::Relaxed);
+        match env.body {
+            Request::FindNode { .. } => counters.find_node.fetch_add(1, Ordering::Relaxed),
+            Request::Store { .. } => counters.store.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         let in_flight = InFlight::new(counters.clone());
         async move {
             let _in_flight = in_flight;

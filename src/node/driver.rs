@@ -85,6 +85,9 @@ pub(crate) struct Driver {
     /// When to look for records due for replication (set by ranges that just opened, so that
     /// many openings at once cost one scan of the store).
     pub replicate_scan_at: Option<Instant>,
+    /// The next regular look for records due for replication (finer than the maintenance
+    /// tick, so that holders' staggered turns stay apart: see `replicate_due`).
+    pub next_replicate_scan: Option<Instant>,
     /// Contacts saved in the data dir when the node last ran (pinged when joining).
     pub saved_contacts: Vec<Contact>,
     /// The contacts last saved to the data dir (sorted by id).
@@ -93,6 +96,8 @@ pub(crate) struct Driver {
     pub held_replies: Vec<(InboundReply, Result<Reply, Rejection>)>,
     /// Why a commit earlier in this turn failed (see [`Driver::commit`]).
     pub commit_failed: Option<StoreError>,
+    /// Keys of each replication group whose job is queued (see `replicate_due`).
+    pub replication_groups: HashMap<NodeId, Vec<NodeId>>,
 }
 
 /// Runs a node until `shutdown` completes.
@@ -144,10 +149,12 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         flow: Flow::default(),
         jobs: Jobs::default(),
         replicate_scan_at: None,
+        next_replicate_scan: None,
         saved_contacts,
         contacts_saved: Vec::new(),
         held_replies: Vec::new(),
         commit_failed: None,
+        replication_groups: HashMap::new(),
     };
     info!(node = %d.core.id(), addr = %d.cfg.addr, network = %d.cfg.network_id, "node starting");
     d.start_join();
@@ -236,6 +243,7 @@ impl Driver {
             .chain(self.join.retry_at)
             .chain(self.join.post_refresh_at)
             .chain(self.replicate_scan_at)
+            .chain(self.next_replicate_scan)
             .min()
     }
 
@@ -259,7 +267,8 @@ impl Driver {
             self.join.retry_at = None;
             self.bootstrap(false);
         }
-        if self.replicate_scan_at.is_some_and(|t| t <= now) {
+        let opened = self.replicate_scan_at.is_some_and(|t| t <= now);
+        if opened || self.next_replicate_scan.is_some_and(|t| t <= now) {
             self.replicate_scan_at = None;
             self.replicate_due();
         }

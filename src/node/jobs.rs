@@ -23,7 +23,8 @@ pub const JOB_QUEUE_CAPACITY: usize = 4096;
 pub(crate) enum Job {
     /// Refresh bucket `index` (paper section 2.3).
     Refresh(usize),
-    /// Store a held record again at the key's k closest nodes (section 2.5).
+    /// Store the held records of a group of nearby keys (named by the group's key) again at
+    /// their k closest nodes, with one lookup (section 2.5, `crate::kad::replication`).
     Replicate(Key),
 }
 
@@ -56,11 +57,6 @@ impl Jobs {
             Job::Replicate(_) => self.records.push_back(job),
         }
         true
-    }
-
-    /// How many more jobs the queue takes.
-    pub fn room(&self) -> usize {
-        JOB_QUEUE_CAPACITY.saturating_sub(self.queued.len())
     }
 
     /// The next job to start, if fewer than [`MAX_MAINTENANCE_LOOKUPS`] run (it counts as
@@ -127,15 +123,15 @@ mod tests {
             id[..8].copy_from_slice(&(i as u64).to_be_bytes());
             assert!(j.push(Job::Replicate(NodeId(id))));
         }
-        assert_eq!(j.room(), 0);
+        assert_eq!(j.stats().queued, JOB_QUEUE_CAPACITY);
         assert!(!j.push(Job::Refresh(3)), "full");
         for _ in 0..MAX_MAINTENANCE_LOOKUPS {
             assert!(j.start_next().is_some());
         }
         assert_eq!(j.start_next(), None, "the maximum runs");
         assert_eq!(
-            j.room(),
-            MAX_MAINTENANCE_LOOKUPS,
+            j.stats().queued,
+            JOB_QUEUE_CAPACITY - MAX_MAINTENANCE_LOOKUPS,
             "started jobs leave the queue"
         );
         j.done();

@@ -46,7 +46,7 @@ use super::jobs::Job;
 use super::ops::{AfterLookup, Op, Purpose};
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::store::unix_ms;
-use crate::kad::{Contact, Key, Request};
+use crate::kad::{Contact, Key, Record, Request, replication};
 use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
@@ -56,6 +56,8 @@ const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub(crate) const POST_JOIN_REFRESH: Duration = Duration::from_secs(5);
 /// Resolutions in a row that must find only this node before it creates a network.
 const SELF_ONLY_BEFORE_CREATE: u32 = 3;
+/// Looks for records due for replication at most this often.
+const REPLICATE_SCAN_MIN: Duration = Duration::from_millis(50);
 /// Stale contacts pinged per probe round (closest to this node first).
 const STALE_PROBE_BATCH: usize = 20;
 
@@ -328,17 +330,20 @@ impl Driver {
             let wall = self.wall();
             match job {
                 Job::Refresh(index) => self.refresh_bucket(index),
-                Job::Replicate(key) => {
-                    let record = self
-                        .core
-                        .store()
-                        .get(&key, wall)
+                Job::Replicate(group) => {
+                    let keys = self.replication_groups.remove(&group).unwrap_or_default();
+                    let records: Vec<Record> = keys
+                        .iter()
+                        .filter_map(|key| self.core.store().get(key, wall))
                         .filter(|s| !s.cached)
-                        .map(|s| s.record.clone());
-                    match record {
-                        Some(record) => {
-                            let then = AfterLookup::Replicate { record };
-                            self.start_lookup(key, Mode::FindNode, then);
+                        .map(|s| s.record.clone())
+                        .collect();
+                    match records.first() {
+                        // One lookup for the group, from its first key.
+                        Some(first) => {
+                            let target = first.key;
+                            let then = AfterLookup::Replicate { records };
+                            self.start_lookup(target, Mode::FindNode, then);
                         }
                         None => self.jobs.done(),
                     }
@@ -405,26 +410,56 @@ impl Driver {
     }
 
     /// Replication (section 2.5): records not refreshed by a STORE within the replicate
-    /// interval are queued, as many as the job queue has room for, to be stored again at the
-    /// k closest nodes found when their turn comes.
+    /// interval are queued by group of nearby keys (one lookup per group, see
+    /// [`crate::kad::replication`]), as many groups as the job queue has room for, to be
+    /// stored again at the k closest nodes found when their turn comes.
     pub(crate) fn replicate_due(&mut self) {
         let wall = self.wall();
-        let cutoff = unix_ms(wall).saturating_sub(self.cfg.replicate_interval.as_millis() as u64);
-        let room = self.jobs.room();
+        let interval_ms = self.cfg.replicate_interval.as_millis() as u64;
+        let cutoff = unix_ms(wall).saturating_sub(interval_ms);
+        let spread_ms = interval_ms / replication::STAGGER_DIVISOR;
+        let me = self.core.id();
+        let reach = replication::reach_bits(self.core.routing());
+        let bits = replication::group_bits(self.core.routing());
         let due: Vec<Key> = self
             .core
             .store()
             .iter()
-            .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
+            .filter(|s| {
+                // Records marked due at once (`mark_due`: refreshed at 0) do not wait.
+                let wait = replication::stagger(&me, &s.record.key, reach, spread_ms);
+                !s.cached && (s.refreshed_at_ms == 0 || s.refreshed_at_ms + wait <= cutoff)
+            })
             .map(|s| s.record.key)
-            .take(room)
             .collect();
-        if !due.is_empty() {
-            debug!(records = due.len(), "replicating records");
-        }
+        let mut queued = 0;
         for key in due {
+            let group = replication::group_of(&key, bits);
+            // A group still waiting takes more keys; a new one needs room in the queue (the
+            // keys of groups that find none stay due).
+            if let Some(keys) = self.replication_groups.get_mut(&group) {
+                keys.push(key);
+            } else if self.jobs.push(Job::Replicate(group)) {
+                self.replication_groups.insert(group, vec![key]);
+            } else {
+                continue;
+            }
             self.core.store_mut().touch(&key, wall);
-            self.jobs.push(Job::Replicate(key));
+            queued += 1;
+        }
+        if queued > 0 {
+            debug!(
+                records = queued,
+                groups = self.replication_groups.len(),
+                "replicating records"
+            );
+        }
+        // Holders' turns for one record lie spread_ms / k apart: look twice as often, or they
+        // would fall due in the same look and replicate together.
+        let k = self.cfg.params.k.max(1) as u32;
+        let every = (self.cfg.replicate_interval / (4 * k)).max(REPLICATE_SCAN_MIN);
+        if self.is_joined() {
+            self.next_replicate_scan = Some(self.now() + every);
         }
         self.run_jobs();
     }

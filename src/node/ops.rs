@@ -46,6 +46,11 @@ fn local_answer(key: String, record: &Record) -> Result<GetResult, DhtError> {
     })
 }
 
+/// A replication group's STOREs in flight at most (one record's worth, beyond which the next
+/// record waits): replication shares the node's RPC slots with its clients' lookups and must
+/// not crowd them out, however many records a group holds.
+pub(crate) const REPLICATION_STORES_IN_FLIGHT: usize = crate::kad::K;
+
 /// Why an RPC was sent, which decides what its result feeds.
 #[derive(Clone, Debug)]
 pub(crate) enum Purpose {
@@ -77,8 +82,9 @@ pub(crate) enum AfterLookup {
     },
     Join,
     Refresh,
+    /// Records of one replication group (see `crate::kad::replication`).
     Replicate {
-        record: Record,
+        records: Vec<Record>,
     },
 }
 
@@ -96,6 +102,14 @@ pub(crate) enum Op {
         newer: u64,
         needed: usize,
         reply: Reply<WriteResult>,
+    },
+    /// The STOREs of a replication group, sent a record at a time while fewer than
+    /// [`REPLICATION_STORES_IN_FLIGHT`] are in flight.
+    Replicate {
+        records: std::collections::VecDeque<Record>,
+        /// The nodes the group's lookup found.
+        closest: Vec<crate::kad::Contact>,
+        in_flight: usize,
     },
     Bootstrap {
         pending: usize,
@@ -340,21 +354,13 @@ impl Driver {
             AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
             AfterLookup::Join => self.joined_lookup_done(outcome),
             AfterLookup::Refresh => self.job_done(),
-            AfterLookup::Replicate { record } => {
-                for c in outcome.replica_set(self.core.me(), self.cfg.params.k) {
-                    if c.id != self.core.id() {
-                        self.send(
-                            None,
-                            Purpose::Replicate(record.key),
-                            &c,
-                            Request::Store {
-                                record: record.clone(),
-                                cached: false,
-                            },
-                        );
-                    }
-                }
-                self.job_done();
+            AfterLookup::Replicate { records } => {
+                let op = self.new_op(Op::Replicate {
+                    records: records.into(),
+                    closest: outcome.closest,
+                    in_flight: 0,
+                });
+                self.pump_replication(op);
             }
         }
     }
@@ -677,7 +683,15 @@ impl Driver {
                 }
             }
             Purpose::Bootstrap => self.on_bootstrap_ping(done),
-            Purpose::Replicate(key) => self.on_replicated(key, &done),
+            Purpose::Replicate(key) => {
+                self.on_replicated(key, &done);
+                if let Some(op) = done.op
+                    && let Some(Op::Replicate { in_flight, .. }) = self.ops.get_mut(&op)
+                {
+                    *in_flight = in_flight.saturating_sub(1);
+                    self.pump_replication(op);
+                }
+            }
             Purpose::Adopt(key) => self.on_adopt(key, &done),
             Purpose::Oneway => {}
         }

@@ -1,4 +1,5 @@
-//! Repairing outdated copies. A node that missed a write or a delete (it was paused,
+//! Replication's STOREs, paced ([`REPLICATION_STORES_IN_FLIGHT`]), and repairing outdated
+//! copies. A node that missed a write or a delete (it was paused,
 //! partitioned or down) learns so when it replicates its copy: the peer answers that it holds
 //! a newer version. The node then fetches that version from the peer (one FIND_VALUE) and
 //! keeps it, so it stops serving and spreading the old value.
@@ -6,11 +7,48 @@
 use tracing::{debug, warn};
 
 use super::driver::{Driver, RpcDone};
-use super::ops::Purpose;
+use super::ops::{Op, Purpose, REPLICATION_STORES_IN_FLIGHT};
+use crate::kad::lookup::replica_set;
 use crate::kad::store::PutOutcome;
 use crate::kad::{Key, Request, Response};
 
 impl Driver {
+    /// Sends the next records of replication `op` while few of its STOREs are in flight;
+    /// ends the op (and frees its maintenance slot) once all were answered.
+    pub(crate) fn pump_replication(&mut self, op: u64) {
+        let (me, k) = (self.core.me().clone(), self.cfg.params.k);
+        loop {
+            let Some(Op::Replicate {
+                records,
+                closest,
+                in_flight,
+            }) = self.ops.get_mut(&op)
+            else {
+                return;
+            };
+            if *in_flight >= REPLICATION_STORES_IN_FLIGHT {
+                return;
+            }
+            let Some(record) = records.pop_front() else {
+                if *in_flight == 0 {
+                    self.ops.remove(&op);
+                    self.job_done();
+                }
+                return;
+            };
+            let mut found = replica_set(closest, &record.key, &me, k);
+            found.retain(|c| c.id != me.id);
+            *in_flight += found.len();
+            for c in found {
+                let body = Request::Store {
+                    record: record.clone(),
+                    cached: false,
+                };
+                self.send(Some(op), Purpose::Replicate(record.key), &c, body);
+            }
+        }
+    }
+
     /// A replication STORE of `key` was answered.
     pub(crate) fn on_replicated(&mut self, key: Key, done: &RpcDone) {
         let Ok(reply) = &done.result else { return };
