@@ -212,6 +212,21 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
             "value is 65537 bytes, the maximum is 65536"
         )
     );
+    // A TTL above max_ttl_secs (a year by default) is refused, and nothing is stored.
+    let s = dht
+        .put(pb::PutRequest {
+            key: "forever-and-a-day".into(),
+            value: b"x".to_vec(),
+            ttl_seconds: Some(366 * 86_400),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s}");
+    assert!(
+        s.message().contains("exceeds max_ttl_secs (31536000)"),
+        "{}",
+        s.message()
+    );
     let s = dht
         .get(pb::GetRequest { key: String::new() })
         .await
