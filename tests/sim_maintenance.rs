@@ -59,15 +59,18 @@ async fn records_without_a_ttl_outlive_their_writer_and_48_simulated_hours() {
     // One replicate interval (the paper's hour) is 250 ms here: 12 s are 48 hours of
     // maintenance.
     let hour = Duration::from_millis(250);
+    let config = |id, addr: &str, remote| {
+        let mut cfg = sim_config(id, addr, remote);
+        cfg.replicate_interval = hour;
+        cfg.refresh_interval = hour;
+        cfg.cache_ttl = Duration::ZERO;
+        cfg
+    };
     let mut sim = SimNet::new(12);
     for i in 0..10 {
         let id = NodeId::random(&mut sim.rng);
         let remote = (i > 0).then(|| sim.nodes[0].addr.clone());
-        let mut cfg = sim_config(id, &format!("life{i}:1"), remote);
-        cfg.replicate_interval = hour;
-        cfg.refresh_interval = hour;
-        cfg.cache_ttl = Duration::ZERO;
-        sim.add_with(cfg);
+        sim.add_with(config(id, &format!("life{i}:1"), remote));
         assert!(sim.nodes[i].handle.wait_joined().await);
     }
     let writer = sim.nodes[2].handle.clone();
@@ -95,11 +98,7 @@ async fn records_without_a_ttl_outlive_their_writer_and_48_simulated_hours() {
         } else {
             via
         };
-        let mut cfg = sim_config(id, &addr, Some(via));
-        cfg.replicate_interval = hour;
-        cfg.refresh_interval = hour;
-        cfg.cache_ttl = Duration::ZERO;
-        let n = sim.add_with(cfg);
+        let n = sim.add_with(config(id, &addr, Some(via)));
         assert!(sim.nodes[n].handle.wait_joined().await);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while sim.nodes[n].handle.info().await.unwrap().records < 20 {

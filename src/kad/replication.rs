@@ -56,16 +56,15 @@ pub fn reach_bits(routing: &RoutingTable) -> usize {
 }
 
 /// The number of low-order key bits a replication group spans: keys that agree on every
-/// higher bit form one group. Judged from the spread of this node's k closest contacts,
-/// which lie where the records it holds do; with fewer than k contacts every node is among
-/// the k closest of every key, and all keys form one group.
-pub fn group_bits(routing: &RoutingTable) -> usize {
-    let reach = reach_bits(routing);
+/// higher bit form one group. `reach` is this node's neighbourhood ([`reach_bits`]), where
+/// the records it holds lie; with fewer than k contacts every node is among the k closest of
+/// every key, and all keys form one group.
+pub fn group_bits(reach: usize, k: usize) -> usize {
     if reach >= ID_BITS {
         return ID_BITS;
     }
     // k nodes within distance 2^reach: about 2^reach / k apart.
-    let spacing_bits = reach.saturating_sub(routing.k().ilog2() as usize);
+    let spacing_bits = reach.saturating_sub(k.max(1).ilog2() as usize);
     spacing_bits.saturating_sub(GROUP_MARGIN_BITS)
 }
 
@@ -133,7 +132,8 @@ mod tests {
             id[0] = i;
             let _ = t.insert(Contact::new(NodeId(id), format!("n{i}")), now);
         }
-        assert_eq!(group_bits(&t), ID_BITS, "fewer than k contacts");
+        assert_eq!(reach_bits(&t), ID_BITS, "fewer than k contacts");
+        assert_eq!(group_bits(reach_bits(&t), 20), ID_BITS);
         // 20 contacts within distance 2^125 of this node (the farthest is 20 << 120): about
         // 2^121 apart.
         for i in 1..=20u8 {
@@ -141,7 +141,8 @@ mod tests {
             id[4] = i;
             let _ = t.insert(Contact::new(NodeId(id), format!("m{i}")), now);
         }
-        let bits = group_bits(&t);
+        assert_eq!(reach_bits(&t), 125);
+        let bits = group_bits(reach_bits(&t), 20);
         assert_eq!(bits, 125 - 4 - GROUP_MARGIN_BITS);
         // Two keys in one group share their k closest; keys a node apart do not group.
         let a = NodeId([7; 20]);

@@ -269,7 +269,10 @@ impl Driver {
         }
         let opened = self.replicate_scan_at.is_some_and(|t| t <= now);
         if opened || self.next_replicate_scan.is_some_and(|t| t <= now) {
+            // Both are set again by `replicate_due` as needed: a past time left here would
+            // wake the loop at once, again and again.
             self.replicate_scan_at = None;
+            self.next_replicate_scan = None;
             self.replicate_due();
         }
     }

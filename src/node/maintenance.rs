@@ -420,15 +420,18 @@ impl Driver {
         let spread_ms = interval_ms / replication::STAGGER_DIVISOR;
         let me = self.core.id();
         let reach = replication::reach_bits(self.core.routing());
-        let bits = replication::group_bits(self.core.routing());
+        let bits = replication::group_bits(reach, self.cfg.params.k);
         let due: Vec<Key> = self
             .core
             .store()
             .iter()
+            .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
             .filter(|s| {
                 // Records marked due at once (`mark_due`: refreshed at 0) do not wait.
-                let wait = replication::stagger(&me, &s.record.key, reach, spread_ms);
-                !s.cached && (s.refreshed_at_ms == 0 || s.refreshed_at_ms + wait <= cutoff)
+                s.refreshed_at_ms == 0
+                    || s.refreshed_at_ms
+                        + replication::stagger(&me, &s.record.key, reach, spread_ms)
+                        <= cutoff
             })
             .map(|s| s.record.key)
             .collect();
@@ -458,9 +461,7 @@ impl Driver {
         // would fall due in the same look and replicate together.
         let k = self.cfg.params.k.max(1) as u32;
         let every = (self.cfg.replicate_interval / (4 * k)).max(REPLICATE_SCAN_MIN);
-        if self.is_joined() {
-            self.next_replicate_scan = Some(self.now() + every);
-        }
+        self.next_replicate_scan = self.is_joined().then(|| self.now() + every);
         self.run_jobs();
     }
 

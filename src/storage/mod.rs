@@ -117,26 +117,16 @@ impl DataDir {
             },
         })?;
         let db = Arc::new(db);
-        let corrupt = |e: redb::Error| StorageError::Corrupt {
-            path: path.clone(),
-            why: e.to_string(),
+        let refused = |e: ReadError| match e {
+            ReadError::Refused(e) => e,
+            ReadError::Damaged(why) => StorageError::Corrupt {
+                path: path.clone(),
+                why,
+            },
         };
-        let id = settle_identity(&db, &path, pinned).map_err(|e| match e {
-            Settle::Storage(e) => e,
-            Settle::Db(e) => corrupt(e),
-        })?;
-        let contacts = load_contacts(&db).map_err(|e| match e {
-            Settle::Storage(e) => e,
-            Settle::Db(e) => corrupt(e),
-        })?;
-        let store =
-            DurableStore::load(db.clone(), limits, SystemTime::now()).map_err(|e| match e {
-                records::LoadError::Damaged { key, why } => StorageError::Corrupt {
-                    path: path.clone(),
-                    why: format!("the record for key {key} is damaged: {why}"),
-                },
-                records::LoadError::Db(e) => corrupt(e),
-            })?;
+        let id = settle_identity(&db, &path, pinned).map_err(refused)?;
+        let contacts = load_contacts(&db).map_err(refused)?;
+        let store = DurableStore::load(db.clone(), limits, SystemTime::now()).map_err(refused)?;
         Ok(DataDir {
             path,
             db,
@@ -181,19 +171,26 @@ impl DataDir {
     }
 }
 
-enum Settle {
-    Storage(StorageError),
-    Db(redb::Error),
+/// Why reading the data dir failed.
+pub(super) enum ReadError {
+    /// A finding that is its own error (another format version, another node's id).
+    Refused(StorageError),
+    /// Something in the file cannot be read: what (it becomes [`StorageError::Corrupt`]).
+    Damaged(String),
 }
 
-impl<E: Into<redb::Error>> From<E> for Settle {
+impl<E: Into<redb::Error>> From<E> for ReadError {
     fn from(e: E) -> Self {
-        Settle::Db(e.into())
+        ReadError::Damaged(e.into().to_string())
     }
 }
 
 /// Checks the format version (writing it into a new data dir) and returns the node's id.
-fn settle_identity(db: &Database, path: &Path, pinned: Option<NodeId>) -> Result<NodeId, Settle> {
+fn settle_identity(
+    db: &Database,
+    path: &Path,
+    pinned: Option<NodeId>,
+) -> Result<NodeId, ReadError> {
     let txn = db.begin_write()?;
     let id = {
         let mut meta = txn.open_table(META)?;
@@ -203,10 +200,9 @@ fn settle_identity(db: &Database, path: &Path, pinned: Option<NodeId>) -> Result
                 // A new data dir (a redb file with tables but no format would be someone
                 // else's database).
                 if meta.len()? > 0 || txn.list_tables()?.count() > 1 {
-                    return Err(Settle::Storage(StorageError::Corrupt {
-                        path: path.to_path_buf(),
-                        why: format!("{DB_FILE} has tables but no format version"),
-                    }));
+                    return Err(ReadError::Damaged(format!(
+                        "{DB_FILE} has tables but no format version"
+                    )));
                 }
                 meta.insert("format", &FORMAT_VERSION.to_le_bytes()[..])?;
             }
@@ -216,7 +212,7 @@ fn settle_identity(db: &Database, path: &Path, pinned: Option<NodeId>) -> Result
                     Ok(b) => u32::from_le_bytes(b).to_string(),
                     Err(_) => format!("{v:02x?}"),
                 };
-                return Err(Settle::Storage(StorageError::Incompatible {
+                return Err(ReadError::Refused(StorageError::Incompatible {
                     path: path.to_path_buf(),
                     found,
                 }));
@@ -226,13 +222,13 @@ fn settle_identity(db: &Database, path: &Path, pinned: Option<NodeId>) -> Result
         match stored {
             Some(bytes) => {
                 let stored = NodeId(bytes.as_slice().try_into().map_err(|_| {
-                    Settle::Storage(StorageError::Corrupt {
-                        path: path.to_path_buf(),
-                        why: format!("the stored node id has {} bytes, not 20", bytes.len()),
-                    })
+                    ReadError::Damaged(format!(
+                        "the stored node id has {} bytes, not 20",
+                        bytes.len()
+                    ))
                 })?);
                 if let Some(p) = pinned.filter(|p| *p != stored) {
-                    return Err(Settle::Storage(StorageError::IdMismatch {
+                    return Err(ReadError::Refused(StorageError::IdMismatch {
                         path: path.to_path_buf(),
                         stored: stored.to_hex(),
                         configured: p.to_hex(),
@@ -251,7 +247,7 @@ fn settle_identity(db: &Database, path: &Path, pinned: Option<NodeId>) -> Result
     Ok(id)
 }
 
-fn load_contacts(db: &Database) -> Result<Vec<Contact>, Settle> {
+fn load_contacts(db: &Database) -> Result<Vec<Contact>, ReadError> {
     let txn = db.begin_read()?;
     let table = match txn.open_table(CONTACTS) {
         Ok(t) => t,

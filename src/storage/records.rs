@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::codec;
+use super::{ReadError, codec};
 use crate::kad::store::{MemoryStore, PutOutcome, StoreError, Stored, unix_ms};
 use crate::kad::{Key, NodeId, Record, RecordStore, StoreLimits};
 
@@ -48,25 +48,13 @@ impl std::fmt::Debug for DurableStore {
     }
 }
 
-/// Why loading the records failed: the key of a damaged entry, or redb's error.
-pub(super) enum LoadError {
-    Damaged { key: String, why: String },
-    Db(redb::Error),
-}
-
-impl<E: Into<redb::Error>> From<E> for LoadError {
-    fn from(e: E) -> Self {
-        LoadError::Db(e.into())
-    }
-}
-
 impl DurableStore {
     /// Loads every record from `db`, deleting those expired at `now`.
     pub(super) fn load(
         db: Arc<Database>,
         limits: StoreLimits,
         now: SystemTime,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<Self, ReadError> {
         let mut mem = MemoryStore::new(limits);
         let now_ms = unix_ms(now);
         let mut expired = Vec::new();
@@ -82,17 +70,16 @@ impl DurableStore {
             };
             for entry in table.iter()? {
                 let (k, v) = entry?;
-                let key: [u8; 20] = k.value().try_into().map_err(|_| LoadError::Damaged {
-                    key: hex(k.value()),
-                    why: format!("a key of {} bytes, not 20", k.value().len()),
+                let damaged = |key: &str, why: &dyn std::fmt::Display| {
+                    ReadError::Damaged(format!("the record for key {key} is damaged: {why}"))
+                };
+                let key: [u8; 20] = k.value().try_into().map_err(|_| {
+                    let why = format!("a key of {} bytes, not 20", k.value().len());
+                    damaged(&hex(k.value()), &why)
                 })?;
                 let key = NodeId(key);
-                let stored = codec::decode_record(key, v.value(), now_ms).map_err(|e| {
-                    LoadError::Damaged {
-                        key: key.to_hex(),
-                        why: e.to_string(),
-                    }
-                })?;
+                let stored = codec::decode_record(key, v.value(), now_ms)
+                    .map_err(|e| damaged(&key.to_hex(), &e))?;
                 if stored.record.expired(now) {
                     expired.push(key);
                 } else {
@@ -101,7 +88,7 @@ impl DurableStore {
             }
         }
         let store = DurableStore::new(mem, db);
-        store.delete(&expired).map_err(LoadError::Db)?;
+        store.delete(&expired)?;
         Ok(store)
     }
 
