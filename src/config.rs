@@ -288,6 +288,7 @@ impl Settings {
             bootstrap_backoff_max: Duration::from_millis(self.bootstrap_backoff_max_ms),
             drain_timeout: secs(self.drain_timeout_secs),
             data_dir: None,
+            clock_offset_ms: 0,
         }
     }
 

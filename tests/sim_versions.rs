@@ -103,3 +103,73 @@ async fn forged_and_skewed_versions_cannot_shadow_later_writes() {
     }
     sim.shutdown().await;
 }
+
+/// A node whose clock runs 10 minutes fast: every correct peer refuses its versions, so its
+/// writes fail (saying why) and leave nothing behind, not even on itself; a later write from
+/// a correct node is accepted and read everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_fast_clock_does_not_win_over_later_writes() {
+    let mut sim = SimNet::build(62, 30, 30).await;
+    let mut cfg = common::sim_config(
+        NodeId::random(&mut sim.rng),
+        "sim-fast:50051",
+        Some(sim.nodes[0].addr.clone()),
+    );
+    cfg.clock_offset_ms = 10 * 60 * 1000;
+    let f = sim.add_with(cfg);
+    let fast = sim.nodes[f].handle.clone();
+    assert!(fast.wait_joined().await);
+    let correct = sim.nodes[7].handle.clone();
+
+    // Keys whose replica set includes the fast node, so that a copy it kept would be seen.
+    let mut keys = Vec::new();
+    for i in 0..40 {
+        let key = format!("clock-{i}");
+        let (_, replicas) = correct.locate(key.clone()).await.unwrap();
+        if replicas.iter().any(|l| l.contact.addr == "sim-fast:50051") {
+            keys.push(key);
+        }
+        if keys.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(keys.len(), 3, "keys held by the fast node");
+    for key in &keys {
+        correct
+            .put(key.clone(), b"before".to_vec(), None)
+            .await
+            .unwrap();
+        let err = fast
+            .put(key.clone(), b"from the fast clock".to_vec(), None)
+            .await
+            .expect_err("every correct peer refuses a version 10 minutes ahead");
+        let msg = err.to_string();
+        assert!(msg.contains("ahead of this node's clock"), "{msg}");
+        assert!(msg.contains("partially applied"), "{msg}");
+        // No copy anywhere carries the far-future version.
+        let horizon = unix_us(SystemTime::now()) + 60_000_000;
+        let (_, replicas) = correct.locate(key.clone()).await.unwrap();
+        for l in &replicas {
+            assert!(
+                l.version <= horizon,
+                "{} holds version {}",
+                l.contact.addr,
+                l.version
+            );
+        }
+        let w = correct
+            .put(key.clone(), b"later".to_vec(), None)
+            .await
+            .expect("a later write from a correct clock is accepted");
+        assert!(w.version <= horizon);
+        everyone_reads(&sim, key, b"later").await;
+        assert_eq!(
+            fast.get(key.clone()).await.map(|g| g.value),
+            Ok(b"later".to_vec())
+        );
+        // The fast node's delete is refused too, and the value stays.
+        assert!(fast.delete(key.clone()).await.is_err());
+        everyone_reads(&sim, key, b"later").await;
+    }
+    sim.shutdown().await;
+}

@@ -13,14 +13,20 @@
 //!   `T_REPLICATE`, so no record depends on the node that first accepted it.
 //! - A delete is a tombstone that lives at least `tombstone_grace` and as long as any copy it
 //!   deletes that the delete saw ([`store::tombstone_expiry`]).
+//! - Records carry versions from a hybrid logical clock ([`clock`]); a write goes to a quorum
+//!   of the replica set ([`write`]) and a get waits for `read_quorum` copies and repairs older
+//!   ones ([`read`]). The paper's records have no versions and its STOREs no quorum.
 
+pub mod clock;
 pub mod core;
 pub mod id;
 pub mod lookup;
 pub mod message;
+pub mod read;
 pub mod replication;
 pub mod routing;
 pub mod store;
+pub mod write;
 
 use std::time::Duration;
 

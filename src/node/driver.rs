@@ -14,8 +14,9 @@ use super::jobs::Jobs;
 use super::maintenance::JoinState;
 use super::ops::{AfterLookup, Op, Purpose};
 use super::{Command, NodeConfig};
+use crate::kad::clock::HybridClock;
 use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Poll};
-use crate::kad::store::{StoreError, unix_us};
+use crate::kad::store::StoreError;
 use crate::kad::{
     Contact, Core, Effect, Envelope, MemoryStore, NodeId, RecordStore, Rejection, Reply, Request,
     Response, StoreLimits,
@@ -74,7 +75,8 @@ pub(crate) struct Driver {
     pub pinging: HashSet<NodeId>,
     /// When stale contacts were last pinged (maintenance).
     pub last_stale_probe: Option<Instant>,
-    pub last_version: u64,
+    /// Versions this node's writes (see [`crate::kad::write`]).
+    pub clock: HybridClock,
     pub started: Instant,
     pub rng: StdRng,
     pub tick: Duration,
@@ -142,7 +144,7 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
         join: JoinState::default(),
         pinging: HashSet::new(),
         last_stale_probe: None,
-        last_version: 0,
+        clock: HybridClock::default(),
         started: now,
         rng: StdRng::from_os_rng(),
         tick,
@@ -211,23 +213,14 @@ impl Driver {
         Instant::now()
     }
 
+    /// This node's wall clock (the system's, moved by `NodeConfig::clock_offset_ms`).
     pub fn wall(&self) -> SystemTime {
-        SystemTime::now()
-    }
-
-    /// A version greater than any this node issued or saw before: the publisher's clock in
-    /// microseconds, moved past `seen` (a hybrid logical clock: a writer whose clock lags
-    /// still orders its write after every version its pre-write lookup found).
-    pub fn version_after(&mut self, seen: u64) -> u64 {
-        self.last_version = self.last_version.max(seen);
-        self.next_version()
-    }
-
-    /// A version greater than any this node issued before (publisher clock, microseconds).
-    pub fn next_version(&mut self) -> u64 {
-        let v = unix_us(self.wall()).max(self.last_version + 1);
-        self.last_version = v;
-        v
+        let offset = Duration::from_millis(self.cfg.clock_offset_ms.unsigned_abs());
+        if self.cfg.clock_offset_ms >= 0 {
+            SystemTime::now() + offset
+        } else {
+            SystemTime::now() - offset
+        }
     }
 
     pub fn is_joined(&self) -> bool {

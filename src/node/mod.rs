@@ -71,6 +71,10 @@ pub struct NodeConfig {
     /// Where records, identity and contacts persist (`data_dir`); `None` keeps them in memory.
     /// Its id must be `id` (see [`crate::storage::DataDir::open`]).
     pub data_dir: Option<crate::storage::SharedDataDir>,
+    /// How far this node's wall clock reads ahead of the system clock, in milliseconds
+    /// (negative: behind). Always 0 outside tests: it stands for a host whose clock is wrong
+    /// (not a setting: see `sim_versions`).
+    pub clock_offset_ms: i64,
 }
 
 impl NodeConfig {

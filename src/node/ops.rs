@@ -1,14 +1,12 @@
 //! Client operations (put, get, delete, locate, info, routes) as steps of the driver.
 //!
-//! Put and Delete run a survey lookup (FIND_VALUE to the k closest without stopping at the
-//! first record), then STORE at the k closest nodes (this node included when it is one of
-//! them) and at any node the survey saw holding an older copy; they succeed when
-//! `min(quorum, nodes this node knows)` STOREs succeeded; otherwise they fail saying the write
-//! may be partially applied (it is not rolled back: versions order it, and a retry or a later
-//! write supersedes it). Get runs a FIND_VALUE lookup until
-//! `read_quorum` copies answered (the local copy counts as one), answers the newest, repairs
-//! the older copies it saw (read repair), and caches the value at the closest node on the
-//! path that lacked it.
+//! The decisions are the core's: a put or delete runs a survey lookup (FIND_VALUE to the k
+//! closest without stopping at the first record), then follows [`crate::kad::write`]'s plan
+//! (version, tombstone lifetime, replica set, quorum; this node's own copy is written once a
+//! peer accepted the version). A get waits for the copies [`crate::kad::read`] says, answers
+//! the newest and repairs the older copies it saw, and caches the value at the closest node
+//! on the path that lacked it. This module only sends, stores and answers.
+//!
 //! When a lookup contacted peers and none answered, and some peer did answer this node
 //! before, Put, Delete, Get and Locate fail with UNAVAILABLE instead of acting on this node
 //! alone (the node is cut off, or everyone it knew is down).
@@ -25,8 +23,11 @@ use super::{
 };
 use crate::error::DhtError;
 use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Outcome};
-use crate::kad::store::{NEVER, PutOutcome, tombstone_expiry, unix_ms};
-use crate::kad::{NodeId, Record, Request, Response};
+use crate::kad::read::{copies_wanted, resolve};
+use crate::kad::store::{NEVER, PutOutcome, unix_ms, unix_us};
+use crate::kad::write::{Ack, Plan, Step, Verdict, Write, WriteSettings};
+use crate::kad::{NodeId, Record, Reply as PeerReply, Request, Response};
+use crate::net::TransportError;
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 
@@ -95,12 +96,9 @@ pub(crate) enum Op {
         then: AfterLookup,
         wait_until: Option<Instant>,
     },
-    Store {
-        record: Record,
-        pending: usize,
-        stored_at: Vec<String>,
-        newer: u64,
-        needed: usize,
+    /// A put's or delete's STOREs (see [`crate::kad::write`]).
+    Write {
+        write: Box<Write>,
         reply: Reply<WriteResult>,
     },
     /// The STOREs of a replication group, sent a record at a time while fewer than
@@ -118,6 +116,33 @@ pub(crate) enum Op {
         selves: usize,
         rejoin: bool,
     },
+}
+
+/// A client's answer to a write that ended with `verdict`.
+fn write_answer(record: &Record, verdict: Verdict) -> Result<WriteResult, DhtError> {
+    match verdict {
+        Verdict::Acknowledged { stored_at } => Ok(WriteResult {
+            key_id: record.key,
+            version: record.version,
+            stored_at,
+        }),
+        Verdict::Superseded { newer } => Err(DhtError::Aborted(format!(
+            "a newer version ({newer}) of key {:?} exists; this write ({}) was not applied",
+            record.user_key, record.version
+        ))),
+        Verdict::ShortOfQuorum {
+            stored,
+            needed,
+            refused,
+        } => {
+            let refused = refused
+                .map(|why| format!("; refused by {why}"))
+                .unwrap_or_default();
+            Err(DhtError::Unavailable(format!(
+                "stored on {stored} node(s), fewer than the quorum of {needed}: the write may be partially applied (the nodes that stored it keep it, and replication spreads it); retry it{refused}"
+            )))
+        }
+    }
 }
 
 fn check_key(key: &str) -> Result<NodeId, DhtError> {
@@ -278,7 +303,8 @@ impl Driver {
         let record = Record {
             key: key_id,
             value,
-            version: self.next_version(),
+            // Settled by the write's plan, after the survey (`write_replicas`).
+            version: 0,
             expires_at_ms,
             tombstone: false,
             publisher: self.core.id(),
@@ -296,13 +322,13 @@ impl Driver {
         if let Some(e) = self.cannot_start() {
             return drop(reply.send(Err(e)));
         }
-        // The expiry is settled once the survey has seen the copies it deletes
+        // The version and expiry are settled once the survey has seen the copies it deletes
         // (`write_replicas`).
         let record = Record {
             key: key_id,
             value: Vec::new(),
-            version: self.next_version(),
-            expires_at_ms: unix_ms(self.wall()),
+            version: 0,
+            expires_at_ms: 0,
             tombstone: true,
             publisher: self.core.id(),
             user_key: key,
@@ -324,9 +350,7 @@ impl Driver {
             .map(|s| (s.record.clone(), s.cached));
         // The local copy counts as one of the copies the get waits for (a cached one does
         // not); a node that has not joined yet (just restarted) serves what it holds.
-        let wanted = self.cfg.read_quorum.saturating_sub(usize::from(
-            local.as_ref().is_some_and(|(_, cached)| !cached),
-        ));
+        let wanted = copies_wanted(self.cfg.read_quorum, local.as_ref().map(|(_, c)| *c));
         if let Some((record, _)) = &local
             && (wanted == 0 || !self.is_joined())
         {
@@ -366,7 +390,7 @@ impl Driver {
     }
 
     /// Answers a get with the newest copy among the local one and those the lookup found,
-    /// and repairs the copies it saw that are older (read repair).
+    /// and repairs the copies it saw that are older (read repair; see [`crate::kad::read`]).
     fn finish_get(
         &mut self,
         key: String,
@@ -380,36 +404,39 @@ impl Driver {
             .store()
             .get(&outcome.target, wall)
             .map(|s| s.record.clone());
-        let found = outcome.found.as_ref().map(|f| &f.record);
-        let newest = match (&local, found) {
-            (Some(l), Some(f)) if f.supersedes(l) => Some(f.clone()),
-            (Some(l), _) => Some(l.clone()),
-            (None, f) => f.cloned(),
-        };
+        let resolution = resolve(local.as_ref(), &outcome.holders);
         // Cut off, the local copy alone must not answer for the key: it may be one that
         // missed a write or a delete while this node was away.
-        if found.is_none()
+        if outcome.holders.is_empty()
             && let Some(e) = self.cut_off(&outcome, "cannot tell whether it exists")
         {
             return drop(reply.send(Err(e)));
         }
-        let Some(newest) = newest else {
+        let Some(newest) = resolution.newest else {
             debug!(key, queried = outcome.queried, "get: not found");
             return drop(reply.send(Err(DhtError::NotFound(key))));
         };
-        self.repair(&newest, &outcome, local.as_ref());
-        let answered_locally = local.as_ref() == Some(&newest);
-        if answered_locally {
+        if resolution.adopt
+            && let Err(e) = self.core.accept(newest.clone(), wall)
+        {
+            warn!(key = %newest.key.short(), error = %e, "read repair: refused the newer copy");
+        }
+        for holder in &resolution.repair {
+            debug!(key = %newest.key.short(), to = %holder.addr, "read repair");
+            let body = Request::Store {
+                record: newest.clone(),
+                cached: false,
+            };
+            self.send(None, Purpose::Oneway, holder, body);
+        }
+        if resolution.local_is_newest {
             return drop(reply.send(local_answer(key, &newest)));
         }
-        let found = outcome
-            .found
-            .as_ref()
-            .expect("the newest copy was found remotely");
         if newest.tombstone {
             return drop(reply.send(Err(DhtError::NotFound(key))));
         }
-        debug!(key, hops = found.hop, queried = outcome.queried, elapsed = ?started.elapsed(), "get: found");
+        let hops = outcome.found.as_ref().map_or(0, |f| f.hop);
+        debug!(key, hops, queried = outcome.queried, elapsed = ?started.elapsed(), "get: found");
         let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
         if let Some((target, life)) = placement {
             let mut cached = newest.clone();
@@ -427,34 +454,9 @@ impl Driver {
             version: newest.version,
             expires_at_ms: newest.expires_at_ms,
             local: false,
-            hops: found.hop,
+            hops,
             queried: outcome.queried,
         }));
-    }
-
-    /// Read repair: the holders the lookup saw with an older copy than `newest` are sent it,
-    /// and this node keeps it if its own copy is older.
-    fn repair(&mut self, newest: &Record, outcome: &Outcome, local: Option<&Record>) {
-        if local.is_some_and(|l| newest.supersedes(l)) {
-            let wall = self.wall();
-            if let Err(e) = self.core.accept(newest.clone(), wall) {
-                warn!(key = %newest.key.short(), error = %e, "read repair: refused the newer copy");
-            }
-        }
-        let stale: Vec<_> = outcome
-            .holders
-            .iter()
-            .filter(|(_, held)| newest.supersedes(held))
-            .map(|(holder, _)| holder.clone())
-            .collect();
-        for holder in stale {
-            debug!(key = %newest.key.short(), to = %holder.addr, "read repair");
-            let body = Request::Store {
-                record: newest.clone(),
-                cached: false,
-            };
-            self.send(None, Purpose::Oneway, &holder, body);
-        }
     }
 
     fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
@@ -492,154 +494,115 @@ impl Driver {
         let _ = reply.send(Ok((target, nodes)));
     }
 
-    /// Stores a put's or delete's record at its replica set.
-    fn write_replicas(&mut self, mut record: Record, outcome: Outcome, reply: Reply<WriteResult>) {
+    /// Stores a put's or delete's record at its replica set, as [`Write::plan`] says.
+    fn write_replicas(&mut self, record: Record, outcome: Outcome, reply: Reply<WriteResult>) {
         if let Some(e) = self.cut_off(&outcome, "nothing was written") {
-            // The quorum is clamped to the nodes that answered; with none, this node alone
-            // would "succeed" and the value would be lost to the rest of the network.
+            // With no peer answering, this node alone would "succeed" and the value would be
+            // lost to the rest of the network.
             return drop(reply.send(Err(e)));
         }
-        // Order this write after every version the survey saw, whatever this node's clock
-        // says (peers refuse versions too far ahead of their clocks, so this stays near real
-        // time).
         let wall = self.wall();
-        let held = self.core.store().get(&record.key, wall);
-        let local = held.map(|s| s.record.version);
-        let local_expiry = held.map(|s| s.record.expires_at_ms);
-        let seen = outcome.found.as_ref().map(|f| f.record.version).max(local);
-        if let Some(seen) = seen.filter(|v| *v >= record.version) {
-            record.version = self.version_after(seen);
-        }
-        if record.tombstone {
-            // Shadow the key as long as any copy this delete saw could live.
-            let copies = outcome
-                .holders
-                .iter()
-                .map(|(_, r)| r.expires_at_ms)
-                .chain(local_expiry);
-            let grace = self.cfg.tombstone_grace.as_millis() as u64;
-            record.expires_at_ms = tombstone_expiry(unix_ms(wall), grace, copies);
-        }
-        let replicas = outcome.replica_set(self.core.me(), self.cfg.params.k);
-        // The quorum shrinks only for a network smaller than it, as far as this node knows
-        // (its contacts, stale ones included, and itself), not for nodes that did not answer.
+        let local = self
+            .core
+            .store()
+            .get(&record.key, wall)
+            .map(|s| s.record.clone());
         let routing = self.core.routing();
-        let known = routing.len() + routing.stale_len() + 1;
-        let needed = self.cfg.quorum.min(known).max(1);
-        let mut stored_at = Vec::new();
-        let mut newer = 0;
-        let mut pending = 0;
-        let me = self.core.id();
-        // Stale copies the survey saw outside the replica set get the new version too.
-        for (holder, held) in &outcome.holders {
-            if held.version < record.version && !replicas.iter().any(|c| c.id == holder.id) {
-                self.send(
-                    None,
-                    Purpose::Oneway,
-                    holder,
-                    Request::Store {
-                        record: record.clone(),
-                        cached: false,
-                    },
-                );
-            }
-        }
-        let op = self.next_op;
-        for c in &replicas {
-            if c.id == me {
-                let wall = self.wall();
-                // This node's own copy counts towards the quorum once it is on disk.
-                let put = self.core.store_mut().put(record.clone(), false, wall);
-                let put = put.and_then(|o| self.commit().map(|()| o));
-                match put {
-                    Ok(PutOutcome::Stored) => stored_at.push(c.addr.clone()),
-                    Ok(PutOutcome::Stale { current_version }) => newer = newer.max(current_version),
-                    Err(e) => warn!(error = %e, "local store refused a record"),
-                }
-            } else {
-                pending += 1;
-                self.send(
-                    Some(op),
-                    Purpose::Store,
-                    c,
-                    Request::Store {
-                        record: record.clone(),
-                        cached: false,
-                    },
-                );
-            }
-        }
-        let id = self.new_op(Op::Store {
+        let settings = WriteSettings {
+            k: self.cfg.params.k,
+            quorum: self.cfg.quorum,
+            known: routing.len() + routing.stale_len() + 1,
+            tombstone_grace_ms: self.cfg.tombstone_grace.as_millis() as u64,
+        };
+        let me = self.core.me().clone();
+        let Plan {
+            write,
+            replicas,
+            also,
+        } = Write::plan(
             record,
-            pending,
-            stored_at,
-            newer,
-            needed,
+            &outcome,
+            local.as_ref(),
+            &me,
+            settings,
+            &mut self.clock,
+            unix_us(wall),
+        );
+        let store = Request::Store {
+            record: write.record().clone(),
+            cached: false,
+        };
+        for holder in &also {
+            self.send(None, Purpose::Oneway, holder, store.clone());
+        }
+        let op = self.new_op(Op::Write {
+            write: Box::new(write),
             reply,
         });
-        debug_assert_eq!(id, op);
-        self.maybe_finish_store(id);
+        for c in &replicas {
+            self.send(Some(op), Purpose::Store, c, store.clone());
+        }
+        self.step_write(op);
     }
 
     pub(crate) fn on_store_result(&mut self, op: u64, done: &RpcDone) {
-        let Some(Op::Store {
-            pending,
-            stored_at,
-            newer,
-            ..
-        }) = self.ops.get_mut(&op)
-        else {
+        let Some(Op::Write { write, .. }) = self.ops.get_mut(&op) else {
             return;
         };
-        *pending -= 1;
-        if let Ok(reply) = &done.result {
-            match reply.body {
-                Response::Stored { stored: true, .. } => {
-                    stored_at.push(reply.responder.addr.clone())
-                }
-                Response::Stored {
-                    stored: false,
-                    current_version,
-                } => *newer = (*newer).max(current_version),
-                _ => {}
-            }
-        }
-        self.maybe_finish_store(op);
+        let ack = match &done.result {
+            Ok(PeerReply {
+                body: Response::Stored { stored: true, .. },
+                ..
+            }) => Ack::Stored,
+            Ok(PeerReply {
+                body:
+                    Response::Stored {
+                        stored: false,
+                        current_version,
+                    },
+                ..
+            }) => Ack::Newer(*current_version),
+            Err(TransportError::Rejected(_, why)) => Ack::Refused(why.clone()),
+            _ => Ack::Failed,
+        };
+        write.on_ack(&done.addr, ack);
+        self.step_write(op);
     }
 
-    fn maybe_finish_store(&mut self, op: u64) {
-        if !matches!(self.ops.get(&op), Some(Op::Store { pending: 0, .. })) {
-            return;
+    /// Performs what write `op` asks for, until it waits or is done.
+    fn step_write(&mut self, op: u64) {
+        loop {
+            let Some(Op::Write { write, .. }) = self.ops.get_mut(&op) else {
+                return;
+            };
+            match write.poll() {
+                Step::Wait => return,
+                Step::StoreLocal => {
+                    let record = write.record().clone();
+                    let wall = self.wall();
+                    // This node's own copy counts towards the quorum once it is on disk.
+                    let put = self.core.store_mut().put(record, false, wall);
+                    let ack = match put.and_then(|o| self.commit().map(|()| o)) {
+                        Ok(PutOutcome::Stored) => Ack::Stored,
+                        Ok(PutOutcome::Stale { current_version }) => Ack::Newer(current_version),
+                        Err(e) => {
+                            warn!(error = %e, "local store refused a record");
+                            Ack::Refused(e.to_string())
+                        }
+                    };
+                    if let Some(Op::Write { write, .. }) = self.ops.get_mut(&op) {
+                        write.on_local(ack);
+                    }
+                }
+                Step::Done(verdict) => {
+                    let Some(Op::Write { write, reply }) = self.ops.remove(&op) else {
+                        return;
+                    };
+                    let _ = reply.send(write_answer(write.record(), verdict));
+                    return;
+                }
+            }
         }
-        let Some(Op::Store {
-            record,
-            stored_at,
-            newer,
-            needed,
-            reply,
-            ..
-        }) = self.ops.remove(&op)
-        else {
-            return;
-        };
-        let result = if stored_at.len() >= needed {
-            Ok(WriteResult {
-                key_id: record.key,
-                version: record.version,
-                stored_at,
-            })
-        } else if newer > record.version {
-            Err(DhtError::Aborted(format!(
-                "a newer version ({newer}) of key {:?} exists; this write ({}) was not applied",
-                record.user_key, record.version
-            )))
-        } else {
-            Err(DhtError::Unavailable(format!(
-                "stored on {} node(s), fewer than the quorum of {needed}: the write may be partially applied (the nodes that stored it keep it, and replication spreads it); retry it",
-                stored_at.len()
-            )))
-        };
-        let _ = reply.send(result);
     }
 
     /// Routes a finished RPC to whatever was waiting for it.

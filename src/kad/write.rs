@@ -1,0 +1,477 @@
+//! A put's or delete's write to its replica set, as a state machine without I/O.
+//!
+//! The driver runs a survey lookup (FIND_VALUE to the k closest, collecting every copy), then
+//! [`Write::plan`] decides everything that follows:
+//! - the version: the node's [`HybridClock`], moved past every version the survey saw and the
+//!   local copy's, so the write is ordered after them whatever this node's clock says;
+//! - a delete's lifetime: [`tombstone_expiry`] of the copies the survey saw;
+//! - where the record goes: STOREs to the replica set (the k closest that answered, this node
+//!   included when it is one of them), and one-way STOREs to holders of older copies outside
+//!   it;
+//! - how many must succeed: `min(quorum, nodes this node knows)`, counting stale contacts, so
+//!   nodes that did not answer do not lower it.
+//!
+//! The driver then feeds each STORE's answer to [`Write::on_ack`], performs what
+//! [`Write::poll`] asks for, and answers the client with the [`Verdict`].
+//!
+//! This node's own copy is written only after a peer accepted the record (or at once when no
+//! peer is in the replica set). Every peer checks the version against its own clock; a node
+//! whose clock runs far ahead has its STOREs refused by every correct peer, and must not keep
+//! the far-future version itself: it would win over every later write once its clock's lead
+//! is no longer "ahead" of anyone.
+//!
+//! Implementation notes (departures from the paper): the paper's STORE is fire-and-forget
+//! with no quorum and no versions. Here a write is acknowledged only at a quorum, and a
+//! write that misses it is reported as possibly partially applied; it is not rolled back
+//! (versions order it, and a retry or a later write supersedes it).
+
+use super::clock::HybridClock;
+use super::lookup::Outcome;
+use super::message::Contact;
+use super::store::{Record, tombstone_expiry};
+
+/// What a write needs to know besides the survey.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteSettings {
+    pub k: usize,
+    /// STOREs that must succeed.
+    pub quorum: usize,
+    /// Nodes this node knows: its contacts (stale ones included) and itself.
+    pub known: usize,
+    pub tombstone_grace_ms: u64,
+}
+
+/// The answer to one STORE of the write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ack {
+    Stored,
+    /// The replica holds a newer version.
+    Newer(u64),
+    /// The replica refused the record (why, as it said).
+    Refused(String),
+    /// No answer (unreachable, timed out, not sent).
+    Failed,
+}
+
+/// How a write ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// At least the quorum stored it.
+    Acknowledged { stored_at: Vec<String> },
+    /// Short of the quorum, because a replica holds a newer version.
+    Superseded { newer: u64 },
+    /// Short of the quorum; the nodes that stored it keep it.
+    ShortOfQuorum {
+        stored: usize,
+        needed: usize,
+        /// The first refusal, as the replica put it.
+        refused: Option<String>,
+    },
+}
+
+/// What the driver does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Store the record in this node's own store and report the result to
+    /// [`Write::on_local`].
+    StoreLocal,
+    /// Wait for STORE answers.
+    Wait,
+    Done(Verdict),
+}
+
+/// The STOREs a planned write sends.
+#[derive(Debug)]
+pub struct Plan {
+    pub write: Write,
+    /// The replicas whose answers count ([`Write::on_ack`] each).
+    pub replicas: Vec<Contact>,
+    /// Holders of older copies outside the replica set: sent the record, answers not counted.
+    pub also: Vec<Contact>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Local {
+    /// This node is not in the replica set.
+    NotReplica,
+    /// Waits for a peer to accept the record first.
+    Waiting,
+    /// Asked for, not reported yet.
+    Storing,
+    /// Stored, or given up.
+    Settled,
+}
+
+/// One write under way.
+#[derive(Debug)]
+pub struct Write {
+    record: Record,
+    me: String,
+    needed: usize,
+    /// STOREs sent to replicas other than this node.
+    remote: usize,
+    pending: usize,
+    stored_at: Vec<String>,
+    newer: u64,
+    refused: Option<String>,
+    local: Local,
+}
+
+impl Write {
+    /// Settles the record's version (and a tombstone's expiry) after the survey `outcome` and
+    /// this node's copy `local`, and says where it goes.
+    pub fn plan(
+        mut record: Record,
+        outcome: &Outcome,
+        local: Option<&Record>,
+        me: &Contact,
+        settings: WriteSettings,
+        clock: &mut HybridClock,
+        wall_us: u64,
+    ) -> Plan {
+        let seen = outcome
+            .holders
+            .iter()
+            .map(|(_, r)| r.version)
+            .chain(local.map(|r| r.version))
+            .max();
+        record.version = clock.issue(wall_us, seen);
+        if record.tombstone {
+            // Shadow the key as long as any copy this delete saw could live.
+            let copies = outcome
+                .holders
+                .iter()
+                .map(|(_, r)| r.expires_at_ms)
+                .chain(local.map(|r| r.expires_at_ms));
+            let now_ms = wall_us / 1000;
+            record.expires_at_ms = tombstone_expiry(now_ms, settings.tombstone_grace_ms, copies);
+        }
+        let mut replicas = outcome.replica_set(me, settings.k);
+        let local_step = if replicas.iter().any(|c| c.id == me.id) {
+            Local::Waiting
+        } else {
+            Local::NotReplica
+        };
+        replicas.retain(|c| c.id != me.id);
+        let also = outcome
+            .holders
+            .iter()
+            .filter(|(h, r)| {
+                r.version < record.version
+                    && h.id != me.id
+                    && !replicas.iter().any(|c| c.id == h.id)
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
+        let write = Write {
+            record,
+            me: me.addr.clone(),
+            needed: settings.quorum.min(settings.known).max(1),
+            remote: replicas.len(),
+            pending: replicas.len(),
+            stored_at: Vec::new(),
+            newer: 0,
+            refused: None,
+            local: local_step,
+        };
+        Plan {
+            write,
+            replicas,
+            also,
+        }
+    }
+
+    /// The record as planned (its version settled).
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// STOREs that must succeed.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// The answer of replica `addr` to its STORE.
+    pub fn on_ack(&mut self, addr: &str, ack: Ack) {
+        self.pending = self.pending.saturating_sub(1);
+        self.count(addr, ack);
+    }
+
+    /// The result of this node's own store, asked for by [`Step::StoreLocal`].
+    pub fn on_local(&mut self, ack: Ack) {
+        self.local = Local::Settled;
+        let me = self.me.clone();
+        self.count(&me, ack);
+    }
+
+    fn count(&mut self, addr: &str, ack: Ack) {
+        match ack {
+            Ack::Stored => self.stored_at.push(addr.to_string()),
+            Ack::Newer(v) => self.newer = self.newer.max(v),
+            Ack::Refused(why) => {
+                self.refused.get_or_insert(format!("{addr}: {why}"));
+            }
+            Ack::Failed => {}
+        }
+    }
+
+    /// What to do next.
+    pub fn poll(&mut self) -> Step {
+        if self.local == Local::Waiting {
+            // A peer that stored the record vouched for its version; with no peer in the
+            // replica set (a network of one, as far as the survey saw) nobody can, and
+            // nobody else would keep it.
+            if !self.stored_at.is_empty() || self.remote == 0 {
+                self.local = Local::Storing;
+                return Step::StoreLocal;
+            }
+            if self.pending == 0 {
+                // Every replica answered and none stored it: keep nothing here either.
+                self.local = Local::Settled;
+            }
+        }
+        match (self.pending, self.local) {
+            (0, Local::NotReplica | Local::Settled) => Step::Done(self.verdict()),
+            _ => Step::Wait,
+        }
+    }
+
+    fn verdict(&self) -> Verdict {
+        if self.stored_at.len() >= self.needed {
+            Verdict::Acknowledged {
+                stored_at: self.stored_at.clone(),
+            }
+        } else if self.newer > self.record.version {
+            Verdict::Superseded { newer: self.newer }
+        } else {
+            Verdict::ShortOfQuorum {
+                stored: self.stored_at.len(),
+                needed: self.needed,
+                refused: self.refused.clone(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kad::NodeId;
+    use crate::kad::store::NEVER;
+
+    const WALL_US: u64 = 1_000_000_000;
+
+    fn contact(i: u8) -> Contact {
+        Contact::new(NodeId([i; 20]), format!("n{i}:1"))
+    }
+
+    fn record(tombstone: bool) -> Record {
+        Record {
+            key: NodeId([0; 20]),
+            value: if tombstone { vec![] } else { b"v".to_vec() },
+            version: 0,
+            expires_at_ms: if tombstone { 0 } else { NEVER },
+            tombstone,
+            publisher: NodeId([9; 20]),
+            user_key: "k".into(),
+        }
+    }
+
+    fn copy(version: u64, expires_at_ms: u64) -> Record {
+        Record {
+            version,
+            expires_at_ms,
+            ..record(false)
+        }
+    }
+
+    /// A survey that found `closest` (ids: a lower byte is closer to the key) and `holders`.
+    fn survey(closest: &[u8], holders: &[(u8, Record)]) -> Outcome {
+        Outcome {
+            target: NodeId([0; 20]),
+            closest: closest.iter().map(|i| contact(*i)).collect(),
+            found: None,
+            holders: holders
+                .iter()
+                .map(|(i, r)| (contact(*i), r.clone()))
+                .collect(),
+            cache_at: None,
+            queried: closest.len() as u32,
+            gave_up: false,
+        }
+    }
+
+    fn settings(k: usize, quorum: usize, known: usize) -> WriteSettings {
+        WriteSettings {
+            k,
+            quorum,
+            known,
+            tombstone_grace_ms: 1_000,
+        }
+    }
+
+    fn plan(
+        rec: Record,
+        outcome: &Outcome,
+        local: Option<&Record>,
+        me: u8,
+        s: WriteSettings,
+    ) -> Plan {
+        let mut clock = HybridClock::default();
+        Write::plan(rec, outcome, local, &contact(me), s, &mut clock, WALL_US)
+    }
+
+    #[test]
+    fn the_version_is_ordered_after_every_copy_seen() {
+        let ahead = WALL_US + 30_000_000;
+        let o = survey(&[1, 2], &[(1, copy(ahead, NEVER)), (2, copy(5, NEVER))]);
+        let p = plan(record(false), &o, None, 3, settings(20, 2, 3));
+        assert_eq!(p.write.record().version, ahead + 1);
+        let local = copy(ahead + 10, NEVER);
+        let p = plan(record(false), &o, Some(&local), 3, settings(20, 2, 3));
+        assert_eq!(p.write.record().version, ahead + 11);
+        // Nothing seen: the wall clock.
+        let p = plan(
+            record(false),
+            &survey(&[1], &[]),
+            None,
+            3,
+            settings(20, 2, 3),
+        );
+        assert_eq!(p.write.record().version, WALL_US);
+    }
+
+    #[test]
+    fn a_tombstone_outlives_every_copy_it_saw() {
+        let now_ms = WALL_US / 1000;
+        let o = survey(&[1, 2], &[(1, copy(5, now_ms + 50_000))]);
+        let p = plan(record(true), &o, None, 3, settings(20, 2, 3));
+        assert_eq!(p.write.record().expires_at_ms, now_ms + 50_000);
+        // The grace when the copies expire sooner.
+        let o = survey(&[1, 2], &[(1, copy(5, now_ms + 10))]);
+        let p = plan(record(true), &o, None, 3, settings(20, 2, 3));
+        assert_eq!(p.write.record().expires_at_ms, now_ms + 1_000);
+        // A local copy without a TTL makes the tombstone permanent.
+        let local = copy(5, NEVER);
+        let p = plan(record(true), &o, Some(&local), 3, settings(20, 2, 3));
+        assert_eq!(p.write.record().expires_at_ms, NEVER);
+    }
+
+    #[test]
+    fn the_quorum_shrinks_only_for_a_small_network() {
+        let o = survey(&[1], &[]);
+        assert_eq!(
+            plan(record(false), &o, None, 3, settings(20, 3, 2))
+                .write
+                .needed(),
+            2
+        );
+        assert_eq!(
+            plan(record(false), &o, None, 3, settings(20, 3, 9))
+                .write
+                .needed(),
+            3
+        );
+        assert_eq!(
+            plan(record(false), &o, None, 3, settings(20, 0, 9))
+                .write
+                .needed(),
+            1
+        );
+    }
+
+    #[test]
+    fn replicas_and_older_holders_outside_them_are_sent_the_record() {
+        // k = 2: the replica set is 1 and 2 (this node, 5, is farther).
+        let o = survey(&[1, 2, 3], &[(3, copy(5, NEVER)), (1, copy(6, NEVER))]);
+        let p = plan(record(false), &o, None, 5, settings(2, 2, 4));
+        let ids = |cs: &[Contact]| cs.iter().map(|c| c.id.0[0]).collect::<Vec<_>>();
+        assert_eq!(ids(&p.replicas), vec![1, 2]);
+        assert_eq!(ids(&p.also), vec![3]);
+    }
+
+    #[test]
+    fn the_own_copy_waits_for_a_peer_to_accept_the_version() {
+        let o = survey(&[2, 3], &[]);
+        let mut p = plan(record(false), &o, None, 1, settings(20, 3, 3));
+        assert_eq!(p.replicas.len(), 2);
+        let w = &mut p.write;
+        assert_eq!(w.poll(), Step::Wait);
+        w.on_ack("n2:1", Ack::Stored);
+        assert_eq!(w.poll(), Step::StoreLocal);
+        assert_eq!(w.poll(), Step::Wait, "the local store is under way");
+        w.on_local(Ack::Stored);
+        assert_eq!(w.poll(), Step::Wait, "one replica has not answered");
+        w.on_ack("n3:1", Ack::Stored);
+        let Step::Done(Verdict::Acknowledged { stored_at }) = w.poll() else {
+            panic!("not acknowledged");
+        };
+        assert_eq!(stored_at, vec!["n2:1", "n1:1", "n3:1"]);
+    }
+
+    #[test]
+    fn a_version_every_peer_refuses_is_not_kept_here_either() {
+        let o = survey(&[2, 3], &[]);
+        let mut p = plan(record(false), &o, None, 1, settings(20, 2, 3));
+        let w = &mut p.write;
+        let why = "version is 600000 ms ahead of this node's clock".to_string();
+        w.on_ack("n2:1", Ack::Refused(why.clone()));
+        assert_eq!(w.poll(), Step::Wait);
+        w.on_ack("n3:1", Ack::Refused(why.clone()));
+        assert_eq!(
+            w.poll(),
+            Step::Done(Verdict::ShortOfQuorum {
+                stored: 0,
+                needed: 2,
+                refused: Some(format!("n2:1: {why}")),
+            })
+        );
+    }
+
+    #[test]
+    fn a_network_of_one_stores_at_once() {
+        let o = survey(&[], &[]);
+        let mut p = plan(record(false), &o, None, 1, settings(20, 3, 1));
+        assert!(p.replicas.is_empty());
+        assert_eq!(p.write.poll(), Step::StoreLocal);
+        p.write.on_local(Ack::Stored);
+        assert_eq!(
+            p.write.poll(),
+            Step::Done(Verdict::Acknowledged {
+                stored_at: vec!["n1:1".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn a_newer_copy_supersedes_the_write() {
+        let o = survey(&[2, 3], &[]);
+        let mut p = plan(record(false), &o, None, 9, settings(2, 2, 3));
+        let v = p.write.record().version;
+        p.write.on_ack("n2:1", Ack::Newer(v + 5));
+        p.write.on_ack("n3:1", Ack::Failed);
+        assert_eq!(
+            p.write.poll(),
+            Step::Done(Verdict::Superseded { newer: v + 5 })
+        );
+    }
+
+    #[test]
+    fn short_of_the_quorum_counts_what_was_stored() {
+        let o = survey(&[2, 3, 4], &[]);
+        let mut p = plan(record(false), &o, None, 1, settings(20, 3, 4));
+        p.write.on_ack("n2:1", Ack::Failed);
+        p.write.on_ack("n3:1", Ack::Stored);
+        assert_eq!(p.write.poll(), Step::StoreLocal);
+        p.write.on_local(Ack::Stored);
+        p.write.on_ack("n4:1", Ack::Failed);
+        assert_eq!(
+            p.write.poll(),
+            Step::Done(Verdict::ShortOfQuorum {
+                stored: 2,
+                needed: 3,
+                refused: None
+            })
+        );
+    }
+}
