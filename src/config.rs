@@ -19,10 +19,6 @@ use crate::storage::{DataDir, StorageError};
 pub const ENV_PREFIX: &str = "KADEMLIA";
 /// The bootstrap variable, named exactly so.
 pub const REMOTE_HOST_ENV: &str = "P2P_REMOTE_HOST";
-/// Default `max_ttl_secs`: a year.
-pub const DEFAULT_MAX_TTL_SECS: u64 = 365 * 86_400;
-/// Default `tombstone_grace_secs`: ten days (as Cassandra's gc_grace_seconds).
-pub const DEFAULT_TOMBSTONE_GRACE_SECS: u64 = 10 * 86_400;
 /// The default gRPC port.
 pub const DEFAULT_PORT: u16 = 50051;
 
@@ -74,31 +70,34 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// The node's defaults ([`NodeConfig::new`]), and a listener on every interface.
     fn default() -> Self {
+        let n = NodeConfig::new(NodeId([0; 20]), "");
+        let ms = |d: Duration| d.as_millis() as u64;
         Settings {
             host: "0.0.0.0".into(),
             port: DEFAULT_PORT,
             advertise_addr: String::new(),
             remote_host: String::new(),
-            network_id: "kademlia".into(),
+            network_id: n.network_id,
             node_id: String::new(),
-            k: crate::kad::K,
-            alpha: crate::kad::ALPHA,
-            quorum: 3,
-            read_quorum: 2,
-            rpc_timeout_ms: 2000,
-            max_clock_skew_ms: 60_000,
-            refresh_interval_secs: crate::kad::T_REFRESH.as_secs(),
-            replicate_interval_secs: crate::kad::T_REPLICATE.as_secs(),
-            record_ttl_secs: 0,
-            max_ttl_secs: DEFAULT_MAX_TTL_SECS,
-            tombstone_grace_secs: DEFAULT_TOMBSTONE_GRACE_SECS,
-            cache_ttl_secs: 300,
-            max_value_bytes: 65_536,
-            max_records: 1_000_000,
-            rebootstrap_interval_secs: 60,
-            bootstrap_backoff_max_ms: 10_000,
-            drain_timeout_secs: 10,
+            k: n.params.k,
+            alpha: n.params.alpha,
+            quorum: n.quorum,
+            read_quorum: n.read_quorum,
+            rpc_timeout_ms: ms(n.params.rpc_timeout),
+            max_clock_skew_ms: ms(n.params.max_clock_skew),
+            refresh_interval_secs: n.refresh_interval.as_secs(),
+            replicate_interval_secs: n.replicate_interval.as_secs(),
+            record_ttl_secs: n.record_ttl.map_or(0, |t| t.as_secs()),
+            max_ttl_secs: n.max_ttl.as_secs(),
+            tombstone_grace_secs: n.tombstone_grace.as_secs(),
+            cache_ttl_secs: n.cache_ttl.as_secs(),
+            max_value_bytes: n.max_value_bytes,
+            max_records: n.max_records,
+            rebootstrap_interval_secs: n.rebootstrap_interval.as_secs(),
+            bootstrap_backoff_max_ms: ms(n.bootstrap_backoff_max),
+            drain_timeout_secs: n.drain_timeout.as_secs(),
             data_dir: String::new(),
             log: "info".into(),
         }
@@ -317,6 +316,13 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_settings_give_the_node_defaults() {
+        let from_settings = Settings::default().node_config("a:1".into());
+        let direct = NodeConfig::new(from_settings.id, "a:1");
+        assert_eq!(format!("{from_settings:?}"), format!("{direct:?}"));
+    }
 
     #[test]
     fn defaults_are_valid_and_match_the_paper() {

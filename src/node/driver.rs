@@ -1,4 +1,6 @@
-//! The driver task: the event loop, RPC plumbing and the table of running operations.
+//! The driver: the state a node's task owns, and the plumbing every handler uses (sending RPCs
+//! under flow control, running lookups, committing the store, performing the core's effects).
+//! It calls no handler: the event loop (`event_loop`) routes what comes back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -7,15 +9,14 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::flow::{Admit, Flow, Outgoing};
 use super::jobs::Jobs;
-use super::maintenance::JoinState;
-use super::ops::{AfterLookup, Op, Purpose};
+use super::state::{AfterLookup, JoinState, Op, Purpose};
 use super::{Command, NodeConfig};
 use crate::kad::clock::HybridClock;
-use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Poll};
+use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Outcome, Poll};
 use crate::kad::store::StoreError;
 use crate::kad::{
     Contact, Core, Effect, Envelope, MemoryStore, NodeId, RecordStore, Rejection, Reply, Request,
@@ -26,8 +27,6 @@ use crate::net::{Inbound, Transport, TransportError};
 /// How long a range that just opened waits before its records are looked for, so that the
 /// openings of one burst (a partition healing) cost one scan of the store.
 const REPLICATE_SCAN_DELAY: Duration = Duration::from_millis(250);
-/// Peer requests handled in one turn of the loop at most (their writes share one commit).
-const INBOUND_BATCH: usize = 64;
 
 type InboundReply = tokio::sync::oneshot::Sender<Result<Reply, Rejection>>;
 
@@ -100,112 +99,68 @@ pub(crate) struct Driver {
     pub commit_failed: Option<StoreError>,
     /// Keys of each replication group whose job is queued (see `replicate_due`).
     pub replication_groups: HashMap<NodeId, Vec<NodeId>>,
+    /// Lookups that finished, for the event loop to hand on (`event_loop::after_lookup`).
+    pub finished: Vec<(Outcome, AfterLookup)>,
 }
 
-/// Runs a node until `shutdown` completes.
-pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output = ()> + Send) {
-    let Parts {
-        cfg,
-        transport,
-        mut inbound,
-        mut commands,
-        joined,
-    } = parts;
-    let now = Instant::now();
-    let limits = StoreLimits {
-        max_value_bytes: cfg.max_value_bytes,
-        max_records: cfg.max_records,
-    };
-    let incarnation = crate::kad::store::unix_ms(SystemTime::now());
-    let me = Contact::new(cfg.id, cfg.addr.clone()).with_incarnation(incarnation);
-    let store: Box<dyn RecordStore> = match &cfg.data_dir {
-        Some(dir) => Box::new(
-            dir.take_store()
-                .expect("a data dir serves one node: its records were already taken"),
-        ),
-        None => Box::new(MemoryStore::new(limits)),
-    };
-    let saved_contacts = cfg
-        .data_dir
-        .as_ref()
-        .map(|d| d.saved_contacts().to_vec())
-        .unwrap_or_default();
-    let core = Core::new(me, cfg.network_id.clone(), cfg.params.clone(), store, now);
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let tick = maintenance_tick(&cfg);
-    let mut d = Driver {
-        core,
-        cfg,
-        transport,
-        ops: HashMap::new(),
-        next_op: 0,
-        events: events_tx,
-        joined,
-        join: JoinState::default(),
-        pinging: HashSet::new(),
-        last_stale_probe: None,
-        clock: HybridClock::default(),
-        started: now,
-        rng: StdRng::from_os_rng(),
-        tick,
-        flow: Flow::default(),
-        jobs: Jobs::default(),
-        replicate_scan_at: None,
-        next_replicate_scan: None,
-        saved_contacts,
-        contacts_saved: Vec::new(),
-        held_replies: Vec::new(),
-        commit_failed: None,
-        replication_groups: HashMap::new(),
-    };
-    info!(node = %d.core.id(), addr = %d.cfg.addr, network = %d.cfg.network_id, "node starting");
-    d.start_join();
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        let wake = d.next_wake().map(tokio::time::Instant::from_std);
-        let sleep = async {
-            match wake {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
+impl Driver {
+    /// A driver for `cfg` (its store opened, or taken from the data dir), and the receiver of
+    /// its events.
+    pub fn new(
+        cfg: NodeConfig,
+        transport: Arc<dyn Transport>,
+        joined: watch::Sender<bool>,
+        tick: Duration,
+    ) -> (Driver, mpsc::UnboundedReceiver<Event>) {
+        let now = Instant::now();
+        let limits = StoreLimits {
+            max_value_bytes: cfg.max_value_bytes,
+            max_records: cfg.max_records,
         };
-        // Not biased: under load, a steady stream of one kind (replies, peer requests) must
-        // not starve the others (client commands, maintenance).
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(ev) = events_rx.recv() => d.on_event(ev),
-            Some(req) = inbound.recv() => {
-                // Requests that arrived together are handled together, so that their STOREs
-                // share one commit to the data dir.
-                d.on_inbound(req);
-                for _ in 1..INBOUND_BATCH {
-                    match inbound.try_recv() {
-                        Ok(req) => d.on_inbound(req),
-                        Err(_) => break,
-                    }
-                }
-            }
-            Some(cmd) = commands.recv() => d.on_command(cmd),
-            _ = ticker.tick() => d.maintenance(),
-            _ = sleep => d.on_wake(),
-        }
-        d.flush_store();
+        let incarnation = crate::kad::store::unix_ms(SystemTime::now());
+        let me = Contact::new(cfg.id, cfg.addr.clone()).with_incarnation(incarnation);
+        let store: Box<dyn RecordStore> = match &cfg.data_dir {
+            Some(dir) => Box::new(
+                dir.take_store()
+                    .expect("a data dir serves one node: its records were already taken"),
+            ),
+            None => Box::new(MemoryStore::new(limits)),
+        };
+        let saved_contacts = cfg
+            .data_dir
+            .as_ref()
+            .map(|d| d.saved_contacts().to_vec())
+            .unwrap_or_default();
+        let core = Core::new(me, cfg.network_id.clone(), cfg.params.clone(), store, now);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let d = Driver {
+            core,
+            cfg,
+            transport,
+            ops: HashMap::new(),
+            next_op: 0,
+            events: events_tx,
+            joined,
+            join: JoinState::default(),
+            pinging: HashSet::new(),
+            last_stale_probe: None,
+            clock: HybridClock::default(),
+            started: now,
+            rng: StdRng::from_os_rng(),
+            tick,
+            flow: Flow::default(),
+            jobs: Jobs::default(),
+            replicate_scan_at: None,
+            next_replicate_scan: None,
+            saved_contacts,
+            contacts_saved: Vec::new(),
+            held_replies: Vec::new(),
+            commit_failed: None,
+            replication_groups: HashMap::new(),
+            finished: Vec::new(),
+        };
+        (d, events_rx)
     }
-    let _ = d.joined.send(false);
-    d.flush_store();
-    d.save_contacts();
-    info!(node = %d.core.id(), "node stopped");
-}
-
-/// How often maintenance runs: a tenth of the shortest interval, between 50 ms and 60 s.
-fn maintenance_tick(cfg: &NodeConfig) -> Duration {
-    let shortest = [cfg.refresh_interval, cfg.replicate_interval]
-        .into_iter()
-        .min()
-        .unwrap_or(Duration::from_secs(60));
-    (shortest / 10).clamp(Duration::from_millis(50), Duration::from_secs(60))
 }
 
 impl Driver {
@@ -227,50 +182,7 @@ impl Driver {
         *self.joined.borrow()
     }
 
-    fn next_wake(&self) -> Option<Instant> {
-        let lookups = self.ops.values().filter_map(|op| match op {
-            Op::Lookup { wait_until, .. } => *wait_until,
-            _ => None,
-        });
-        lookups
-            .chain(self.join.retry_at)
-            .chain(self.join.post_refresh_at)
-            .chain(self.replicate_scan_at)
-            .chain(self.next_replicate_scan)
-            .min()
-    }
-
-    fn on_wake(&mut self) {
-        let now = self.now();
-        let due: Vec<u64> = self
-            .ops
-            .iter()
-            .filter(|(_, op)| matches!(op, Op::Lookup { wait_until: Some(t), .. } if *t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            self.advance(id);
-        }
-        if self.join.post_refresh_at.is_some_and(|t| t <= now) {
-            self.join.post_refresh_at = None;
-            self.join.post_refresh_done = true;
-            self.refresh_beyond_closest_neighbour();
-        }
-        if self.join.retry_at.is_some_and(|t| t <= now) {
-            self.join.retry_at = None;
-            self.bootstrap(false);
-        }
-        let opened = self.replicate_scan_at.is_some_and(|t| t <= now);
-        if opened || self.next_replicate_scan.is_some_and(|t| t <= now) {
-            // Both are set again by `replicate_due` as needed: a past time left here would
-            // wake the loop at once, again and again.
-            self.replicate_scan_at = None;
-            self.next_replicate_scan = None;
-            self.replicate_due();
-        }
-    }
-
-    fn on_inbound(&mut self, req: Inbound) {
+    pub fn on_inbound(&mut self, req: Inbound) {
         let Inbound { envelope, reply } = req;
         if reply.is_closed() {
             // The sender stopped waiting (it timed out while the request sat in the queue):
@@ -431,7 +343,7 @@ impl Driver {
     }
 
     /// A slot came back: send what waits in the outbox, then resume parked lookups.
-    fn release_slot(&mut self) {
+    pub fn release_slot(&mut self) {
         self.flow.finished();
         while let Some(rpc) = self.flow.next_queued() {
             self.transmit(rpc);
@@ -441,14 +353,8 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, ev: Event) {
-        match ev {
-            Event::Rpc(done) => self.on_rpc_done(*done),
-            Event::Resolved { result, rejoin } => self.on_resolved(result, rejoin),
-        }
-    }
-
-    fn on_rpc_done(&mut self, done: RpcDone) {
+    /// Updates the routing table from a finished RPC: who answered, who failed.
+    pub fn learn_from_rpc(&mut self, done: &RpcDone) {
         let (now, wall) = (self.now(), self.wall());
         match &done.result {
             Ok(reply) => {
@@ -471,11 +377,6 @@ impl Driver {
                     self.core.on_failure(&id);
                 }
             }
-        }
-        let sent = done.sent;
-        self.dispatch(done);
-        if sent {
-            self.release_slot();
         }
     }
 
@@ -587,8 +488,7 @@ impl Driver {
                     let Some(Op::Lookup { lookup, then, .. }) = self.ops.remove(&id) else {
                         return;
                     };
-                    let outcome = lookup.finish();
-                    self.after_lookup(outcome, then);
+                    self.finished.push((lookup.finish(), then));
                     return;
                 }
             }

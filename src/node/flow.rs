@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 
 use crate::kad::{NodeId, Request};
 
-use super::ops::Purpose;
+use super::state::Purpose;
 
 /// Peer RPCs one node has under way at most. A put stores at k = 20 nodes and a lookup keeps
 /// alpha = 3 requests in flight, so this serves a dozen concurrent puts or 80 concurrent gets

@@ -36,14 +36,14 @@
 //!   (`REPLICATE_SCAN_DELAY`), not once per opening.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use tracing::{debug, info, warn};
 
 use super::driver::{Driver, Event, RpcDone};
 use super::jobs::Job;
-use super::ops::{AfterLookup, Op, Purpose};
+use super::state::{AfterLookup, Op, Purpose};
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::store::unix_ms;
 use crate::kad::{Contact, Key, Record, Request, replication};
@@ -60,23 +60,6 @@ const SELF_ONLY_BEFORE_CREATE: u32 = 3;
 const REPLICATE_SCAN_MIN: Duration = Duration::from_millis(50);
 /// Stale contacts pinged per probe round (closest to this node first).
 const STALE_PROBE_BATCH: usize = 20;
-
-/// Progress of joining.
-#[derive(Debug, Default)]
-pub(crate) struct JoinState {
-    pub retry_at: Option<Instant>,
-    pub backoff: Duration,
-    pub in_progress: bool,
-    pub attempts: u32,
-    pub last_bootstrap: Option<Instant>,
-    /// Consecutive resolutions that found only this node.
-    pub self_only: u32,
-    /// When to repeat the join's bucket refresh once (see [`POST_JOIN_REFRESH`]).
-    pub post_refresh_at: Option<Instant>,
-    pub post_refresh_done: bool,
-    /// Addresses at which this node answered its own bootstrap ping.
-    pub own_addrs: std::collections::HashSet<String>,
-}
 
 impl Driver {
     pub(crate) fn start_join(&mut self) {

@@ -16,12 +16,14 @@
 //! reports where a node stands.
 
 mod driver;
+mod event_loop;
 mod flow;
 mod jobs;
 mod maintenance;
 mod ops;
 mod persist;
 mod repair;
+mod state;
 
 pub use flow::{FlowStats, MAX_OPERATIONS, MAX_RPCS_IN_FLIGHT, OUTBOX_CAPACITY};
 pub use jobs::{JOB_QUEUE_CAPACITY, JobStats, MAX_MAINTENANCE_LOOKUPS};
@@ -36,7 +38,7 @@ use crate::error::DhtError;
 use crate::kad::{Contact, NodeId, Params};
 use crate::net::{Inbound, Transport};
 
-/// Everything a node needs to run (built from [`crate::config::Settings`]).
+/// Everything a node needs to run (`crate::config::Settings` builds one from the settings).
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub id: NodeId,
@@ -78,15 +80,46 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// The default settings (paper values; see [`crate::config::Settings`]) for node `id`
-    /// at `addr`.
+    /// The defaults (paper values where the paper gives one) for node `id` at `addr`; also
+    /// the defaults of `crate::config::Settings`, which is built on this module, not the
+    /// other way round.
     pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
+        let secs = Duration::from_secs;
         NodeConfig {
             id,
-            ..crate::config::Settings::default().node_config(addr.into())
+            addr: addr.into(),
+            network_id: "kademlia".into(),
+            remote_host: None,
+            params: Params {
+                k: crate::kad::K,
+                alpha: crate::kad::ALPHA,
+                rpc_timeout: Duration::from_millis(2000),
+                max_clock_skew: Duration::from_millis(60_000),
+                max_ttl: DEFAULT_MAX_TTL,
+            },
+            quorum: 3,
+            read_quorum: 2,
+            refresh_interval: crate::kad::T_REFRESH,
+            replicate_interval: crate::kad::T_REPLICATE,
+            record_ttl: None,
+            max_ttl: DEFAULT_MAX_TTL,
+            tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
+            cache_ttl: secs(300),
+            max_value_bytes: 65_536,
+            max_records: 1_000_000,
+            rebootstrap_interval: secs(60),
+            bootstrap_backoff_max: Duration::from_millis(10_000),
+            drain_timeout: secs(10),
+            data_dir: None,
+            clock_offset_ms: 0,
         }
     }
 }
+
+/// Default longest TTL: a year.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(365 * 86_400);
+/// Default shortest life of a tombstone: ten days (as Cassandra's gc_grace_seconds).
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(10 * 86_400);
 
 /// Longest accepted user key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -327,6 +360,6 @@ impl PendingNode {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
-        tokio::spawn(driver::run(self.parts, shutdown))
+        tokio::spawn(event_loop::run(self.parts, shutdown))
     }
 }

@@ -13,23 +13,21 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::driver::{Driver, RpcDone};
+use super::state::{AfterLookup, Op, Purpose, Reply};
 use super::{
     BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, MAX_OPERATIONS, NodeInfo, NodeLoad,
     RouteEntry, WriteResult,
 };
 use crate::error::DhtError;
-use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Outcome};
+use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Mode, Outcome};
 use crate::kad::read::{copies_wanted, resolve};
 use crate::kad::store::{NEVER, PutOutcome, unix_ms, unix_us};
 use crate::kad::write::{Ack, Plan, Step, Verdict, Write, WriteSettings};
 use crate::kad::{NodeId, Record, Reply as PeerReply, Request, Response};
 use crate::net::TransportError;
-
-type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 
 /// A get's answer from this node's own copy.
 fn local_answer(key: String, record: &Record) -> Result<GetResult, DhtError> {
@@ -45,77 +43,6 @@ fn local_answer(key: String, record: &Record) -> Result<GetResult, DhtError> {
         hops: 0,
         queried: 0,
     })
-}
-
-/// A replication group's STOREs in flight at most (one record's worth, beyond which the next
-/// record waits): replication shares the node's RPC slots with its clients' lookups and must
-/// not crowd them out, however many records a group holds.
-pub(crate) const REPLICATION_STORES_IN_FLIGHT: usize = crate::kad::K;
-
-/// Why an RPC was sent, which decides what its result feeds.
-#[derive(Clone, Debug)]
-pub(crate) enum Purpose {
-    Lookup,
-    Store,
-    PingLru,
-    Bootstrap,
-    /// A replication STORE: an answer saying a newer version exists makes this node fetch
-    /// it (its own copy is outdated: it missed a write or a delete).
-    Replicate(NodeId),
-    /// A FIND_VALUE for a newer version of a record this node holds.
-    Adopt(NodeId),
-    Oneway,
-}
-
-/// What to do when a lookup finishes.
-pub(crate) enum AfterLookup {
-    Get {
-        key: String,
-        reply: Reply<GetResult>,
-        started: Instant,
-    },
-    Write {
-        record: Record,
-        reply: Reply<WriteResult>,
-    },
-    Locate {
-        reply: Reply<(NodeId, Vec<Located>)>,
-    },
-    Join,
-    Refresh,
-    /// Records of one replication group (see `crate::kad::replication`).
-    Replicate {
-        records: Vec<Record>,
-    },
-}
-
-/// A running operation.
-pub(crate) enum Op {
-    Lookup {
-        lookup: Box<Lookup>,
-        then: AfterLookup,
-        wait_until: Option<Instant>,
-    },
-    /// A put's or delete's STOREs (see [`crate::kad::write`]).
-    Write {
-        write: Box<Write>,
-        reply: Reply<WriteResult>,
-    },
-    /// The STOREs of a replication group, sent a record at a time while fewer than
-    /// [`REPLICATION_STORES_IN_FLIGHT`] are in flight.
-    Replicate {
-        records: std::collections::VecDeque<Record>,
-        /// The nodes the group's lookup found.
-        closest: Vec<crate::kad::Contact>,
-        in_flight: usize,
-    },
-    Bootstrap {
-        pending: usize,
-        answered: usize,
-        /// Pings this node answered itself (the name also stands for it).
-        selves: usize,
-        rejoin: bool,
-    },
 }
 
 /// A client's answer to a write that ended with `verdict`.
@@ -367,31 +294,9 @@ impl Driver {
         self.start_read(key_id, wanted, then);
     }
 
-    pub(crate) fn after_lookup(&mut self, outcome: Outcome, then: AfterLookup) {
-        match then {
-            AfterLookup::Get {
-                key,
-                reply,
-                started,
-            } => self.finish_get(key, outcome, reply, started),
-            AfterLookup::Write { record, reply } => self.write_replicas(record, outcome, reply),
-            AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
-            AfterLookup::Join => self.joined_lookup_done(outcome),
-            AfterLookup::Refresh => self.job_done(),
-            AfterLookup::Replicate { records } => {
-                let op = self.new_op(Op::Replicate {
-                    records: records.into(),
-                    closest: outcome.closest,
-                    in_flight: 0,
-                });
-                self.pump_replication(op);
-            }
-        }
-    }
-
     /// Answers a get with the newest copy among the local one and those the lookup found,
     /// and repairs the copies it saw that are older (read repair; see [`crate::kad::read`]).
-    fn finish_get(
+    pub(crate) fn finish_get(
         &mut self,
         key: String,
         outcome: Outcome,
@@ -459,7 +364,7 @@ impl Driver {
         }));
     }
 
-    fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
+    pub(crate) fn finish_locate(&mut self, outcome: Outcome, reply: Reply<(NodeId, Vec<Located>)>) {
         if let Some(e) = self.cut_off(&outcome, "cannot tell who holds it") {
             return drop(reply.send(Err(e)));
         }
@@ -495,7 +400,12 @@ impl Driver {
     }
 
     /// Stores a put's or delete's record at its replica set, as [`Write::plan`] says.
-    fn write_replicas(&mut self, record: Record, outcome: Outcome, reply: Reply<WriteResult>) {
+    pub(crate) fn write_replicas(
+        &mut self,
+        record: Record,
+        outcome: Outcome,
+        reply: Reply<WriteResult>,
+    ) {
         if let Some(e) = self.cut_off(&outcome, "nothing was written") {
             // With no peer answering, this node alone would "succeed" and the value would be
             // lost to the rest of the network.
@@ -602,61 +512,6 @@ impl Driver {
                     return;
                 }
             }
-        }
-    }
-
-    /// Routes a finished RPC to whatever was waiting for it.
-    pub(crate) fn dispatch(&mut self, done: RpcDone) {
-        match done.purpose {
-            Purpose::Lookup => {
-                let Some(op) = done.op else { return };
-                let Some(Op::Lookup { lookup, .. }) = self.ops.get_mut(&op) else {
-                    return;
-                };
-                match (&done.result, done.to_id) {
-                    (Ok(reply), Some(id)) => {
-                        let (closer, record) = match &reply.body {
-                            Response::Nodes { closer } => (closer.clone(), None),
-                            Response::Value { record, closer } => (closer.clone(), record.clone()),
-                            _ => (Vec::new(), None),
-                        };
-                        lookup.on_success(&id, closer, record);
-                    }
-                    (_, Some(id)) => lookup.on_failure(&id),
-                    _ => {}
-                }
-                self.advance(op);
-            }
-            Purpose::Store => {
-                if let Some(op) = done.op {
-                    self.on_store_result(op, &done);
-                }
-            }
-            Purpose::PingLru => {
-                if let Some(id) = done.to_id {
-                    self.pinging.remove(&id);
-                    let alive = match &done.result {
-                        Ok(_) => Some(true),
-                        Err(e) => e.peer_alive(),
-                    };
-                    if let Some(alive) = alive {
-                        let now = self.now();
-                        self.core.on_ping_result(&id, alive, now);
-                    }
-                }
-            }
-            Purpose::Bootstrap => self.on_bootstrap_ping(done),
-            Purpose::Replicate(key) => {
-                self.on_replicated(key, &done);
-                if let Some(op) = done.op
-                    && let Some(Op::Replicate { in_flight, .. }) = self.ops.get_mut(&op)
-                {
-                    *in_flight = in_flight.saturating_sub(1);
-                    self.pump_replication(op);
-                }
-            }
-            Purpose::Adopt(key) => self.on_adopt(key, &done),
-            Purpose::Oneway => {}
         }
     }
 }

@@ -7,15 +7,21 @@
 use tracing::{debug, warn};
 
 use super::driver::{Driver, RpcDone};
-use super::ops::{Op, Purpose, REPLICATION_STORES_IN_FLIGHT};
+use super::state::{Op, Purpose};
 use crate::kad::lookup::replica_set;
 use crate::kad::store::PutOutcome;
 use crate::kad::{Key, Request, Response};
 
+/// A replication group's STOREs in flight at most (one record's worth, beyond which the next
+/// record waits): replication shares the node's RPC slots with its clients' lookups and must
+/// not crowd them out, however many records a group holds.
+pub(crate) const REPLICATION_STORES_IN_FLIGHT: usize = crate::kad::K;
+
 impl Driver {
     /// Sends the next records of replication `op` while few of its STOREs are in flight;
-    /// ends the op (and frees its maintenance slot) once all were answered.
-    pub(crate) fn pump_replication(&mut self, op: u64) {
+    /// ends the op once all were answered, and then says so (its maintenance slot is free).
+    #[must_use]
+    pub(crate) fn pump_replication(&mut self, op: u64) -> bool {
         let (me, k) = (self.core.me().clone(), self.cfg.params.k);
         loop {
             let Some(Op::Replicate {
@@ -24,17 +30,17 @@ impl Driver {
                 in_flight,
             }) = self.ops.get_mut(&op)
             else {
-                return;
+                return false;
             };
             if *in_flight >= REPLICATION_STORES_IN_FLIGHT {
-                return;
+                return false;
             }
             let Some(record) = records.pop_front() else {
-                if *in_flight == 0 {
+                let ended = *in_flight == 0;
+                if ended {
                     self.ops.remove(&op);
-                    self.job_done();
                 }
-                return;
+                return ended;
             };
             let mut found = replica_set(closest, &record.key, &me, k);
             found.retain(|c| c.id != me.id);

@@ -1,0 +1,100 @@
+//! The state the driver's handlers share: the running operations, why each RPC was sent, what
+//! a finished lookup feeds, and the progress of joining. Types only: the driver
+//! (`driver`) and the handlers (`ops`, `maintenance`, `repair`) build on them.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{GetResult, Located, WriteResult};
+use crate::error::DhtError;
+use crate::kad::lookup::Lookup;
+use crate::kad::write::Write;
+use crate::kad::{NodeId, Record};
+
+/// Where a client operation's answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
+
+/// Why an RPC was sent, which decides what its result feeds.
+#[derive(Clone, Debug)]
+pub(crate) enum Purpose {
+    Lookup,
+    Store,
+    PingLru,
+    Bootstrap,
+    /// A replication STORE: an answer saying a newer version exists makes this node fetch
+    /// it (its own copy is outdated: it missed a write or a delete).
+    Replicate(NodeId),
+    /// A FIND_VALUE for a newer version of a record this node holds.
+    Adopt(NodeId),
+    Oneway,
+}
+
+/// What to do when a lookup finishes.
+pub(crate) enum AfterLookup {
+    Get {
+        key: String,
+        reply: Reply<GetResult>,
+        started: Instant,
+    },
+    Write {
+        record: Record,
+        reply: Reply<WriteResult>,
+    },
+    Locate {
+        reply: Reply<(NodeId, Vec<Located>)>,
+    },
+    Join,
+    Refresh,
+    /// Records of one replication group (see `crate::kad::replication`).
+    Replicate {
+        records: Vec<Record>,
+    },
+}
+
+/// A running operation.
+pub(crate) enum Op {
+    Lookup {
+        lookup: Box<Lookup>,
+        then: AfterLookup,
+        wait_until: Option<Instant>,
+    },
+    /// A put's or delete's STOREs (see [`crate::kad::write`]).
+    Write {
+        write: Box<Write>,
+        reply: Reply<WriteResult>,
+    },
+    /// The STOREs of a replication group, sent a record at a time while fewer than
+    /// [`REPLICATION_STORES_IN_FLIGHT`] are in flight.
+    Replicate {
+        records: VecDeque<Record>,
+        /// The nodes the group's lookup found.
+        closest: Vec<crate::kad::Contact>,
+        in_flight: usize,
+    },
+    Bootstrap {
+        pending: usize,
+        answered: usize,
+        /// Pings this node answered itself (the name also stands for it).
+        selves: usize,
+        rejoin: bool,
+    },
+}
+
+/// Progress of joining.
+#[derive(Debug, Default)]
+pub(crate) struct JoinState {
+    pub retry_at: Option<Instant>,
+    pub backoff: Duration,
+    pub in_progress: bool,
+    pub attempts: u32,
+    pub last_bootstrap: Option<Instant>,
+    /// Consecutive resolutions that found only this node.
+    pub self_only: u32,
+    /// When to repeat the join's bucket refresh once (see [`POST_JOIN_REFRESH`]).
+    pub post_refresh_at: Option<Instant>,
+    pub post_refresh_done: bool,
+    /// Addresses at which this node answered its own bootstrap ping.
+    pub own_addrs: HashSet<String>,
+}
