@@ -1,5 +1,5 @@
-//! The real docker-compose.yml at 20 replicas, driven from the host with grpcurl, and the
-//! p2p_setup.md walkthrough. They run one at a time (each starts 20 containers on a 2-core
+//! The real docker-compose.yml at 20 replicas, driven from the host with grpcurl, a rolling
+//! restart of it under writes, and the p2p_setup.md walkthrough. They run one at a time (each starts 20 containers on a 2-core
 //! machine); each tears down what it started, also when it fails.
 
 mod common;
@@ -138,6 +138,200 @@ fn healthy_count(project: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// The 127.0.0.1 address where container `id` publishes the gRPC port.
+fn port_of(id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["port", id, "50051"])
+        .output()
+        .expect("docker port");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let addr = text.lines().next().unwrap_or_default().to_string();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "published on {addr:?}, not loopback"
+    );
+    addr
+}
+
+/// Waits until `n` replicas of `project` are healthy.
+fn wait_healthy(project: &str, n: usize, limit: Duration) {
+    let started = Instant::now();
+    while healthy_count(project) < n {
+        assert!(
+            started.elapsed() < limit,
+            "only {} of {n} healthy after {limit:?}",
+            healthy_count(project)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn container_health(id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Health.Status}}", id])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A grpcurl call to `addr` with `body`; stdout on success.
+fn call(addr: &str, method: &str, body: &str) -> Result<String, String> {
+    let out = grpcurl(&["-plaintext", "-d", body, addr, method]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn node_id(addr: &str) -> String {
+    let info = call(addr, "kademlia.v1.Dht/Info", "{}").expect("info");
+    info.lines()
+        .find(|l| l.contains("\"nodeId\""))
+        .unwrap_or_else(|| panic!("no nodeId in {info}"))
+        .to_string()
+}
+
+/// A rolling restart of the Compose deployment, one replica at a time (`docker restart`:
+/// SIGTERM, then start on the same volume), while writers keep putting keys through the
+/// replicas that are up. Every put that was acknowledged reads back from every replica
+/// afterwards, and every replica kept its id.
+#[test]
+fn rolling_restart_with_writes_throughout_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, RwLock};
+
+    const REPLICAS: usize = 6;
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let project = Project {
+        name: format!("kadroll{}", std::process::id()),
+        program: compose_program(),
+    };
+    project.ok(&["up", "-d", "--scale", &format!("node={REPLICAS}")]);
+    wait_healthy(&project.name, REPLICAS, Duration::from_secs(120));
+    let ids: Vec<String> = project
+        .ok(&["ps", "-q", "node"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), REPLICAS);
+    // `None` while the replica restarts (its host port may change).
+    let addrs: Arc<RwLock<Vec<Option<String>>>> = Arc::new(RwLock::new(
+        ids.iter().map(|id| Some(port_of(id))).collect(),
+    ));
+    let ids_before: Vec<String> = addrs
+        .read()
+        .unwrap()
+        .iter()
+        .map(|a| node_id(a.as_deref().unwrap()))
+        .collect();
+
+    let stop = AtomicBool::new(false);
+    let restarting = AtomicBool::new(false);
+    let attempts = AtomicUsize::new(0);
+    let acked_during_restarts = AtomicUsize::new(0);
+    let acked: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for w in 0..2 {
+            let (addrs, stop, restarting, attempts, acked, during) = (
+                &addrs,
+                &stop,
+                &restarting,
+                &attempts,
+                &acked,
+                &acked_during_restarts,
+            );
+            s.spawn(move || {
+                let mut i = 0usize;
+                // Bounded: the restarts end the loop, and so does this count.
+                while !stop.load(Ordering::SeqCst) && i < 5_000 {
+                    i += 1;
+                    let live: Vec<String> =
+                        addrs.read().unwrap().iter().flatten().cloned().collect();
+                    let addr = &live[i % live.len()];
+                    let key = format!("roll-{w}-{i}");
+                    let was_restarting = restarting.load(Ordering::SeqCst);
+                    let body = format!(r#"{{"key":"{key}","value":"{}"}}"#, base64(key.as_bytes()));
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    if call(addr, "kademlia.v1.Dht/Put", &body).is_ok() {
+                        acked.lock().unwrap().push(key);
+                        if was_restarting && restarting.load(Ordering::SeqCst) {
+                            during.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+        // Let the writers get going, then restart each replica in turn.
+        std::thread::sleep(Duration::from_secs(2));
+        for (i, id) in ids.iter().enumerate() {
+            addrs.write().unwrap()[i] = None;
+            restarting.store(true, Ordering::SeqCst);
+            let out = Command::new("docker")
+                .args(["restart", id])
+                .output()
+                .expect("docker restart");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let started = Instant::now();
+            while container_health(id) != "healthy" {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "replica {i} not healthy 60 s after its restart"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            restarting.store(false, Ordering::SeqCst);
+            addrs.write().unwrap()[i] = Some(port_of(id));
+            // Writes continue with every replica up for a moment before the next restart.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+
+    let acked = acked.into_inner().unwrap();
+    let during = acked_during_restarts.load(Ordering::SeqCst);
+    eprintln!(
+        "rolling restart: {} of {} puts acknowledged, {during} while a replica was restarting",
+        acked.len(),
+        attempts.load(Ordering::SeqCst)
+    );
+    assert!(
+        during >= REPLICAS,
+        "only {during} puts were acknowledged while replicas restarted: the writes did not go on throughout"
+    );
+    let addrs: Vec<String> = addrs.read().unwrap().iter().flatten().cloned().collect();
+    assert_eq!(addrs.len(), REPLICAS);
+    let ids_after: Vec<String> = addrs.iter().map(|a| node_id(a)).collect();
+    assert_eq!(ids_before, ids_after, "a replica changed its id");
+    let keyed: Vec<(usize, String)> = acked.into_iter().enumerate().collect();
+    let failures = parallel(&keyed, 8, |(i, key)| {
+        // Each key from two replicas, so every replica answers for a share of the keys.
+        for from in [&addrs[i % REPLICAS], &addrs[(i + 1) % REPLICAS]] {
+            let got = call(
+                from,
+                "kademlia.v1.Dht/Get",
+                &format!(r#"{{"key":"{key}"}}"#),
+            )
+            .map_err(|e| format!("get {key} from {from}: {e}"))?;
+            let want = format!(r#""value": "{}""#, base64(key.as_bytes()));
+            if !got.contains(&want) {
+                return Err(format!("get {key} from {from}: {got}"));
+            }
+        }
+        Ok(())
+    });
+    assert!(
+        failures.is_empty(),
+        "{} acknowledged keys lost or unreadable after the rolling restart: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
 #[test]
 fn compose_scales_to_20_and_survives_5_kills() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,14 +341,7 @@ fn compose_scales_to_20_and_survives_5_kills() {
     };
     let started = Instant::now();
     project.ok(&["up", "-d", "--scale", "node=20"]);
-    while healthy_count(&project.name) < 20 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "only {} of 20 healthy after 120 s",
-            healthy_count(&project.name)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_healthy(&project.name, 20, Duration::from_secs(120));
     eprintln!(
         "compose: 20 nodes healthy {} ms after `up`",
         started.elapsed().as_millis()
@@ -166,19 +353,6 @@ fn compose_scales_to_20_and_survives_5_kills() {
         .map(str::to_string)
         .collect();
     assert_eq!(ids.len(), 20);
-    let port_of = |id: &str| {
-        let out = Command::new("docker")
-            .args(["port", id, "50051"])
-            .output()
-            .expect("docker port");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let addr = text.lines().next().unwrap_or_default().to_string();
-        assert!(
-            addr.starts_with("127.0.0.1:"),
-            "published on {addr:?}, not loopback"
-        );
-        addr
-    };
     let addrs: Vec<String> = ids.iter().map(|id| port_of(id)).collect();
 
     let keys: Vec<(usize, String)> = (0..200).map(|i| (i, format!("compose-{i}"))).collect();
