@@ -48,6 +48,14 @@ pub struct Settings {
     /// A STORE whose version (the writer's clock, µs) is further ahead of this node's clock is
     /// refused.
     pub max_clock_skew_ms: u64,
+    /// Contacts from one /24 (IPv4) or /64 (IPv6) of public addresses per bucket; 0: no cap.
+    pub subnet_bucket_limit: usize,
+    /// The same per routing table.
+    pub subnet_table_limit: usize,
+    /// A lookup ends after this long, found or not.
+    pub lookup_timeout_ms: u64,
+    /// RPCs one lookup sends at most.
+    pub lookup_max_queries: u32,
     pub refresh_interval_secs: u64,
     pub replicate_interval_secs: u64,
     /// Lifetime of a put that gives no TTL; 0: until deleted.
@@ -87,6 +95,10 @@ impl Default for Settings {
             read_quorum: n.read_quorum,
             rpc_timeout_ms: ms(n.params.rpc_timeout),
             max_clock_skew_ms: ms(n.params.max_clock_skew),
+            subnet_bucket_limit: n.params.diversity.per_bucket,
+            subnet_table_limit: n.params.diversity.per_table,
+            lookup_timeout_ms: ms(n.lookup_timeout),
+            lookup_max_queries: n.lookup_max_queries,
             refresh_interval_secs: n.refresh_interval.as_secs(),
             replicate_interval_secs: n.replicate_interval.as_secs(),
             record_ttl_secs: n.record_ttl.map_or(0, |t| t.as_secs()),
@@ -218,10 +230,20 @@ impl Settings {
             ("rebootstrap_interval_secs", self.rebootstrap_interval_secs),
             ("bootstrap_backoff_max_ms", self.bootstrap_backoff_max_ms),
             ("max_records", self.max_records as u64),
+            ("lookup_max_queries", u64::from(self.lookup_max_queries)),
         ] {
             if v == 0 {
                 return Err(invalid(name, "must be greater than 0"));
             }
+        }
+        if self.lookup_timeout_ms < self.rpc_timeout_ms {
+            return Err(invalid(
+                "lookup_timeout_ms",
+                format!(
+                    "must be at least rpc_timeout_ms ({}): a lookup waits for its requests",
+                    self.rpc_timeout_ms
+                ),
+            ));
         }
         if !(1..=MAX_VALUE_BYTES_LIMIT).contains(&self.max_value_bytes) {
             return Err(invalid(
@@ -272,9 +294,15 @@ impl Settings {
                 rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
                 max_clock_skew: Duration::from_millis(self.max_clock_skew_ms),
                 max_ttl: secs(self.max_ttl_secs),
+                diversity: crate::kad::diversity::DiversityLimits {
+                    per_bucket: self.subnet_bucket_limit,
+                    per_table: self.subnet_table_limit,
+                },
             },
             quorum: self.quorum,
             read_quorum: self.read_quorum,
+            lookup_timeout: Duration::from_millis(self.lookup_timeout_ms),
+            lookup_max_queries: self.lookup_max_queries,
             refresh_interval: secs(self.refresh_interval_secs),
             replicate_interval: secs(self.replicate_interval_secs),
             record_ttl: (self.record_ttl_secs > 0).then(|| secs(self.record_ttl_secs)),

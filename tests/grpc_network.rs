@@ -46,8 +46,21 @@ async fn start_network(n: usize) -> Vec<GrpcNode> {
     nodes
 }
 
-/// Every node is reachable from every other through routing-table links.
+/// Every node is reachable from every other through routing-table links, within a few
+/// seconds of joining: a node learns a joiner once the joiner answered its PING (see
+/// `Core::heard_from`), one round trip after the joiner's own lookup may have ended.
 async fn assert_one_network(nodes: &[GrpcNode]) {
+    let started = std::time::Instant::now();
+    loop {
+        match one_network(nodes).await {
+            Ok(()) => return,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn one_network(nodes: &[GrpcNode]) -> Result<(), String> {
     let mut edges: HashMap<String, Vec<String>> = HashMap::new();
     for n in nodes {
         let table = n
@@ -74,14 +87,16 @@ async fn assert_one_network(nodes: &[GrpcNode]) {
                 }
             }
         }
-        assert_eq!(
-            seen.len(),
-            nodes.len(),
-            "{} reaches only {} nodes",
-            start.addr,
-            seen.len()
-        );
+        if seen.len() != nodes.len() {
+            return Err(format!(
+                "{} reaches only {} of {} nodes",
+                start.addr,
+                seen.len(),
+                nodes.len()
+            ));
+        }
     }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,8 +192,8 @@ fn header(id: Vec<u8>, addr: &str, network: &str) -> Option<pb::Header> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     let (l, addr) = loopback_listener().await;
-    // Quorum 1: the node learns one well-formed sender below (127.0.0.1:9, where nothing
-    // listens), and a quorum counts every node this node knows, answering or not.
+    // A lone node: its writes need itself only. The well-formed sender below claims
+    // 127.0.0.1:9, where nothing listens, so it is never learned.
     let mut cfg = config(&addr, None);
     cfg.quorum = 1;
     let node = GrpcNode::start(l, cfg).await;
@@ -320,8 +335,9 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     assert_eq!(got.value, b"alive");
     let info = dht.info(pb::InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.records, 1);
-    // Only the well-formed sender from the right network (whose STORE was merely too big)
-    // was learned; the malformed and foreign ones were not.
+    // No sender was learned: the malformed and foreign ones are refused, and the well-formed
+    // one (whose STORE was merely too big) never answered the PING to the address it
+    // claimed, which is what makes a sender a contact.
     let table = dht
         .routing_table(pb::RoutingTableRequest {})
         .await
@@ -332,7 +348,7 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .iter()
         .flat_map(|b| b.contacts.iter().map(|c| c.node_id.clone()))
         .collect();
-    assert_eq!(learned, vec!["01".repeat(20)]);
+    assert!(learned.is_empty(), "{learned:?}");
     node.stop().await;
 }
 

@@ -24,7 +24,10 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_nodes_thousand_puts_and_gets() {
+    let started = std::time::Instant::now();
     let mut sim = SimNet::build(1, 1000, 100).await;
+    eprintln!("1000 nodes joined in {:?}", started.elapsed());
+    let started = std::time::Instant::now();
     let mut puts = Vec::new();
     for i in 0..1000 {
         let h = sim.random_live();
@@ -44,6 +47,8 @@ async fn thousand_nodes_thousand_puts_and_gets() {
             r.stored_at.len()
         );
     }
+    eprintln!("1000 puts in {:?}", started.elapsed());
+    let started = std::time::Instant::now();
     let mut gets = Vec::new();
     for i in 0..1000 {
         let h = sim.random_live();
@@ -55,6 +60,7 @@ async fn thousand_nodes_thousand_puts_and_gets() {
         assert_eq!(r.value, format!("value-{i}").into_bytes(), "key-{i}");
         remote += usize::from(!r.local);
     }
+    eprintln!("1000 gets in {:?}", started.elapsed());
     // Most keys are not on the node asked (k = 20 of 1,000 nodes hold each key).
     assert!(remote > 900, "only {remote} of 1000 gets needed a lookup");
     sim.shutdown().await;

@@ -1,6 +1,7 @@
 //! The state of one node (routing table + record store) and its answers to peer requests.
 //!
-//! A receiver learns every sender into its routing table (paper section 2.3). When that fills a
+//! A receiver learns every sender into its routing table (paper section 2.3), once the sender
+//! proved its address (see the notes). When that fills a
 //! bucket, the core asks the driver to ping the least-recently-seen contact; when it learns a
 //! brand-new contact, it hands over the records the newcomer is now responsible for (section
 //! 2.5), but only for keys this node is itself closest to, to avoid duplicate transfers.
@@ -11,6 +12,14 @@
 //!   paper trusts them (it has none), so one forged far-future version would shadow every
 //!   later write of its key.
 //! - Likewise a STORE whose finite expiry lies more than `Params::max_ttl` ahead is refused.
+//! - The paper learns every sender of a request. Here only a reply proves a contact: a
+//!   request's sender is learned once it answered a PING at the address it claims
+//!   ([`Core::heard_from`]), a contact's address is the one it answered at, and a live
+//!   contact is not moved by answers from another address ([`Core::on_reply`]). One forged
+//!   header therefore cannot plant a contact or re-point a known one. Without signed
+//!   identities (S/Kademlia, Baumgart & Mies 2007) a host can still answer under any id
+//!   it likes at its own address, but an address holds one contact
+//!   (`RoutingTable::insert`).
 
 use std::time::{Instant, SystemTime};
 
@@ -31,6 +40,10 @@ pub enum Effect {
     /// Records are due for replication now (see [`Core::observe`]): run the replication step
     /// without waiting for the next maintenance tick.
     ReplicateDue,
+    /// A request came from a sender this node cannot vouch for (see [`Core::heard_from`]):
+    /// ping this address (as a bare address: no id is assumed); the answer is learned by
+    /// [`Core::on_reply`].
+    Verify { addr: String },
 }
 
 /// One node's Kademlia state.
@@ -50,7 +63,7 @@ impl Core {
         store: Box<dyn RecordStore>,
         now: Instant,
     ) -> Self {
-        let routing = RoutingTable::new(me.id, params.k, now);
+        let routing = RoutingTable::new(me.id, params.k, now).with_diversity(params.diversity);
         Core {
             me,
             network_id,
@@ -148,7 +161,7 @@ impl Core {
         // claimed a version from the future is not learned.
         let effects = match body {
             Err(Rejection::VersionAhead { .. } | Rejection::ExpiryTooFar { .. }) => Vec::new(),
-            _ => self.observe(env.sender, now, wall),
+            _ => self.heard_from(env.sender, now, wall),
         };
         (
             body.map(|body| Reply {
@@ -207,10 +220,55 @@ impl Core {
         v
     }
 
-    /// `contact` answered one of this node's RPCs: [`observe`](Self::observe) it, and note
-    /// that it has been reachable.
-    pub fn on_reply(&mut self, contact: Contact, now: Instant, wall: SystemTime) -> Vec<Effect> {
-        let id = contact.id;
+    /// A request's sender: an id and an address that it claims and nobody vouched for. A
+    /// contact known at that address (live, in a bucket or waiting in its replacement cache,
+    /// and not claiming a restart) was proven there before and is
+    /// [`observe`](Self::observe)d as the paper says; anyone else is asked to prove the claim
+    /// ([`Effect::Verify`]: a PING to the claimed address, whose answer [`Core::on_reply`]
+    /// learns) if its bucket has room for it, and is otherwise not learned from this request. So a forged header can neither plant a contact nor re-point a known id to
+    /// another address, nor revive a stale contact.
+    pub fn heard_from(&mut self, sender: Contact, now: Instant, wall: SystemTime) -> Vec<Effect> {
+        let vouched = self.routing.proven(&sender.id).is_some_and(|e| {
+            e.contact.addr == sender.addr
+                && !e.is_stale()
+                && sender.incarnation <= e.contact.incarnation
+        });
+        if vouched {
+            self.observe(sender, now, wall)
+        } else if self.routing.has_room_for(&sender.id) {
+            vec![Effect::Verify { addr: sender.addr }]
+        } else {
+            // A full bucket of live contacts would only cache it: contacts that answered
+            // this node's lookups fill the cache, and an unproven claim must not make this
+            // node ping anyone (a spoofer could aim such pings at will).
+            Vec::new()
+        }
+    }
+
+    /// `responder` answered an RPC this node sent to `dialed`: that proves `responder.id` is
+    /// reachable at `dialed`, whatever address it advertises, and it is
+    /// [`observe`](Self::observe)d there and noted as reachable. Unless it is known and live
+    /// at another address: a contact stays where it answers until it stops answering there
+    /// (it goes stale), so an answer from elsewhere claiming its id cannot re-point it.
+    pub fn on_reply(
+        &mut self,
+        responder: Contact,
+        dialed: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Effect> {
+        let id = responder.id;
+        if self
+            .routing
+            .entry(&id)
+            .is_some_and(|e| e.contact.addr != dialed && !e.is_stale())
+        {
+            return Vec::new();
+        }
+        let contact = Contact {
+            addr: dialed.to_string(),
+            ..responder
+        };
         let effects = self.observe(contact, now, wall);
         self.routing.mark_answered(&id);
         effects
@@ -245,7 +303,7 @@ impl Core {
                 effects
             }
             InsertResult::Full { lru } => vec![Effect::PingLru { lru }],
-            InsertResult::Updated | InsertResult::IsSelf => Vec::new(),
+            InsertResult::Updated | InsertResult::IsSelf | InsertResult::Crowded => Vec::new(),
         }
     }
 
@@ -294,6 +352,7 @@ mod tests {
             rpc_timeout: Duration::from_secs(1),
             max_clock_skew: Duration::from_secs(60),
             max_ttl: Duration::from_secs(3600),
+            diversity: crate::kad::diversity::DiversityLimits::NONE,
         };
         let store = MemoryStore::new(StoreLimits {
             max_value_bytes: 1024,
@@ -329,15 +388,102 @@ mod tests {
     }
 
     #[test]
-    fn learns_sender_and_answers_ping() {
+    fn answers_a_ping_and_learns_the_sender_once_it_answered_at_its_address() {
         let mut c = core(1);
-        let (r, _) = c.handle(
-            env(2, "net", Request::Ping),
-            Instant::now(),
-            SystemTime::now(),
-        );
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let (r, effects) = c.handle(env(2, "net", Request::Ping), now, wall);
         assert_eq!(r.unwrap().body, Response::Pong);
-        assert!(c.routing().contains(&NodeId([2; 20])));
+        assert!(
+            !c.routing().contains(&NodeId([2; 20])),
+            "not before it proved itself"
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::Verify {
+                addr: "n2:1".into()
+            }]
+        );
+        let _ = c.on_reply(Contact::new(NodeId([2; 20]), "n2:1"), "n2:1", now, wall);
+        assert_eq!(
+            c.routing().entry(&NodeId([2; 20])).unwrap().contact.addr,
+            "n2:1"
+        );
+        // Known at that address now: a request just refreshes it.
+        let (_, effects) = c.handle(env(2, "net", Request::Ping), now, wall);
+        assert!(effects.is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn a_forged_header_cannot_re_point_a_known_contact() {
+        let mut c = core(1);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let b = NodeId([2; 20]);
+        let _ = c.on_reply(Contact::new(b, "n2:1"), "n2:1", now, wall);
+        // A PING claiming b's id from a dead address: b stays where it answered.
+        let forged = Envelope {
+            sender: Contact::new(b, "dead:1"),
+            network_id: "net".into(),
+            body: Request::Ping,
+        };
+        let (_, effects) = c.handle(forged, now, wall);
+        assert_eq!(
+            effects,
+            vec![Effect::Verify {
+                addr: "dead:1".into()
+            }]
+        );
+        assert_eq!(c.routing().entry(&b).unwrap().contact.addr, "n2:1");
+        // A claimed restart is verified too, not believed.
+        let restarted = Envelope {
+            sender: Contact::new(b, "n2:1").with_incarnation(9),
+            network_id: "net".into(),
+            body: Request::Ping,
+        };
+        let (_, effects) = c.handle(restarted, now, wall);
+        assert_eq!(
+            effects,
+            vec![Effect::Verify {
+                addr: "n2:1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_reply_proves_the_address_it_came_from() {
+        let mut c = core(1);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let b = NodeId([2; 20]);
+        // It advertises another address than the one that was dialed (a bootstrap name's
+        // address, or a lie): it is known where it answered.
+        let _ = c.on_reply(Contact::new(b, "elsewhere:1"), "10.0.0.2:1", now, wall);
+        assert_eq!(c.routing().entry(&b).unwrap().contact.addr, "10.0.0.2:1");
+        // An answer from another address claiming its id does not move it while it is live.
+        let _ = c.on_reply(Contact::new(b, "elsewhere:1"), "elsewhere:1", now, wall);
+        assert_eq!(c.routing().entry(&b).unwrap().contact.addr, "10.0.0.2:1");
+        // Once it stopped answering there (stale), an answer from elsewhere moves it.
+        for _ in 0..crate::kad::routing::MAX_FAILURES {
+            c.on_failure(&b);
+        }
+        let _ = c.on_reply(Contact::new(b, "elsewhere:1"), "elsewhere:1", now, wall);
+        let e = c.routing().entry(&b).unwrap();
+        assert_eq!(e.contact.addr, "elsewhere:1");
+        assert!(!e.is_stale());
+    }
+
+    #[test]
+    fn an_address_holds_one_contact() {
+        let mut c = core(1);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for i in 2..200u8 {
+            let _ = c.on_reply(
+                Contact::new(NodeId([i; 20]), "sybil:1"),
+                "sybil:1",
+                now,
+                wall,
+            );
+        }
+        assert_eq!(c.routing().len(), 1);
+        assert!(c.routing().contains(&NodeId([199; 20])));
     }
 
     #[test]
@@ -368,6 +514,13 @@ mod tests {
                 record: None,
                 closer: vec![]
             }
+        );
+        // Node 2 proves its address (see `heard_from`).
+        let _ = c.on_reply(
+            Contact::new(NodeId([2; 20]), "n2:1"),
+            "n2:1",
+            Instant::now(),
+            now,
         );
         let record = record_at(key, now);
         let (r, _) = c.handle(

@@ -7,17 +7,24 @@
 //! seen have all answered or failed, or, for FIND_VALUE, at the first record found.
 //!
 //! Implementation notes (departures from the paper):
-//! - A lookup may be given a deadline ([`Lookup::with_deadline`]; the driver uses
-//!   [`LOOKUP_DEADLINE_TIMEOUTS`] RPC timeouts): when every request times out, the paper's
+//! - A lookup may be given a deadline ([`Lookup::with_deadline`]; the driver uses the
+//!   `lookup_timeout_ms` setting, [`LOOKUP_DEADLINE_TIMEOUTS`] RPC timeouts by default): when every request times out, the paper's
 //!   lookup goes on for as many timeouts as it has candidates, holding its caller (and its
 //!   share of the node's RPC slots) all that time. Past the deadline it ends with what it
 //!   has and says so ([`Outcome::gave_up`]); callers must not take its `closest` for the
 //!   true k closest.
+//! - A lookup may be given a cap on the RPCs it sends ([`Lookup::with_query_cap`]); at the
+//!   cap it ends as at the deadline. A peer that answers every query with fresh "closer"
+//!   contacts otherwise keeps a lookup going until the deadline.
+//! - A reply with more than k contacts is refused (the peer counts as failed, its contacts
+//!   and record unused), and a lookup queries each address once: a second id at an address
+//!   already in the lookup is skipped, so one host cannot feed it made-up ids that all lead
+//!   back to itself.
 //! - A FIND_VALUE lookup may be asked to go on until several contacts returned the record
 //!   ([`Lookup::wanting`]): a get then answers the newest of them, so one holder that missed
 //!   a write or delete cannot answer for the key alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::id::{Distance, NodeId};
@@ -109,6 +116,10 @@ pub struct Lookup {
     gave_up: bool,
     /// FindValue stops once this many contacts returned a record.
     wanted: usize,
+    /// The addresses of the contacts in `peers`.
+    addrs: HashSet<String>,
+    /// RPCs the lookup may send at most.
+    max_queries: u32,
 }
 
 /// A lookup gives up after this many RPC timeouts (see [`Lookup::with_deadline`]).
@@ -139,6 +150,8 @@ impl Lookup {
             deadline: None,
             gave_up: false,
             wanted: 1,
+            addrs: HashSet::new(),
+            max_queries: u32::MAX,
         };
         l.add(seeds, 1);
         l
@@ -149,6 +162,13 @@ impl Lookup {
     /// many timeouts as it has candidates.
     pub fn with_deadline(mut self, at: Instant) -> Self {
         self.deadline = Some(at);
+        self
+    }
+
+    /// Sends at most `queries` RPCs (at least one); a lookup that reaches the cap with
+    /// candidates left ends as at its deadline ([`Outcome::gave_up`]).
+    pub fn with_query_cap(mut self, queries: u32) -> Self {
+        self.max_queries = queries.max(1);
         self
     }
 
@@ -169,16 +189,19 @@ impl Lookup {
 
     fn add(&mut self, contacts: Vec<Contact>, hop: u32) {
         for c in contacts {
-            if c.id == self.local {
+            let d = c.id.distance(&self.target);
+            if c.id == self.local || self.peers.contains_key(&d) || self.addrs.contains(&c.addr) {
                 continue;
             }
-            self.peers
-                .entry(c.id.distance(&self.target))
-                .or_insert(Peer {
+            self.addrs.insert(c.addr.clone());
+            self.peers.insert(
+                d,
+                Peer {
                     contact: c,
                     state: State::NotContacted,
                     hop,
-                });
+                },
+            );
         }
     }
 
@@ -224,6 +247,14 @@ impl Lookup {
             .values()
             .filter(|p| matches!(p.state, State::Waiting { .. }))
             .count();
+        if next.is_some() && self.queried >= self.max_queries {
+            // At the cap: what is in flight may still answer, nothing more is sent.
+            if total_in_flight == 0 {
+                self.gave_up = true;
+                return Poll::Done;
+            }
+            return Poll::Wait(self.earliest(self.next_deadline()));
+        }
         match next {
             Some(d) if total_in_flight < self.alpha => {
                 let p = self.peers.get_mut(&d).expect("candidate exists");
@@ -259,6 +290,9 @@ impl Lookup {
 
     /// A queried contact answered with `closer` contacts and possibly a record.
     pub fn on_success(&mut self, id: &NodeId, closer: Vec<Contact>, record: Option<Record>) {
+        if closer.len() > self.k {
+            return self.on_failure(id);
+        }
         let d = id.distance(&self.target);
         let Some(peer) = self.peers.get_mut(&d) else {
             return;
@@ -389,7 +423,7 @@ mod tests {
         for me in &ids {
             let mut t = RoutingTable::new(*me, bucket_k, now);
             for other in &ids {
-                let _ = t.insert(Contact::new(*other, "x"), now);
+                let _ = t.insert(Contact::new(*other, other.to_hex()), now);
             }
             tables.insert(*me, t);
         }
@@ -474,7 +508,10 @@ mod tests {
         let now = Instant::now();
         let mut rng = StdRng::seed_from_u64(3);
         let seeds: Vec<Contact> = (0..10)
-            .map(|_| Contact::new(NodeId::random(&mut rng), "x"))
+            .map(|_| {
+                let id = NodeId::random(&mut rng);
+                Contact::new(id, id.to_hex())
+            })
             .collect();
         let target = NodeId::random(&mut rng);
         let mut l = Lookup::new(
@@ -505,7 +542,10 @@ mod tests {
         let now = Instant::now();
         let mut rng = StdRng::seed_from_u64(4);
         let seeds: Vec<Contact> = (0..10)
-            .map(|_| Contact::new(NodeId::random(&mut rng), "x"))
+            .map(|_| {
+                let id = NodeId::random(&mut rng);
+                Contact::new(id, id.to_hex())
+            })
             .collect();
         let target = NodeId::random(&mut rng);
         let timeout = Duration::from_millis(100);
@@ -562,6 +602,87 @@ mod tests {
         }
         assert!(t > deadline);
         assert!(!l.finish().gave_up);
+    }
+
+    fn id_with(last: u8, first: u8) -> NodeId {
+        let mut b = [0u8; 20];
+        b[0] = first;
+        b[19] = last;
+        NodeId(b)
+    }
+
+    fn lookup_from(seeds: Vec<Contact>) -> Lookup {
+        Lookup::new(
+            NodeId([9; 20]),
+            NodeId([0; 20]),
+            seeds,
+            K,
+            ALPHA,
+            Duration::from_secs(1),
+            Mode::FindNode,
+        )
+    }
+
+    #[test]
+    fn a_reply_with_more_than_k_contacts_is_refused() {
+        let now = Instant::now();
+        let honest = id_with(1, 1);
+        let mut l = lookup_from(vec![Contact::new(honest, "honest")]);
+        assert!(matches!(l.poll(now), Poll::Query(_)));
+        let flood: Vec<Contact> = (0..=K as u8)
+            .map(|i| Contact::new(id_with(i, 0), format!("fake{i}")))
+            .collect();
+        l.on_success(&honest, flood, None);
+        assert_eq!(l.poll(now), Poll::Done, "none of the flood is queried");
+        assert!(l.finish().closest.is_empty());
+    }
+
+    #[test]
+    fn an_address_is_queried_once_whatever_ids_it_claims() {
+        let now = Instant::now();
+        let liar = id_with(1, 1);
+        let mut l = lookup_from(vec![Contact::new(liar, "liar:1")]);
+        assert!(matches!(l.poll(now), Poll::Query(_)));
+        // It names closer ids, all at its own address, and one honest node.
+        let mut closer: Vec<Contact> = (1..10u8)
+            .map(|i| Contact::new(id_with(i, 0), "liar:1"))
+            .collect();
+        closer.push(Contact::new(id_with(50, 0), "honest:1"));
+        l.on_success(&liar, closer, None);
+        let Poll::Query(next) = l.poll(now) else {
+            panic!("the honest node is queried");
+        };
+        assert_eq!(next.addr, "honest:1");
+        l.on_success(&next.id, vec![], None);
+        assert_eq!(l.poll(now), Poll::Done);
+    }
+
+    #[test]
+    fn a_lookup_at_its_query_cap_gives_up() {
+        let now = Instant::now();
+        let first = id_with(200, 1);
+        let mut l = lookup_from(vec![Contact::new(first, "n0")]).with_query_cap(5);
+        let mut next_fake = 0u8;
+        let mut sent = 0;
+        // Every peer answers with fresh, closer contacts at fresh addresses.
+        loop {
+            match l.poll(now) {
+                Poll::Query(c) => {
+                    sent += 1;
+                    let fresh: Vec<Contact> = (0..3)
+                        .map(|_| {
+                            next_fake += 1;
+                            Contact::new(id_with(200 - next_fake, 0), format!("f{next_fake}"))
+                        })
+                        .collect();
+                    l.on_success(&c.id, fresh, None);
+                }
+                Poll::Wait(_) => panic!("replies are synchronous"),
+                Poll::Done => break,
+            }
+        }
+        assert_eq!(sent, 5);
+        assert!(l.finish().gave_up);
     }
 
     #[test]

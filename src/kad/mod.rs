@@ -19,6 +19,7 @@
 
 pub mod clock;
 pub mod core;
+pub mod diversity;
 pub mod id;
 pub mod lookup;
 pub mod message;
@@ -56,4 +57,6 @@ pub struct Params {
     pub max_clock_skew: Duration,
     /// Longest finite lifetime a stored record may have left (see [`Core::handle`]).
     pub max_ttl: Duration,
+    /// Contacts per network neighbourhood in a bucket and in the routing table.
+    pub diversity: diversity::DiversityLimits,
 }

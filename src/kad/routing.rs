@@ -12,6 +12,8 @@
 //! - Empty buckets whose range should hold nodes, judging by the density of this node's
 //!   neighbourhood, are refreshed more often than the paper's hourly refresh (see
 //!   [`RoutingTable::gap_buckets`]): nodes that join together can leave blind spots.
+//! - A network neighbourhood (/24, /64) holds a capped number of contacts per bucket and per
+//!   table ([`super::diversity`]); the paper has no such caps.
 //! - Periodic refresh (section 2.3) treats the buckets closer than the closest neighbour as
 //!   one range: a lookup for any id in them asks the same nodes, so one lookup refreshes them
 //!   all. Refreshing each of them separately cost 150 lookups per node per refresh interval
@@ -20,6 +22,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::diversity::{DiversityLimits, subnet_of};
 use super::id::{Distance, ID_BITS, NodeId};
 use super::message::Contact;
 
@@ -77,6 +80,9 @@ pub enum InsertResult {
     Full { lru: Contact },
     /// The contact is this node: never stored.
     IsSelf,
+    /// Its network neighbourhood already has as many contacts in the bucket or the table as
+    /// allowed (see [`super::diversity`]): not stored, not cached.
+    Crowded,
 }
 
 /// The k-buckets of one node.
@@ -84,6 +90,7 @@ pub struct RoutingTable {
     local: NodeId,
     k: usize,
     buckets: Vec<Bucket>,
+    diversity: DiversityLimits,
 }
 
 impl RoutingTable {
@@ -96,7 +103,29 @@ impl RoutingTable {
             local,
             k,
             buckets: vec![bucket; ID_BITS],
+            diversity: DiversityLimits::NONE,
         }
+    }
+
+    /// The same table with caps on contacts per network neighbourhood.
+    pub fn with_diversity(mut self, limits: DiversityLimits) -> Self {
+        self.diversity = limits;
+        self
+    }
+
+    /// Whether a contact at `addr` (new to bucket `index`, or moving there from another
+    /// address) would exceed the caps of [`super::diversity`].
+    fn crowded(&self, index: usize, id: &NodeId, addr: &str) -> bool {
+        let Some(net) = subnet_of(addr) else {
+            return false;
+        };
+        let same = |e: &&Entry| e.contact.id != *id && subnet_of(&e.contact.addr) == Some(net);
+        let DiversityLimits {
+            per_bucket,
+            per_table,
+        } = self.diversity;
+        (per_bucket > 0 && self.buckets[index].entries.iter().filter(same).count() >= per_bucket)
+            || (per_table > 0 && self.entries().filter(same).count() >= per_table)
     }
 
     pub fn local_id(&self) -> NodeId {
@@ -107,11 +136,33 @@ impl RoutingTable {
         self.k
     }
 
-    /// Records that `contact` was heard from (a request or a response).
+    /// Records that `contact` answered at its address (see `Core::on_reply`). An address
+    /// holds one node: another id known at the same address is gone (it restarted with a new
+    /// id, or was never there), so it is removed, and one address cannot fill the table with
+    /// made-up ids.
     pub fn insert(&mut self, contact: Contact, now: Instant) -> InsertResult {
         let Some(index) = self.local.bucket_index(&contact.id) else {
             return InsertResult::IsSelf;
         };
+        let known_there = self.buckets[index]
+            .entries
+            .iter()
+            .any(|e| e.contact.id == contact.id && e.contact.addr == contact.addr);
+        if !known_there && self.crowded(index, &contact.id, &contact.addr) {
+            return InsertResult::Crowded;
+        }
+        if !known_there {
+            let others: Vec<NodeId> = self
+                .buckets
+                .iter()
+                .flat_map(|b| b.entries.iter().chain(&b.replacements))
+                .filter(|e| e.contact.addr == contact.addr && e.contact.id != contact.id)
+                .map(|e| e.contact.id)
+                .collect();
+            for other in others {
+                self.forget(&other);
+            }
+        }
         let k = self.k;
         let bucket = &mut self.buckets[index];
         if let Some(pos) = bucket
@@ -197,6 +248,16 @@ impl RoutingTable {
         self.remove(id)
     }
 
+    /// Removes a contact from its bucket or its replacement cache.
+    fn forget(&mut self, id: &NodeId) {
+        if let Some(index) = self.local.bucket_index(id) {
+            self.buckets[index]
+                .replacements
+                .retain(|e| e.contact.id != *id);
+        }
+        self.remove(id);
+    }
+
     /// Removes a contact, promoting the freshest replacement into the freed slot.
     pub fn remove(&mut self, id: &NodeId) -> bool {
         let Some(index) = self.local.bucket_index(id) else {
@@ -216,6 +277,36 @@ impl RoutingTable {
             bucket.entries.insert(pos, r);
         }
         removed
+    }
+
+    /// The entry of contact `id`, if it is in a bucket (not a replacement).
+    pub fn entry(&self, id: &NodeId) -> Option<&Entry> {
+        let index = self.local.bucket_index(id)?;
+        self.buckets[index]
+            .entries
+            .iter()
+            .find(|e| e.contact.id == *id)
+    }
+
+    /// Whether a new contact `id` could enter its bucket now: the bucket has fewer than k
+    /// contacts, or a stale one (which a newcomer waiting in the cache takes over once the
+    /// stale one fails again).
+    pub fn has_room_for(&self, id: &NodeId) -> bool {
+        self.local.bucket_index(id).is_some_and(|i| {
+            let b = &self.buckets[i];
+            b.entries.len() < self.k || b.entries.iter().any(Entry::is_stale)
+        })
+    }
+
+    /// The entry of contact `id` in its bucket or its replacement cache (every contact in
+    /// either answered this node at its address: see `Core::on_reply`).
+    pub fn proven(&self, id: &NodeId) -> Option<&Entry> {
+        let bucket = &self.buckets[self.local.bucket_index(id)?];
+        bucket
+            .entries
+            .iter()
+            .chain(&bucket.replacements)
+            .find(|e| e.contact.id == *id)
     }
 
     /// Whether `id` is in the table.
@@ -422,7 +513,7 @@ mod tests {
     use rand::{SeedableRng, rngs::StdRng};
 
     fn c(id: NodeId) -> Contact {
-        Contact::new(id, format!("{}:1", id.short()))
+        Contact::new(id, format!("{}:1", id.to_hex()))
     }
 
     #[test]
@@ -431,6 +522,53 @@ mod tests {
         let mut t = RoutingTable::new(me, 20, Instant::now());
         assert_eq!(t.insert(c(me), Instant::now()), InsertResult::IsSelf);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn one_public_subnet_gets_two_places_per_bucket_and_ten_per_table() {
+        use crate::kad::diversity::DiversityLimits;
+        let now = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(5);
+        let limits = DiversityLimits {
+            per_bucket: 2,
+            per_table: 10,
+        };
+        let mut t = RoutingTable::new(me, 20, now).with_diversity(limits);
+        let at = |id: NodeId, host: &str| Contact::new(id, format!("{host}:50051"));
+        // Bucket 150: two from 8.8.8.0/24, the third is refused; another /24 is welcome.
+        let ids: Vec<NodeId> = (0..4).map(|_| me.random_in_bucket(150, &mut rng)).collect();
+        assert_eq!(t.insert(at(ids[0], "8.8.8.1"), now), InsertResult::Inserted);
+        assert_eq!(t.insert(at(ids[1], "8.8.8.2"), now), InsertResult::Inserted);
+        assert_eq!(t.insert(at(ids[2], "8.8.8.3"), now), InsertResult::Crowded);
+        assert_eq!(t.insert(at(ids[3], "8.8.9.3"), now), InsertResult::Inserted);
+        // A known contact is still refreshed.
+        assert_eq!(t.insert(at(ids[0], "8.8.8.1"), now), InsertResult::Updated);
+        // Across buckets: ten from one /24 at most.
+        let mut inserted = 2;
+        for b in 100..120 {
+            for j in 0..2 {
+                let id = me.random_in_bucket(b, &mut rng);
+                if t.insert(at(id, &format!("8.8.8.{}", 2 * b + j)), now) == InsertResult::Inserted
+                {
+                    inserted += 1;
+                }
+            }
+        }
+        assert_eq!(inserted, 10);
+        // Private and loopback addresses, and names, are not capped.
+        for i in 0..5 {
+            let id = me.random_in_bucket(140, &mut rng);
+            assert_eq!(
+                t.insert(at(id, &format!("127.0.0.{i}")), now),
+                InsertResult::Inserted
+            );
+            let id = me.random_in_bucket(141, &mut rng);
+            assert_eq!(
+                t.insert(at(id, &format!("10.0.0.{i}")), now),
+                InsertResult::Inserted
+            );
+        }
     }
 
     #[test]

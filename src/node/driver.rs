@@ -16,7 +16,7 @@ use super::jobs::Jobs;
 use super::state::{AfterLookup, JoinState, Op, Purpose};
 use super::{Command, NodeConfig};
 use crate::kad::clock::HybridClock;
-use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Lookup, Mode, Outcome, Poll};
+use crate::kad::lookup::{Lookup, Mode, Outcome, Poll};
 use crate::kad::store::StoreError;
 use crate::kad::{
     Contact, Core, Effect, Envelope, MemoryStore, NodeId, RecordStore, Rejection, Reply, Request,
@@ -27,6 +27,10 @@ use crate::net::{Inbound, Transport, TransportError};
 /// How long a range that just opened waits before its records are looked for, so that the
 /// openings of one burst (a partition healing) cost one scan of the store.
 const REPLICATE_SCAN_DELAY: Duration = Duration::from_millis(250);
+
+/// Senders' claims verified at once at most (PINGs in flight); claims beyond are not learned
+/// (their senders are learned when they answer one of this node's RPCs, or send again).
+pub const MAX_VERIFICATIONS: usize = 64;
 
 type InboundReply = tokio::sync::oneshot::Sender<Result<Reply, Rejection>>;
 
@@ -72,6 +76,8 @@ pub(crate) struct Driver {
     pub joined: watch::Sender<bool>,
     pub join: JoinState,
     pub pinging: HashSet<NodeId>,
+    /// Addresses pinged to verify a sender's claim (see `Effect::Verify`).
+    pub verifying: HashSet<String>,
     /// When stale contacts were last pinged (maintenance).
     pub last_stale_probe: Option<Instant>,
     /// Versions this node's writes (see [`crate::kad::write`]).
@@ -143,6 +149,7 @@ impl Driver {
             joined,
             join: JoinState::default(),
             pinging: HashSet::new(),
+            verifying: HashSet::new(),
             last_stale_probe: None,
             clock: HybridClock::default(),
             started: now,
@@ -250,6 +257,19 @@ impl Driver {
                 Effect::PingLru { lru } => {
                     if self.pinging.insert(lru.id) {
                         self.send(None, Purpose::PingLru, &lru, Request::Ping);
+                    }
+                }
+                Effect::Verify { addr } => {
+                    if self.verifying.len() < MAX_VERIFICATIONS
+                        && self.verifying.insert(addr.clone())
+                    {
+                        self.send_to(
+                            None,
+                            Purpose::Verify(addr.clone()),
+                            &addr,
+                            None,
+                            Request::Ping,
+                        );
                     }
                 }
                 Effect::ReplicateDue => {
@@ -360,12 +380,20 @@ impl Driver {
             Ok(reply) => {
                 if let Some(expected) = done.to_id
                     && expected != reply.responder.id
+                    && self
+                        .core
+                        .routing()
+                        .entry(&expected)
+                        .is_some_and(|e| e.contact.addr == done.addr)
                 {
-                    // Another node now answers at that address: the old one is gone.
+                    // Another node now answers at the address where this node knew `expected`:
+                    // the old one is gone. (An address some peer merely claimed for it proves
+                    // nothing.)
                     self.core.routing_mut().remove(&expected);
                 }
                 if reply.responder.id != self.core.id() {
-                    let effects = self.core.on_reply(reply.responder.clone(), now, wall);
+                    let responder = reply.responder.clone();
+                    let effects = self.core.on_reply(responder, &done.addr, now, wall);
                     self.perform(effects);
                 }
             }
@@ -430,7 +458,8 @@ impl Driver {
             p.rpc_timeout,
             mode,
         )
-        .with_deadline(now + p.rpc_timeout * LOOKUP_DEADLINE_TIMEOUTS)
+        .with_deadline(now + self.cfg.lookup_timeout)
+        .with_query_cap(self.cfg.lookup_max_queries)
         .wanting(wanted);
         let id = self.next_op;
         self.next_op += 1;

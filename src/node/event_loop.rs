@@ -232,6 +232,10 @@ impl Driver {
                 }
             }
             Purpose::Adopt(key) => self.on_adopt(key, &done),
+            // The answer, if any, was learned with every reply (`learn_from_rpc`).
+            Purpose::Verify(addr) => {
+                self.verifying.remove(&addr);
+            }
             Purpose::Oneway => {}
         }
     }

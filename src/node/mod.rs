@@ -11,7 +11,7 @@
 //! maintenance lookups ([`MAX_MAINTENANCE_LOOKUPS`] at once from a deduplicated queue: `jobs`),
 //! operations ([`MAX_OPERATIONS`]; clients beyond get RESOURCE_EXHAUSTED), every RPC (the
 //! RPC timeout, whatever the transport), every lookup (a deadline of
-//! [`LOOKUP_DEADLINE_TIMEOUTS`](crate::kad::lookup::LOOKUP_DEADLINE_TIMEOUTS) RPC timeouts),
+//! `lookup_timeout` and at most `lookup_max_queries` RPCs),
 //! and peer requests whose sender stopped waiting are dropped unanswered. [`NodeInfo::load`]
 //! reports where a node stands.
 
@@ -52,6 +52,10 @@ pub struct NodeConfig {
     pub quorum: usize,
     /// Copies a get waits for, the local one included (see `ops`).
     pub read_quorum: usize,
+    /// A lookup ends after this long, found or not (then it "gave up").
+    pub lookup_timeout: Duration,
+    /// RPCs one lookup sends at most (at the cap it gives up).
+    pub lookup_max_queries: u32,
     pub refresh_interval: Duration,
     pub replicate_interval: Duration,
     /// Lifetime of a put without a TTL; `None`: until deleted.
@@ -85,6 +89,7 @@ impl NodeConfig {
     /// other way round.
     pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
         let secs = Duration::from_secs;
+        let rpc_timeout = Duration::from_millis(2000);
         NodeConfig {
             id,
             addr: addr.into(),
@@ -93,12 +98,18 @@ impl NodeConfig {
             params: Params {
                 k: crate::kad::K,
                 alpha: crate::kad::ALPHA,
-                rpc_timeout: Duration::from_millis(2000),
+                rpc_timeout,
                 max_clock_skew: Duration::from_millis(60_000),
                 max_ttl: DEFAULT_MAX_TTL,
+                diversity: crate::kad::diversity::DiversityLimits {
+                    per_bucket: 2,
+                    per_table: 10,
+                },
             },
             quorum: 3,
             read_quorum: 2,
+            lookup_timeout: rpc_timeout * crate::kad::lookup::LOOKUP_DEADLINE_TIMEOUTS,
+            lookup_max_queries: 10 * crate::kad::K as u32,
             refresh_interval: crate::kad::T_REFRESH,
             replicate_interval: crate::kad::T_REPLICATE,
             record_ttl: None,

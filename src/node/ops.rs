@@ -22,7 +22,7 @@ use super::{
     RouteEntry, WriteResult,
 };
 use crate::error::DhtError;
-use crate::kad::lookup::{LOOKUP_DEADLINE_TIMEOUTS, Mode, Outcome};
+use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::read::{copies_wanted, resolve};
 use crate::kad::store::{NEVER, PutOutcome, unix_ms, unix_us};
 use crate::kad::write::{Ack, Plan, Step, Verdict, Write, WriteSettings};
@@ -156,7 +156,7 @@ impl Driver {
     /// be the key's closest, so neither a write nor a "not found" may rest on them.
     fn cut_off(&self, outcome: &Outcome, consequence: &str) -> Option<DhtError> {
         if outcome.gave_up {
-            let limit = self.cfg.params.rpc_timeout * LOOKUP_DEADLINE_TIMEOUTS;
+            let limit = self.cfg.lookup_timeout;
             warn!(key = %outcome.target.short(), contacted = outcome.queried, "lookup gave up");
             return Some(DhtError::Unavailable(format!(
                 "the lookup gave up after {limit:?} ({} contacted): the network is too slow to answer right now; {consequence}",

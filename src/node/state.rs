@@ -28,6 +28,8 @@ pub(crate) enum Purpose {
     Replicate(NodeId),
     /// A FIND_VALUE for a newer version of a record this node holds.
     Adopt(NodeId),
+    /// A PING to the address a request's sender claimed (see `Effect::Verify`).
+    Verify(String),
     Oneway,
 }
 
