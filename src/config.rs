@@ -67,6 +67,8 @@ pub struct Settings {
     pub cache_ttl_secs: u64,
     pub max_value_bytes: usize,
     pub max_records: usize,
+    /// Memory the records may take at most (values, keys and 352 bytes per record).
+    pub max_store_bytes: usize,
     pub rebootstrap_interval_secs: u64,
     pub bootstrap_backoff_max_ms: u64,
     /// Longest wait for in-flight calls after SIGTERM before the process exits.
@@ -107,6 +109,7 @@ impl Default for Settings {
             cache_ttl_secs: n.cache_ttl.as_secs(),
             max_value_bytes: n.max_value_bytes,
             max_records: n.max_records,
+            max_store_bytes: n.max_store_bytes,
             rebootstrap_interval_secs: n.rebootstrap_interval.as_secs(),
             bootstrap_backoff_max_ms: ms(n.bootstrap_backoff_max),
             drain_timeout_secs: n.drain_timeout.as_secs(),
@@ -231,10 +234,18 @@ impl Settings {
             ("bootstrap_backoff_max_ms", self.bootstrap_backoff_max_ms),
             ("max_records", self.max_records as u64),
             ("lookup_max_queries", u64::from(self.lookup_max_queries)),
+            ("max_store_bytes", self.max_store_bytes as u64),
         ] {
             if v == 0 {
                 return Err(invalid(name, "must be greater than 0"));
             }
+        }
+        let one_record = self.max_value_bytes + crate::kad::store::RECORD_OVERHEAD_BYTES;
+        if self.max_store_bytes < one_record {
+            return Err(invalid(
+                "max_store_bytes",
+                format!("must hold at least one record of max_value_bytes ({one_record} bytes)"),
+            ));
         }
         if self.lookup_timeout_ms < self.rpc_timeout_ms {
             return Err(invalid(
@@ -311,6 +322,7 @@ impl Settings {
             cache_ttl: secs(self.cache_ttl_secs),
             max_value_bytes: self.max_value_bytes,
             max_records: self.max_records,
+            max_store_bytes: self.max_store_bytes,
             rebootstrap_interval: secs(self.rebootstrap_interval_secs),
             bootstrap_backoff_max: Duration::from_millis(self.bootstrap_backoff_max_ms),
             drain_timeout: secs(self.drain_timeout_secs),
@@ -332,6 +344,7 @@ impl Settings {
             let limits = StoreLimits {
                 max_value_bytes: self.max_value_bytes,
                 max_records: self.max_records,
+                max_bytes: self.max_store_bytes,
             };
             let dir = DataDir::open(&self.data_dir, self.pinned_node_id(), limits)?;
             cfg.id = dir.id();

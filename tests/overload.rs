@@ -171,3 +171,41 @@ async fn a_full_inbound_queue_answers_resource_exhausted_at_once() {
     );
     first.abort();
 }
+
+/// Nodes whose stores are full refuse further records with RESOURCE_EXHAUSTED: the put says
+/// so, nothing is lost of what was stored, and the full nodes stay in each other's routing
+/// tables (a full store is not a dead peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_stores_refuse_clearly_and_are_not_taken_for_dead() {
+    let sim = common::SimNet::build_with(81, 6, 6, |cfg| {
+        // Room for about ten records of 100 bytes.
+        cfg.max_store_bytes = 10 * (kademlia::kad::store::RECORD_OVERHEAD_BYTES + 110);
+    })
+    .await;
+    let node = sim.nodes[0].handle.clone();
+    let mut stored = Vec::new();
+    let mut refusal = None;
+    for i in 0..40 {
+        let key = format!("fill-{i:02}");
+        match node.put(key.clone(), vec![i as u8; 100], None).await {
+            Ok(_) => stored.push(key),
+            Err(e) => {
+                refusal = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the stores filled up");
+    eprintln!("{} puts stored, then: {refusal}", stored.len());
+    assert!(refusal.contains("store is full"), "{refusal}");
+    assert!(stored.len() >= 5, "only {} puts fit", stored.len());
+    for key in &stored {
+        assert!(node.get(key.clone()).await.is_ok(), "{key} lost");
+    }
+    for n in &sim.nodes {
+        let info = n.handle.info().await.unwrap();
+        assert_eq!(info.peers, 5, "{} lost peers: {info:?}", n.addr);
+        assert_eq!(info.stale_peers, 0, "{}: {info:?}", n.addr);
+    }
+    sim.shutdown().await;
+}

@@ -357,6 +357,7 @@ mod tests {
         let store = MemoryStore::new(StoreLimits {
             max_value_bytes: 1024,
             max_records: 100,
+            max_bytes: 1 << 20,
         });
         Core::new(
             Contact::new(NodeId([id; 20]), "me:1"),

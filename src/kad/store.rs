@@ -102,6 +102,10 @@ pub enum StoreError {
     ValueTooLarge { size: usize, max: usize },
     #[error("store is full: {max} records")]
     Full { max: usize },
+    #[error("store is full: {max} bytes of records (max_store_bytes)")]
+    FullBytes { max: usize },
+    #[error("key is {size} bytes, the maximum is {max}")]
+    KeyTooLong { size: usize, max: usize },
     #[error("record already expired")]
     Expired,
     /// The durable store could not write the record (it was not stored).
@@ -147,12 +151,30 @@ pub trait RecordStore: Send {
 pub struct StoreLimits {
     pub max_value_bytes: usize,
     pub max_records: usize,
+    /// Memory the records may take ([`record_bytes`] each) at most.
+    pub max_bytes: usize,
 }
 
-/// The default store: a hash map bounded in value size and record count.
+/// Longest user key, in bytes (a client's, and one a peer's STORE carries).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// What a record costs in memory beyond its value and user key: the record's fixed fields,
+/// two heap allocations, its map entry and the map's spare capacity. Measured with
+/// `cargo run --release --example store_overhead`: 341 to 353 bytes per record (1,000,000
+/// records of 0 and 100 bytes, x86-64, glibc).
+pub const RECORD_OVERHEAD_BYTES: usize = 352;
+
+/// The memory a stored record is counted as taking.
+pub fn record_bytes(r: &Record) -> usize {
+    r.value.len() + r.user_key.len() + RECORD_OVERHEAD_BYTES
+}
+
+/// The default store: a hash map bounded in value size, record count and bytes.
 pub struct MemoryStore {
     records: HashMap<Key, Stored>,
     limits: StoreLimits,
+    /// [`record_bytes`] of every record held.
+    bytes: usize,
 }
 
 impl MemoryStore {
@@ -160,7 +182,23 @@ impl MemoryStore {
         MemoryStore {
             records: HashMap::new(),
             limits,
+            bytes: 0,
         }
+    }
+
+    /// The bytes the records are counted as taking ([`record_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Inserts or replaces the entry for `key`, keeping the byte count.
+    fn set(&mut self, key: Key, entry: Option<Stored>) {
+        self.bytes += entry.as_ref().map_or(0, |s| record_bytes(&s.record));
+        let old = match entry {
+            Some(s) => self.records.insert(key, s),
+            None => self.records.remove(&key),
+        };
+        self.bytes -= old.map_or(0, |s| record_bytes(&s.record));
     }
 
     pub fn limits(&self) -> StoreLimits {
@@ -174,16 +212,13 @@ impl MemoryStore {
 
     /// Puts back an entry as it was before a put that could not be persisted.
     pub fn restore(&mut self, key: Key, entry: Option<Stored>) {
-        match entry {
-            Some(s) => self.records.insert(key, s),
-            None => self.records.remove(&key),
-        };
+        self.set(key, entry);
     }
 
     /// Inserts a record read back from disk, bypassing the limits (records already held are
     /// never dropped because a limit was lowered; new keys are refused while over it).
     pub fn insert_loaded(&mut self, s: Stored) {
-        self.records.insert(s.record.key, s);
+        self.set(s.record.key, Some(s));
     }
 
     /// Drops expired records and returns their keys.
@@ -195,7 +230,7 @@ impl MemoryStore {
             .map(|(k, _)| *k)
             .collect();
         for k in &expired {
-            self.records.remove(k);
+            self.set(*k, None);
         }
         expired
     }
@@ -221,56 +256,67 @@ impl RecordStore for MemoryStore {
         if record.expired(now) {
             return Err(StoreError::Expired);
         }
+        if record.user_key.len() > MAX_KEY_BYTES {
+            return Err(StoreError::KeyTooLong {
+                size: record.user_key.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
         let now_ms = unix_ms(now);
-        match self.records.get_mut(&record.key) {
-            Some(existing) if !existing.record.expired(now) => {
-                if existing.record.same_write(&record) {
-                    existing.record.expires_at_ms =
-                        existing.record.expires_at_ms.max(record.expires_at_ms);
-                    existing.cached &= cached;
-                    existing.refreshed_at_ms = now_ms;
-                    Ok(PutOutcome::Stored)
-                } else if record.precedence() > existing.record.precedence() {
-                    *existing = Stored {
-                        record,
-                        cached,
-                        refreshed_at_ms: now_ms,
-                    };
-                    Ok(PutOutcome::Stored)
-                } else {
-                    Ok(PutOutcome::Stale {
-                        current_version: existing.record.version,
-                    })
-                }
+        let existing = self.records.get(&record.key);
+        let live = existing.filter(|s| !s.record.expired(now));
+        if let Some(current) = live {
+            if current.record.same_write(&record) {
+                let current = self.records.get_mut(&record.key).expect("present");
+                current.record.expires_at_ms =
+                    current.record.expires_at_ms.max(record.expires_at_ms);
+                current.cached &= cached;
+                current.refreshed_at_ms = now_ms;
+                return Ok(PutOutcome::Stored);
             }
-            Some(slot) => {
-                *slot = Stored {
-                    record,
-                    cached,
-                    refreshed_at_ms: now_ms,
-                };
-                Ok(PutOutcome::Stored)
-            }
-            None => {
-                if self.records.len() >= self.limits.max_records {
-                    self.expire(now);
-                    if self.records.len() >= self.limits.max_records {
-                        return Err(StoreError::Full {
-                            max: self.limits.max_records,
-                        });
-                    }
-                }
-                self.records.insert(
-                    record.key,
-                    Stored {
-                        record,
-                        cached,
-                        refreshed_at_ms: now_ms,
-                    },
-                );
-                Ok(PutOutcome::Stored)
+            if record.precedence() <= current.record.precedence() {
+                return Ok(PutOutcome::Stale {
+                    current_version: current.record.version,
+                });
             }
         }
+        // A new key needs a free record slot; any write that grows the store needs room in
+        // bytes (expired records are dropped first to make it).
+        let freed = existing.map_or(0, |s| record_bytes(&s.record));
+        let grows = record_bytes(&record) > freed;
+        let new_key = existing.is_none();
+        let over = |s: &Self| {
+            (new_key && s.records.len() >= s.limits.max_records)
+                || (grows && s.bytes - freed + record_bytes(&record) > s.limits.max_bytes)
+        };
+        if over(self) {
+            self.expire(now);
+            let freed_now = self
+                .records
+                .get(&record.key)
+                .map_or(0, |s| record_bytes(&s.record));
+            let new_key = !self.records.contains_key(&record.key);
+            if new_key && self.records.len() >= self.limits.max_records {
+                return Err(StoreError::Full {
+                    max: self.limits.max_records,
+                });
+            }
+            if grows && self.bytes - freed_now + record_bytes(&record) > self.limits.max_bytes {
+                return Err(StoreError::FullBytes {
+                    max: self.limits.max_bytes,
+                });
+            }
+        }
+        let key = record.key;
+        self.set(
+            key,
+            Some(Stored {
+                record,
+                cached,
+                refreshed_at_ms: now_ms,
+            }),
+        );
+        Ok(PutOutcome::Stored)
     }
 
     fn touch(&mut self, key: &Key, now: SystemTime) {
@@ -313,6 +359,8 @@ pub(crate) mod suite {
     pub const LIMITS: StoreLimits = StoreLimits {
         max_value_bytes: 16,
         max_records: 2,
+        // Two records of up to 10 bytes each (a user key is empty here).
+        max_bytes: 2 * (RECORD_OVERHEAD_BYTES + 10),
     };
 
     /// Runs every case against fresh stores from `make` (built with [`LIMITS`]).
@@ -321,6 +369,7 @@ pub(crate) mod suite {
         tombstone_blocks_older_values(&mut *make());
         same_write_extends_expiry(&mut *make());
         limits_are_enforced_with_clear_errors(&mut *make());
+        bytes_are_bounded_and_a_delete_always_fits(&mut *make());
         expiry_is_wall_clock(&mut *make());
         touch_and_mark_due(&mut *make());
     }
@@ -399,6 +448,46 @@ pub(crate) mod suite {
         assert_eq!(
             s.put(rec(2, b"bb", 2, false, now), false, now),
             Ok(PutOutcome::Stored)
+        );
+    }
+
+    fn bytes_are_bounded_and_a_delete_always_fits(s: &mut dyn RecordStore) {
+        let now = SystemTime::now();
+        s.put(rec(1, &[1; 10], 1, false, now), false, now).unwrap();
+        // A second record that would take the store past max_bytes is refused.
+        assert_eq!(
+            s.put(rec(2, &[2; 11], 1, false, now), false, now),
+            Err(StoreError::FullBytes {
+                max: LIMITS.max_bytes
+            })
+        );
+        s.put(rec(2, &[2; 10], 1, false, now), false, now).unwrap();
+        // So is an update that grows a record past it...
+        assert_eq!(
+            s.put(rec(1, &[1; 12], 2, false, now), false, now),
+            Err(StoreError::FullBytes {
+                max: LIMITS.max_bytes
+            })
+        );
+        assert_eq!(s.get(&NodeId([1; 20]), now).unwrap().record.value, [1; 10]);
+        // ...but a tombstone, which shrinks it, is always taken, and frees room.
+        assert_eq!(
+            s.put(rec(1, b"", 3, true, now), false, now),
+            Ok(PutOutcome::Stored)
+        );
+        assert_eq!(
+            s.put(rec(2, &[2; 16], 2, false, now), false, now),
+            Ok(PutOutcome::Stored)
+        );
+        // Keys longer than a client may send are refused from peers too.
+        let mut long = rec(3, b"", 1, false, now);
+        long.user_key = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(
+            s.put(long, false, now),
+            Err(StoreError::KeyTooLong {
+                size: MAX_KEY_BYTES + 1,
+                max: MAX_KEY_BYTES
+            })
         );
     }
 

@@ -122,6 +122,7 @@ impl Driver {
         let limits = StoreLimits {
             max_value_bytes: cfg.max_value_bytes,
             max_records: cfg.max_records,
+            max_bytes: cfg.max_store_bytes,
         };
         let incarnation = crate::kad::store::unix_ms(SystemTime::now());
         let me = Contact::new(cfg.id, cfg.addr.clone()).with_incarnation(incarnation);

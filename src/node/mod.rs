@@ -68,6 +68,8 @@ pub struct NodeConfig {
     pub cache_ttl: Duration,
     pub max_value_bytes: usize,
     pub max_records: usize,
+    /// Memory the records may take, counted as `kad::store::record_bytes`.
+    pub max_store_bytes: usize,
     /// How often a joined node re-resolves `P2P_REMOTE_HOST` to merge with nodes it does not know.
     pub rebootstrap_interval: Duration,
     /// Longest wait between bootstrap attempts.
@@ -118,6 +120,7 @@ impl NodeConfig {
             cache_ttl: secs(300),
             max_value_bytes: 65_536,
             max_records: 1_000_000,
+            max_store_bytes: 64 << 20,
             rebootstrap_interval: secs(60),
             bootstrap_backoff_max: Duration::from_millis(10_000),
             drain_timeout: secs(10),
@@ -133,7 +136,7 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(365 * 86_400);
 pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(10 * 86_400);
 
 /// Longest accepted user key, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub use crate::kad::store::MAX_KEY_BYTES;
 
 /// A successful put or delete.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -472,7 +472,9 @@ impl Driver {
                     },
                 ..
             }) => Ack::Newer(*current_version),
-            Err(TransportError::Rejected(_, why)) => Ack::Refused(why.clone()),
+            Err(TransportError::Rejected(_, why) | TransportError::Overloaded(_, why)) => {
+                Ack::Refused(why.clone())
+            }
             _ => Ack::Failed,
         };
         write.on_ack(&done.addr, ack);
