@@ -22,7 +22,9 @@ fn rss_bytes() -> usize {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map_or(1_000_000, |a| a.parse().expect("records"));
+    let n: usize = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("records"));
     let v: usize = args.next().map_or(100, |a| a.parse().expect("value bytes"));
     let mut store = MemoryStore::new(StoreLimits {
         max_value_bytes: v.max(1),
@@ -45,8 +47,8 @@ fn main() {
         store.put(record, false, now).expect("stored");
     }
     let after = rss_bytes();
-    let payload = store.iter().map(|s| record_bytes(&s.record)).sum::<usize>()
-        - n * RECORD_OVERHEAD_BYTES;
+    let payload =
+        store.iter().map(|s| record_bytes(&s.record)).sum::<usize>() - n * RECORD_OVERHEAD_BYTES;
     let per_record = (after - before) as f64 / n as f64;
     let overhead = per_record - payload as f64 / n as f64;
     println!(

@@ -47,7 +47,10 @@ pub async fn run(
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(config::DEFAULT_PORT);
-    let transport = Arc::new(net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port));
+    let transport = Arc::new(
+        net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port)
+            .with_max_value_bytes(cfg.max_value_bytes),
+    );
     run_with(listener, cfg, transport, shutdown, on_start).await
 }
 
@@ -60,7 +63,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_start: impl FnOnce(NodeHandle),
 ) -> Result<(), tonic::transport::Error> {
-    let max_message_bytes = (cfg.max_value_bytes + 256 * 1024).max(4 * 1024 * 1024);
+    let max_message_bytes = net::grpc::message_limit(cfg.max_value_bytes);
     let drain_timeout = cfg.drain_timeout;
     let pending = PendingNode::new(cfg, transport);
     let handle = pending.handle.clone();

@@ -355,3 +355,41 @@ fn devnet_starts_serves_and_stops() {
     let status = wait_exit(&mut child, Duration::from_secs(10), "ctrl-c");
     assert!(status.success(), "devnet exited with {status}");
 }
+
+/// A client call to a host that accepts the connection and then says nothing ends at
+/// `--timeout` with an error, instead of hanging.
+#[test]
+fn client_calls_end_at_their_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    // Accept and hold connections without answering, until the call ended (or 5 s).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut held = Vec::new();
+            silent.set_nonblocking(true).unwrap();
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < until
+                && !done.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                if let Ok((c, _)) = silent.accept() {
+                    held.push(c);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = cli(&["get", "k", "-a", &addr, "--timeout", "300"]);
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(!out.status.success());
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Timeout expired") || err.contains("cannot connect"),
+        "{err}"
+    );
+    holder.join().unwrap();
+}

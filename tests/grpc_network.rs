@@ -398,3 +398,36 @@ async fn shutdown_reports_not_serving_and_stops() {
         "server still accepts after shutdown"
     );
 }
+
+/// Values above tonic's default 4 MiB message limit are readable from other nodes when
+/// `max_value_bytes` allows them (peers' replies are decoded up to the same bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_of_5_mib_is_readable_from_another_node() {
+    let mut nodes = Vec::new();
+    let mut seed = None;
+    for _ in 0..3 {
+        let (l, addr) = loopback_listener().await;
+        let mut cfg = config(&addr, seed.clone());
+        cfg.max_value_bytes = 6 << 20;
+        cfg.quorum = 2;
+        seed.get_or_insert(addr);
+        let node = GrpcNode::start(l, cfg).await;
+        assert!(node.handle.wait_joined().await);
+        nodes.push(node);
+    }
+    let value: Vec<u8> = (0..5 << 20).map(|i| (i % 251) as u8).collect();
+    let w = nodes[0]
+        .handle
+        .put("big".into(), value.clone(), None)
+        .await
+        .expect("put 5 MiB");
+    assert!(w.stored_at.len() >= 2, "{:?}", w.stored_at);
+    for n in &nodes[1..] {
+        let got = n.handle.get("big".into()).await.expect("get 5 MiB");
+        assert_eq!(got.value.len(), value.len());
+        assert!(got.value == value, "{} read another value", n.addr);
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}

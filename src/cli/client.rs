@@ -10,7 +10,23 @@ use tonic_health::pb::{
 
 use crate::pb::{self, dht_client::DhtClient};
 
-/// Connects to a node's client service.
+/// Default deadline of a client call (`--timeout`).
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 10_000;
+
+static CALL_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets the deadline of every call [`connect`] makes from now on (once per process: the
+/// command line's `--timeout`).
+pub fn set_call_timeout(timeout: Duration) {
+    let _ = CALL_TIMEOUT.set(timeout);
+}
+
+fn call_timeout() -> Duration {
+    *CALL_TIMEOUT.get_or_init(|| Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS))
+}
+
+/// Connects to a node's client service; connecting and every call are bounded by the
+/// deadline `--timeout` set.
 pub async fn connect(addr: &str) -> anyhow::Result<DhtClient<Channel>> {
     let channel = endpoint(addr)?
         .connect()
@@ -28,7 +44,8 @@ pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
         format!("http://{addr}")
     };
     Ok(Endpoint::from_shared(uri)?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5).min(call_timeout()))
+        .timeout(call_timeout())
         .tcp_nodelay(true))
 }
 

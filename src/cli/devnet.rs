@@ -56,8 +56,10 @@ impl Devnet {
         // One outbound transport for all nodes: one connection per destination instead of
         // one per (sender, destination) pair, which would need n^2 file descriptors.
         let rpc_timeout = std::time::Duration::from_millis(settings.rpc_timeout_ms);
-        let transport: std::sync::Arc<dyn crate::net::Transport> =
-            std::sync::Arc::new(crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port));
+        let transport: std::sync::Arc<dyn crate::net::Transport> = std::sync::Arc::new(
+            crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port)
+                .with_max_value_bytes(settings.max_value_bytes),
+        );
         for port in base_port..=last {
             let listener = TcpListener::bind((host, port))
                 .await

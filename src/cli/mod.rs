@@ -29,6 +29,15 @@ pub struct Target {
     /// Node to talk to (host:port) [default: 127.0.0.1 on KADEMLIA_PORT, else 127.0.0.1:50051]
     #[arg(long = "addr", short = 'a', env = "KADEMLIA_ADDR", global = true)]
     pub addr_flag: Option<String>,
+    /// Deadline of each call, in milliseconds (DEADLINE_EXCEEDED after it)
+    #[arg(
+        long = "timeout",
+        env = "KADEMLIA_TIMEOUT_MS",
+        value_name = "MS",
+        global = true,
+        default_value_t = client::DEFAULT_CALL_TIMEOUT_MS
+    )]
+    pub timeout_ms: u64,
 }
 
 impl Target {
@@ -110,8 +119,29 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// The node a client subcommand talks to.
+    fn target(&self) -> Option<&Target> {
+        match self {
+            Command::Put { target, .. }
+            | Command::Get { target, .. }
+            | Command::Delete { target, .. }
+            | Command::Locate { target, .. }
+            | Command::Ping { target }
+            | Command::Info { target }
+            | Command::Routes { target }
+            | Command::Health { target, .. }
+            | Command::Shell { target } => Some(target),
+            Command::Node(_) | Command::Devnet(_) | Command::Bench(_) => None,
+        }
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    if let Some(target) = cli.command.target() {
+        client::set_call_timeout(std::time::Duration::from_millis(target.timeout_ms));
+    }
     match cli.command {
         Command::Node(args) => node::run(args).await,
         Command::Put {

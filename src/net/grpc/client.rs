@@ -22,6 +22,8 @@ pub struct GrpcTransport {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     timeout: Duration,
     default_port: u16,
+    /// Largest reply accepted and request sent ([`super::message_limit`]).
+    max_message_bytes: usize,
 }
 
 impl GrpcTransport {
@@ -32,7 +34,15 @@ impl GrpcTransport {
             channels: Arc::default(),
             timeout,
             default_port,
+            max_message_bytes: super::message_limit(0),
         }
+    }
+
+    /// The same transport for nodes whose values may be `max_value_bytes` long (tonic's
+    /// default 4 MiB would leave larger values unreadable from other nodes).
+    pub fn with_max_value_bytes(mut self, max_value_bytes: usize) -> Self {
+        self.max_message_bytes = super::message_limit(max_value_bytes);
+        self
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
@@ -84,7 +94,9 @@ impl Transport for GrpcTransport {
         let addr = addr.to_string();
         let this = self.clone();
         async move {
-            let mut client = KademliaClient::new(this.channel(&addr)?);
+            let mut client = KademliaClient::new(this.channel(&addr)?)
+                .max_decoding_message_size(this.max_message_bytes)
+                .max_encoding_message_size(this.max_message_bytes);
             let call = async {
                 Ok::<_, tonic::Status>(match convert::request_to_pb(&env) {
                     PbRequest::Ping(m) => PbReply::Ping(client.ping(m).await?.into_inner()),

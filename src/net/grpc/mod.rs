@@ -18,4 +18,10 @@ pub mod pb {
 }
 
 pub use client::GrpcTransport;
+
+/// The largest gRPC message for values of up to `max_value_bytes`: the value plus room for
+/// the rest of a record and a FIND_VALUE reply's k contacts, and never below tonic's 4 MiB.
+pub fn message_limit(max_value_bytes: usize) -> usize {
+    (max_value_bytes + 256 * 1024).max(4 * 1024 * 1024)
+}
 pub use server::{ServeOptions, serve};
