@@ -65,6 +65,7 @@ pub async fn run_with(
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = net::grpc::message_limit(cfg.max_value_bytes);
     let drain_timeout = cfg.drain_timeout;
+    let request_timeout = cfg.lookup_timeout + 2 * cfg.params.rpc_timeout;
     let pending = PendingNode::new(cfg, transport);
     let handle = pending.handle.clone();
     let inbound = pending.inbound.clone();
@@ -76,6 +77,7 @@ pub async fn run_with(
     let options = net::grpc::ServeOptions {
         max_message_bytes,
         drain_timeout,
+        request_timeout,
     };
     let result = net::grpc::serve(listener, handle, inbound, options, shutdown).await;
     let _ = stop_tx.send(());

@@ -192,8 +192,8 @@ fn header(id: Vec<u8>, addr: &str, network: &str) -> Option<pb::Header> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     let (l, addr) = loopback_listener().await;
-    // A lone node: its writes need itself only. The well-formed sender below claims
-    // 127.0.0.1:9, where nothing listens, so it is never learned.
+    // Quorum 1: the node learns one well-formed sender below (127.0.0.1:9, where nothing
+    // listens), and a quorum counts every node this node knows, answering or not.
     let mut cfg = config(&addr, None);
     cfg.quorum = 1;
     let node = GrpcNode::start(l, cfg).await;
@@ -335,9 +335,9 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     assert_eq!(got.value, b"alive");
     let info = dht.info(pb::InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.records, 1);
-    // No sender was learned: the malformed and foreign ones are refused, and the well-formed
-    // one (whose STORE was merely too big) never answered the PING to the address it
-    // claimed, which is what makes a sender a contact.
+    // Only the well-formed sender from the right network (whose STORE was merely too big)
+    // was learned: its connection came from 127.0.0.1, the IP of the address it claims. The
+    // malformed and foreign ones were not.
     let table = dht
         .routing_table(pb::RoutingTableRequest {})
         .await
@@ -348,7 +348,7 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .iter()
         .flat_map(|b| b.contacts.iter().map(|c| c.node_id.clone()))
         .collect();
-    assert!(learned.is_empty(), "{learned:?}");
+    assert_eq!(learned, vec!["01".repeat(20)]);
     node.stop().await;
 }
 
@@ -430,4 +430,76 @@ async fn a_value_of_5_mib_is_readable_from_another_node() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// A flood of peer requests (4,000 PINGs at once over 4 connections, bounded in count) does
+/// not starve clients: puts and gets made during it succeed, health answers, and every PING
+/// answers OK or RESOURCE_EXHAUSTED ("overloaded"), never an unknown transport error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flood_is_shed_clearly_and_clients_keep_their_share() {
+    let (l, addr) = loopback_listener().await;
+    let node = GrpcNode::start(l, config(&addr, None)).await;
+    node.handle.wait_joined().await;
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        peers.push(pb::kademlia_client::KademliaClient::new(channel));
+    }
+    let flood = futures::future::join_all((0..4000u32).map(|i| {
+        let mut peer = peers[i as usize % 4].clone();
+        async move {
+            let mut id = vec![0u8; 20];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            peer.ping(pb::PingRequest {
+                header: header(id, "127.0.0.2:9", "kademlia"),
+            })
+            .await
+        }
+    }));
+    let client = async {
+        let mut dht = node.client().await;
+        let mut ok = 0;
+        for i in 0..20 {
+            let key = format!("during-flood-{i}");
+            dht.put(pb::PutRequest {
+                key: key.clone(),
+                value: b"v".to_vec(),
+                ttl_seconds: None,
+            })
+            .await
+            .expect("a put during the flood");
+            let got = dht
+                .get(pb::GetRequest { key })
+                .await
+                .expect("a get during the flood");
+            assert_eq!(got.into_inner().value, b"v");
+            ok += 1;
+        }
+        ok
+    };
+    let (pings, ok) = tokio::join!(flood, client);
+    assert_eq!(ok, 20);
+    let mut answered = 0;
+    let mut shed = 0;
+    for r in pings {
+        match r {
+            Ok(_) => answered += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(s.message().contains("overloaded"), "{s}");
+                shed += 1;
+            }
+            Err(s) => panic!("a PING failed with {s}"),
+        }
+    }
+    eprintln!("peer flood: {answered} answered, {shed} shed");
+    assert_eq!(answered + shed, 4000);
+    let status = kademlia::cli::client::health_status(&addr, "")
+        .await
+        .unwrap();
+    assert_eq!(status as i32, 1, "health: {status:?}"); // SERVING
+    node.stop().await;
 }

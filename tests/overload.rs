@@ -112,6 +112,7 @@ async fn peer_requests_whose_sender_gave_up_are_dropped_unanswered() {
     for (id, reply) in [(2, gone_tx), (3, waiting_tx)] {
         let req = Inbound {
             envelope: ping_from(id),
+            source: None,
             reply,
         };
         inbound.send(req).await.unwrap();

@@ -49,7 +49,10 @@ fn adversary(
     let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
     sim.net.attach(addr, tx);
     tokio::spawn(async move {
-        while let Some(Inbound { envelope, reply }) = rx.recv().await {
+        while let Some(Inbound {
+            envelope, reply, ..
+        }) = rx.recv().await
+        {
             let _ = reply.send(Ok(answer(&envelope)));
         }
     })

@@ -307,7 +307,16 @@ async fn a_list_of_bootstrap_names_survives_dead_and_unknown_entries() {
     tokio::time::timeout(Duration::from_secs(5), sim.nodes[j].handle.wait_joined())
         .await
         .expect("joined through the live name");
-    assert!(sim.nodes[j].handle.info().await.unwrap().peers >= 3);
+    // The nodes it reached are learned by it, and it by them, a PING round trip after they
+    // first heard of each other (see `Core::heard_from`): within the post-join refresh.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.nodes[j].handle.info().await.unwrap().peers < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "it knows fewer than 3 peers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     sim.shutdown().await;
 }
 

@@ -37,7 +37,7 @@ pub struct Target {
         global = true,
         default_value_t = client::DEFAULT_CALL_TIMEOUT_MS
     )]
-    pub timeout_ms: u64,
+    pub call_timeout_ms: u64,
 }
 
 impl Target {
@@ -140,7 +140,7 @@ impl Command {
 /// Runs the parsed command line.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     if let Some(target) = cli.command.target() {
-        client::set_call_timeout(std::time::Duration::from_millis(target.timeout_ms));
+        client::set_call_timeout(std::time::Duration::from_millis(target.call_timeout_ms));
     }
     match cli.command {
         Command::Node(args) => node::run(args).await,
@@ -170,4 +170,17 @@ pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
         .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand's arguments are consistent (unique names, valid defaults): clap
+    /// checks this only when a subcommand is used, which would be in production.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -13,14 +13,15 @@
 //!   later write of its key.
 //! - Likewise a STORE whose finite expiry lies more than `Params::max_ttl` ahead is refused.
 //! - The paper learns every sender of a request. Here only a reply proves a contact: a
-//!   request's sender is learned once it answered a PING at the address it claims
-//!   ([`Core::heard_from`]), a contact's address is the one it answered at, and a live
+//!   request's sender is learned once it answered a PING at the address it claims, or when
+//!   the request's connection came from that address's IP ([`Core::heard_from`]), a contact's address is the one it answered at, and a live
 //!   contact is not moved by answers from another address ([`Core::on_reply`]). One forged
 //!   header therefore cannot plant a contact or re-point a known one. Without signed
 //!   identities (S/Kademlia, Baumgart & Mies 2007) a host can still answer under any id
 //!   it likes at its own address, but an address holds one contact
 //!   (`RoutingTable::insert`).
 
+use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 use super::Params;
@@ -28,6 +29,15 @@ use super::id::NodeId;
 use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
 use super::routing::{InsertResult, RoutingTable};
 use super::store::{NEVER, PutOutcome, Record, RecordStore, unix_ms, unix_us};
+
+/// The IP address in `addr` ("ip:port" or "[ipv6]:port"), if it is one (not a host name).
+fn ip_of(addr: &str) -> Option<IpAddr> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
 
 /// Work for the driver, produced while handling a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,10 +108,22 @@ impl Core {
         self.store.as_mut()
     }
 
-    /// Answers a peer request, learning the sender.
+    /// Answers a peer request, learning the sender (see [`Core::heard_from`]).
     pub fn handle(
         &mut self,
         env: Envelope,
+        now: Instant,
+        wall: SystemTime,
+    ) -> (Result<Reply, Rejection>, Vec<Effect>) {
+        self.handle_from(env, None, now, wall)
+    }
+
+    /// [`Core::handle`] for a request whose connection came from `source` (an IP address the
+    /// transport vouches for, where it knows one).
+    pub fn handle_from(
+        &mut self,
+        env: Envelope,
+        source: Option<IpAddr>,
         now: Instant,
         wall: SystemTime,
     ) -> (Result<Reply, Rejection>, Vec<Effect>) {
@@ -161,7 +183,7 @@ impl Core {
         // claimed a version from the future is not learned.
         let effects = match body {
             Err(Rejection::VersionAhead { .. } | Rejection::ExpiryTooFar { .. }) => Vec::new(),
-            _ => self.heard_from(env.sender, now, wall),
+            _ => self.heard_from(env.sender, source, now, wall),
         };
         (
             body.map(|body| Reply {
@@ -220,20 +242,35 @@ impl Core {
         v
     }
 
-    /// A request's sender: an id and an address that it claims and nobody vouched for. A
-    /// contact known at that address (live, in a bucket or waiting in its replacement cache,
-    /// and not claiming a restart) was proven there before and is
-    /// [`observe`](Self::observe)d as the paper says; anyone else is asked to prove the claim
-    /// ([`Effect::Verify`]: a PING to the claimed address, whose answer [`Core::on_reply`]
-    /// learns) if its bucket has room for it, and is otherwise not learned from this request. So a forged header can neither plant a contact nor re-point a known id to
-    /// another address, nor revive a stale contact.
-    pub fn heard_from(&mut self, sender: Contact, now: Instant, wall: SystemTime) -> Vec<Effect> {
-        let vouched = self.routing.proven(&sender.id).is_some_and(|e| {
+    /// A request's sender: an id and an address that it claims. It is learned when the claim
+    /// holds as far as this node can tell:
+    /// - it is known at that address (live, in a bucket or waiting in its replacement cache,
+    ///   and not claiming a restart): it was proven there before, and is
+    ///   [`observe`](Self::observe)d as the paper says;
+    /// - or the request's connection came from the claimed address's IP (`source`, which
+    ///   TCP's handshake vouches for) and the id is not live at another address;
+    /// - otherwise it is asked to prove the claim ([`Effect::Verify`]: a PING to the claimed
+    ///   address, whose answer [`Core::on_reply`] learns) if its bucket has room for it, and
+    ///   is not learned from this request if not.
+    ///
+    /// So a forged header can neither plant a contact at an address its sender does not hold,
+    /// nor re-point a known id, nor revive a stale contact.
+    pub fn heard_from(
+        &mut self,
+        sender: Contact,
+        source: Option<IpAddr>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Effect> {
+        let known = self.routing.proven(&sender.id);
+        let vouched = known.is_some_and(|e| {
             e.contact.addr == sender.addr
                 && !e.is_stale()
                 && sender.incarnation <= e.contact.incarnation
         });
-        if vouched {
+        let live_elsewhere = known.is_some_and(|e| e.contact.addr != sender.addr && !e.is_stale());
+        let from_its_ip = source.is_some() && source == ip_of(&sender.addr);
+        if vouched || (from_its_ip && !live_elsewhere) {
             self.observe(sender, now, wall)
         } else if self.routing.has_room_for(&sender.id) {
             vec![Effect::Verify { addr: sender.addr }]
@@ -446,6 +483,42 @@ mod tests {
             vec![Effect::Verify {
                 addr: "n2:1".into()
             }]
+        );
+    }
+
+    #[test]
+    fn a_request_from_the_claimed_ip_is_learned_at_once_but_re_points_nothing() {
+        let mut c = core(1);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let ping = |id: u8, addr: &str| Envelope {
+            sender: Contact::new(NodeId([id; 20]), addr),
+            network_id: "net".into(),
+            body: Request::Ping,
+        };
+        let local: IpAddr = "10.0.0.2".parse().unwrap();
+        let (_, effects) = c.handle_from(ping(2, "10.0.0.2:50051"), Some(local), now, wall);
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(c.routing().contains(&NodeId([2; 20])));
+        // Another IP than the claimed one: verified first.
+        let (_, effects) = c.handle_from(ping(3, "10.0.0.3:50051"), Some(local), now, wall);
+        assert_eq!(
+            effects,
+            vec![Effect::Verify {
+                addr: "10.0.0.3:50051".into()
+            }]
+        );
+        assert!(!c.routing().contains(&NodeId([3; 20])));
+        // A live contact's id claimed from another port of a matching IP: not moved.
+        let (_, effects) = c.handle_from(ping(2, "10.0.0.2:6666"), Some(local), now, wall);
+        assert_eq!(
+            effects,
+            vec![Effect::Verify {
+                addr: "10.0.0.2:6666".into()
+            }]
+        );
+        assert_eq!(
+            c.routing().entry(&NodeId([2; 20])).unwrap().contact.addr,
+            "10.0.0.2:50051"
         );
     }
 

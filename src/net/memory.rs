@@ -214,6 +214,7 @@ impl Transport for MemoryTransport {
             let (reply_tx, reply_rx) = oneshot::channel();
             let inbound = Inbound {
                 envelope: env,
+                source: None,
                 reply: reply_tx,
             };
             // As the gRPC peer service: a full queue refuses at once.

@@ -61,5 +61,7 @@ pub trait Transport: Send + Sync + 'static {
 /// A request delivered to a node's driver, with where to send the answer.
 pub struct Inbound {
     pub envelope: Envelope,
+    /// The IP address the request's connection came from, where the transport knows it.
+    pub source: Option<std::net::IpAddr>,
     pub reply: oneshot::Sender<Result<Reply, Rejection>>,
 }

@@ -191,7 +191,11 @@ impl Driver {
     }
 
     pub fn on_inbound(&mut self, req: Inbound) {
-        let Inbound { envelope, reply } = req;
+        let Inbound {
+            envelope,
+            source,
+            reply,
+        } = req;
         if reply.is_closed() {
             // The sender stopped waiting (it timed out while the request sat in the queue):
             // answering would be work for nobody, and work a slow node cannot spare.
@@ -201,7 +205,7 @@ impl Driver {
         debug!(rpc = envelope.body.name(), from = %envelope.sender.addr, "peer request");
         let (now, wall) = (self.now(), self.wall());
         let sender = envelope.sender.addr.clone();
-        let (result, effects) = self.core.handle(envelope, now, wall);
+        let (result, effects) = self.core.handle_from(envelope, source, now, wall);
         if let Err(e @ (Rejection::VersionAhead { .. } | Rejection::ExpiryTooFar { .. })) = &result
         {
             warn!(from = %sender, "{e}");

@@ -1,6 +1,7 @@
 //! The gRPC transport: generated code (in [`pb`], and nowhere else), conversions to and from
 //! domain types, the peer and client services, and the client pool.
 
+pub mod admission;
 pub mod client;
 pub mod convert;
 pub mod dht_service;

@@ -24,11 +24,19 @@ impl PeerService {
         PeerService { inbound }
     }
 
-    async fn call(&self, env: Result<Envelope, BadMessage>) -> Result<PbReply, Status> {
-        let env = env.inspect_err(|e| debug!(error = %e, "rejected malformed peer request"))?;
+    async fn call<T>(
+        &self,
+        req: Request<T>,
+        convert: fn(T) -> Result<Envelope, BadMessage>,
+    ) -> Result<PbReply, Status> {
+        // The IP the connection comes from (TCP's handshake vouches for it).
+        let source = req.remote_addr().map(|a| a.ip());
+        let env = convert(req.into_inner())
+            .inspect_err(|e| debug!(error = %e, "rejected malformed peer request"))?;
         let (tx, rx) = oneshot::channel();
         let inbound = Inbound {
             envelope: env,
+            source,
             reply: tx,
         };
         // A full queue sheds the request at once: the sender tries another peer instead of
@@ -59,7 +67,7 @@ impl pb::kademlia_server::Kademlia for PeerService {
         &self,
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
-        match self.call(convert::ping_from_pb(req.into_inner())).await? {
+        match self.call(req, convert::ping_from_pb).await? {
             PbReply::Ping(m) => Ok(Response::new(m)),
             _ => Err(wrong("PING")),
         }
@@ -69,7 +77,7 @@ impl pb::kademlia_server::Kademlia for PeerService {
         &self,
         req: Request<pb::StoreRequest>,
     ) -> Result<Response<pb::StoreResponse>, Status> {
-        match self.call(convert::store_from_pb(req.into_inner())).await? {
+        match self.call(req, convert::store_from_pb).await? {
             PbReply::Store(m) => Ok(Response::new(m)),
             _ => Err(wrong("STORE")),
         }
@@ -79,10 +87,7 @@ impl pb::kademlia_server::Kademlia for PeerService {
         &self,
         req: Request<pb::FindNodeRequest>,
     ) -> Result<Response<pb::FindNodeResponse>, Status> {
-        match self
-            .call(convert::find_node_from_pb(req.into_inner()))
-            .await?
-        {
+        match self.call(req, convert::find_node_from_pb).await? {
             PbReply::FindNode(m) => Ok(Response::new(m)),
             _ => Err(wrong("FIND_NODE")),
         }
@@ -92,10 +97,7 @@ impl pb::kademlia_server::Kademlia for PeerService {
         &self,
         req: Request<pb::FindValueRequest>,
     ) -> Result<Response<pb::FindValueResponse>, Status> {
-        match self
-            .call(convert::find_value_from_pb(req.into_inner()))
-            .await?
-        {
+        match self.call(req, convert::find_value_from_pb).await? {
             PbReply::FindValue(m) => Ok(Response::new(m)),
             _ => Err(wrong("FIND_VALUE")),
         }

@@ -3,6 +3,11 @@
 //! Health reports NOT_SERVING until the node has created or joined a network, SERVING after,
 //! and NOT_SERVING again as soon as shutdown starts; then the server stops accepting, drains
 //! in-flight calls and returns.
+//!
+//! Admission: the peer and client services each handle a bounded number of requests at once
+//! and shed the rest with RESOURCE_EXHAUSTED (`admission`); every request has a deadline
+//! (`ServeOptions::request_timeout`), and a connection opens at most
+//! [`MAX_STREAMS_PER_CONNECTION`] streams at once.
 
 use std::future::Future;
 
@@ -12,6 +17,9 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::info;
 
+use tower_layer::Layer;
+
+use super::admission::{AdmissionLayer, CLIENT_REQUESTS_IN_FLIGHT, PEER_REQUESTS_IN_FLIGHT};
 use super::dht_service::DhtService;
 use super::pb;
 use super::peer_service::PeerService;
@@ -30,7 +38,13 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
     /// Longest wait for in-flight calls after shutdown starts.
     pub drain_timeout: std::time::Duration,
+    /// Longest a request may take (a put: its lookup, then its STOREs); then DEADLINE
+    /// EXCEEDED or CANCELLED.
+    pub request_timeout: std::time::Duration,
 }
+
+/// Concurrent HTTP/2 streams (calls) one connection may open at most.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// Accepted connections with Nagle's algorithm off (the builder's `tcp_nodelay` only applies
 /// to listeners tonic binds itself, and small RPCs would otherwise wait for delayed ACKs).
@@ -117,12 +131,16 @@ pub async fn serve(
         .expect("embedded descriptor set is valid");
 
     let max = options.max_message_bytes;
-    let peer = pb::kademlia_server::KademliaServer::new(PeerService::new(inbound))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let dht = pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let peer = AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
+        pb::kademlia_server::KademliaServer::new(PeerService::new(inbound))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    );
+    let dht = AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
+        pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    );
 
     let addr = listener.local_addr().ok();
     info!(listen = ?addr, advertise = %node.addr(), "gRPC server listening");
@@ -143,6 +161,8 @@ pub async fn serve(
     };
     let server = Server::builder()
         .tcp_nodelay(true)
+        .timeout(options.request_timeout)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
