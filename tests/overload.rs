@@ -183,6 +183,18 @@ async fn full_stores_refuse_clearly_and_are_not_taken_for_dead() {
         cfg.max_store_bytes = 10 * (kademlia::kad::store::RECORD_OVERHEAD_BYTES + 110);
     })
     .await;
+    // Every node knows the 5 others first (a sender is learned once it answered a PING).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in &sim.nodes {
+        while n.handle.info().await.unwrap().peers < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "{} never learned its peers",
+                n.addr
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let node = sim.nodes[0].handle.clone();
     let mut stored = Vec::new();
     let mut refusal = None;

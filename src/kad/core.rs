@@ -25,19 +25,11 @@ use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 use super::Params;
+use super::diversity::ip_of;
 use super::id::NodeId;
 use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
 use super::routing::{InsertResult, RoutingTable};
 use super::store::{NEVER, PutOutcome, Record, RecordStore, unix_ms, unix_us};
-
-/// The IP address in `addr` ("ip:port" or "[ipv6]:port"), if it is one (not a host name).
-fn ip_of(addr: &str) -> Option<IpAddr> {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()
-}
 
 /// Work for the driver, produced while handling a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -269,7 +261,7 @@ impl Core {
                 && sender.incarnation <= e.contact.incarnation
         });
         let live_elsewhere = known.is_some_and(|e| e.contact.addr != sender.addr && !e.is_stale());
-        let from_its_ip = source.is_some() && source == ip_of(&sender.addr);
+        let from_its_ip = source.is_some_and(|ip| Some(ip.to_canonical()) == ip_of(&sender.addr));
         if vouched || (from_its_ip && !live_elsewhere) {
             self.observe(sender, now, wall)
         } else if self.routing.has_room_for(&sender.id) {

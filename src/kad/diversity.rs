@@ -35,19 +35,21 @@ pub enum Subnet {
     V6([u16; 4]),
 }
 
-/// The neighbourhood of the contact at `addr` ("ip:port" or "[ipv6]:port"), or `None` when
-/// it is exempt from the caps (not a public IP address).
-pub fn subnet_of(addr: &str) -> Option<Subnet> {
+/// The IP address of a contact at `addr` ("ip:port" or "[ipv6]:port"; an IPv4-mapped IPv6
+/// address is its IPv4 address), or `None` for a host name.
+pub fn ip_of(addr: &str) -> Option<IpAddr> {
     let host = match addr.rsplit_once(':') {
         Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
         _ => addr,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = match host.parse::<IpAddr>().ok()? {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
+    host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+/// The neighbourhood of the contact at `addr`, or `None` when it is exempt from the caps
+/// (not a public IP address).
+pub fn subnet_of(addr: &str) -> Option<Subnet> {
+    match ip_of(addr)? {
         IpAddr::V4(ip) if is_public_v4(&ip) => {
             let o = ip.octets();
             Some(Subnet::V4([o[0], o[1], o[2]]))
@@ -94,6 +96,8 @@ mod tests {
         );
         // An IPv4-mapped IPv6 address is its IPv4 address.
         assert_eq!(subnet_of("[::ffff:8.8.8.8]:1"), Some(Subnet::V4([8, 8, 8])));
+        assert_eq!(ip_of("[::ffff:10.0.0.1]:1"), "10.0.0.1".parse().ok());
+        assert_eq!(ip_of("node:50051"), None);
     }
 
     #[test]

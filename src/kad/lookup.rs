@@ -87,7 +87,7 @@ pub struct Outcome {
     pub target: NodeId,
     /// The k closest contacts that answered, closest first.
     pub closest: Vec<Contact>,
-    /// The newest record seen (FindValue / Survey).
+    /// The newest record seen (FindValue / Survey), by `Record::supersedes`.
     pub found: Option<Found>,
     /// Every contact that returned a record, with the record (Survey).
     pub holders: Vec<(Contact, Record)>,
@@ -308,7 +308,7 @@ impl Lookup {
             let newer = self
                 .found
                 .as_ref()
-                .is_none_or(|f| record.version > f.record.version);
+                .is_none_or(|f| record.supersedes(&f.record));
             if newer {
                 self.found = Some(Found {
                     record: record.clone(),

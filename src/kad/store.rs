@@ -191,6 +191,25 @@ impl MemoryStore {
         self.bytes
     }
 
+    /// Whether the store has room for `record` (which replaces any entry for its key): a new
+    /// key needs a free record slot, and a write that grows the store needs room in bytes.
+    pub fn room_for(&self, record: &Record) -> Result<(), StoreError> {
+        let existing = self.records.get(&record.key);
+        if existing.is_none() && self.records.len() >= self.limits.max_records {
+            return Err(StoreError::Full {
+                max: self.limits.max_records,
+            });
+        }
+        let freed = existing.map_or(0, |s| record_bytes(&s.record));
+        let needed = record_bytes(record);
+        if needed > freed && self.bytes - freed + needed > self.limits.max_bytes {
+            return Err(StoreError::FullBytes {
+                max: self.limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Inserts or replaces the entry for `key`, keeping the byte count.
     fn set(&mut self, key: Key, entry: Option<Stored>) {
         self.bytes += entry.as_ref().map_or(0, |s| record_bytes(&s.record));
@@ -280,32 +299,10 @@ impl RecordStore for MemoryStore {
                 });
             }
         }
-        // A new key needs a free record slot; any write that grows the store needs room in
-        // bytes (expired records are dropped first to make it).
-        let freed = existing.map_or(0, |s| record_bytes(&s.record));
-        let grows = record_bytes(&record) > freed;
-        let new_key = existing.is_none();
-        let over = |s: &Self| {
-            (new_key && s.records.len() >= s.limits.max_records)
-                || (grows && s.bytes - freed + record_bytes(&record) > s.limits.max_bytes)
-        };
-        if over(self) {
+        // Expired records are dropped to make room when there is none.
+        if self.room_for(&record).is_err() {
             self.expire(now);
-            let freed_now = self
-                .records
-                .get(&record.key)
-                .map_or(0, |s| record_bytes(&s.record));
-            let new_key = !self.records.contains_key(&record.key);
-            if new_key && self.records.len() >= self.limits.max_records {
-                return Err(StoreError::Full {
-                    max: self.limits.max_records,
-                });
-            }
-            if grows && self.bytes - freed_now + record_bytes(&record) > self.limits.max_bytes {
-                return Err(StoreError::FullBytes {
-                    max: self.limits.max_bytes,
-                });
-            }
+            self.room_for(&record)?;
         }
         let key = record.key;
         self.set(

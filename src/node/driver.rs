@@ -19,8 +19,8 @@ use crate::kad::clock::HybridClock;
 use crate::kad::lookup::{Lookup, Mode, Outcome, Poll};
 use crate::kad::store::StoreError;
 use crate::kad::{
-    Contact, Core, Effect, Envelope, MemoryStore, NodeId, RecordStore, Rejection, Reply, Request,
-    Response, StoreLimits,
+    Contact, Core, Effect, Envelope, MemoryStore, NodeId, Record, RecordStore, Rejection, Reply,
+    Request, Response, StoreLimits,
 };
 use crate::net::{Inbound, Transport, TransportError};
 
@@ -184,6 +184,12 @@ impl Driver {
         } else {
             SystemTime::now() - offset
         }
+    }
+
+    /// This node's live copy of `key`, if it holds one.
+    pub fn local_copy(&self, key: &NodeId) -> Option<Record> {
+        let wall = self.wall();
+        self.core.store().get(key, wall).map(|s| s.record.clone())
     }
 
     pub fn is_joined(&self) -> bool {

@@ -304,11 +304,7 @@ impl Driver {
         started: Instant,
     ) {
         let wall = self.wall();
-        let local = self
-            .core
-            .store()
-            .get(&outcome.target, wall)
-            .map(|s| s.record.clone());
+        let local = self.local_copy(&outcome.target);
         let resolution = resolve(local.as_ref(), &outcome.holders);
         // Cut off, the local copy alone must not answer for the key: it may be one that
         // missed a write or a delete while this node was away.
@@ -368,13 +364,8 @@ impl Driver {
         if let Some(e) = self.cut_off(&outcome, "cannot tell who holds it") {
             return drop(reply.send(Err(e)));
         }
-        let wall = self.wall();
         let target = outcome.target;
-        let local = self
-            .core
-            .store()
-            .get(&target, wall)
-            .map(|s| s.record.clone());
+        let local = self.local_copy(&target);
         let nodes = outcome
             .replica_set(self.core.me(), self.cfg.params.k)
             .into_iter()
@@ -412,11 +403,7 @@ impl Driver {
             return drop(reply.send(Err(e)));
         }
         let wall = self.wall();
-        let local = self
-            .core
-            .store()
-            .get(&record.key, wall)
-            .map(|s| s.record.clone());
+        let local = self.local_copy(&record.key);
         let routing = self.core.routing();
         let settings = WriteSettings {
             k: self.cfg.params.k,

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{ReadError, codec};
-use crate::kad::store::{MemoryStore, PutOutcome, StoreError, Stored, record_bytes, unix_ms};
+use crate::kad::store::{MemoryStore, PutOutcome, StoreError, Stored, unix_ms};
 use crate::kad::{Key, NodeId, Record, RecordStore, StoreLimits};
 
 /// Records by key (20 bytes), encoded by [`codec::encode_record`].
@@ -149,10 +149,7 @@ impl RecordStore for DurableStore {
     ) -> Result<PutOutcome, StoreError> {
         let key = record.key;
         // Make room the way the memory store would, but deleting from disk too.
-        let limits = self.mem.limits();
-        let full = (self.mem.entry(&key).is_none() && self.mem.len() >= limits.max_records)
-            || self.mem.bytes() + record_bytes(&record) > limits.max_bytes;
-        if full {
+        if self.mem.room_for(&record).is_err() {
             self.expire(now);
         }
         let before = self.mem.entry(&key).cloned();

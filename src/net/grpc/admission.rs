@@ -16,7 +16,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
@@ -34,7 +33,6 @@ pub struct AdmissionLayer {
     permits: Arc<Semaphore>,
     limit: usize,
     what: &'static str,
-    shed: Arc<AtomicU64>,
 }
 
 impl AdmissionLayer {
@@ -44,13 +42,7 @@ impl AdmissionLayer {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
             what,
-            shed: Arc::default(),
         }
-    }
-
-    /// Requests refused so far.
-    pub fn shed_count(&self) -> Arc<AtomicU64> {
-        self.shed.clone()
     }
 }
 
@@ -101,7 +93,6 @@ where
                 })
             }
             Err(_) => {
-                self.layer.shed.fetch_add(1, Ordering::Relaxed);
                 let status = tonic::Status::resource_exhausted(format!(
                     "node is overloaded: {} {} requests in flight; retry later",
                     self.layer.limit, self.layer.what
@@ -152,9 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_beyond_the_limit_are_shed_at_once_and_slots_come_back() {
-        let layer = AdmissionLayer::new(3, "peer");
-        let shed = layer.shed_count();
-        let svc = layer.layer(Slow);
+        let svc = AdmissionLayer::new(3, "peer").layer(Slow);
         assert_eq!(<Admission<Slow> as NamedService>::NAME, "test.Slow");
         let calls: Vec<_> = (0..10)
             .map(|_| svc.clone().call(http::Request::new(())))
@@ -167,7 +156,6 @@ mod tests {
             .filter(|s| s.as_deref() == Some("8")) // RESOURCE_EXHAUSTED
             .collect();
         assert_eq!(refused.len(), 7);
-        assert_eq!(shed.load(Ordering::Relaxed), 7);
         assert!(started.elapsed() < Duration::from_millis(500));
         let message = results
             .iter()
