@@ -80,7 +80,7 @@ pub(crate) struct Driver {
     pub verifying: HashSet<String>,
     /// When stale contacts were last pinged (maintenance).
     pub last_stale_probe: Option<Instant>,
-    /// Versions this node's writes (see [`crate::kad::write`]).
+    /// Issues the versions of this node's writes (see [`crate::kad::write`]).
     pub clock: HybridClock,
     pub started: Instant,
     pub rng: StdRng,
