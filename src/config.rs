@@ -28,8 +28,11 @@ pub const DEFAULT_PORT: u16 = 50051;
 pub struct Settings {
     /// Interface to listen on.
     pub host: String,
-    /// gRPC port (peer and client services share it).
+    /// gRPC port of the client service (put/get), health and reflection; also of the peer
+    /// service unless `peer_port` is set.
     pub port: u16,
+    /// gRPC port of the peer service (PING, STORE, FIND_NODE, FIND_VALUE); 0: share `port`.
+    pub peer_port: u16,
     /// Address peers use to reach this node ("host:port"); empty = derived from the host name.
     pub advertise_addr: String,
     /// Empty: create a new network. Otherwise a host name, "host:port" or address to join
@@ -75,6 +78,12 @@ pub struct Settings {
     pub drain_timeout_secs: u64,
     /// Directory for records, identity and contacts (redb); empty keeps everything in memory.
     pub data_dir: String,
+    /// PEM certificate of the cluster CA: when set, peers talk mTLS on `peer_port` and only
+    /// nodes with a certificate from this CA may join; the node id derives from its key.
+    pub tls_ca_cert: String,
+    /// PEM private key of the cluster CA, with which the node issues its own certificate at
+    /// start (`kademlia cert ca` makes both files).
+    pub tls_ca_key: String,
     /// tracing env-filter directive (RUST_LOG overrides it).
     pub log: String,
 }
@@ -87,6 +96,7 @@ impl Default for Settings {
         Settings {
             host: "0.0.0.0".into(),
             port: DEFAULT_PORT,
+            peer_port: 0,
             advertise_addr: String::new(),
             remote_host: String::new(),
             network_id: n.network_id,
@@ -114,6 +124,8 @@ impl Default for Settings {
             bootstrap_backoff_max_ms: ms(n.bootstrap_backoff_max),
             drain_timeout_secs: n.drain_timeout.as_secs(),
             data_dir: String::new(),
+            tls_ca_cert: String::new(),
+            tls_ca_key: String::new(),
             log: "info".into(),
         }
     }
@@ -178,6 +190,35 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.port == 0 {
             return Err(invalid("port", "must be between 1 and 65535"));
+        }
+        if self.peer_port == self.port {
+            return Err(invalid(
+                "peer_port",
+                format!("must differ from port ({}), or be 0 to share it", self.port),
+            ));
+        }
+        if !self.tls_ca_cert.is_empty() {
+            if self.peer_port == 0 {
+                return Err(invalid(
+                    "peer_port",
+                    "must be set when tls_ca_cert is: peers talk TLS on their own port while \
+                     clients keep the plaintext one",
+                ));
+            }
+            if self.tls_ca_key.is_empty() {
+                return Err(invalid(
+                    "tls_ca_key",
+                    "must be set when tls_ca_cert is: the node issues its own certificate with it",
+                ));
+            }
+            if !self.node_id.is_empty() {
+                return Err(invalid(
+                    "node_id",
+                    "cannot be pinned when tls_ca_cert is set: the id derives from the node's key",
+                ));
+            }
+        } else if !self.tls_ca_key.is_empty() {
+            return Err(invalid("tls_ca_key", "is only used with tls_ca_cert"));
         }
         if self.host.is_empty() {
             return Err(invalid(
@@ -285,6 +326,15 @@ impl Settings {
         }
     }
 
+    /// The port peers reach this node on: `peer_port`, or `port` when they share it.
+    pub fn peer_listen_port(&self) -> u16 {
+        if self.peer_port == 0 {
+            self.port
+        } else {
+            self.peer_port
+        }
+    }
+
     /// The remote host, `None` when empty.
     pub fn remote(&self) -> Option<String> {
         let r = self.remote_host.trim();
@@ -328,6 +378,7 @@ impl Settings {
             drain_timeout: secs(self.drain_timeout_secs),
             data_dir: None,
             clock_offset_ms: 0,
+            peer_tls: None,
         }
     }
 
@@ -336,9 +387,29 @@ impl Settings {
         (!self.node_id.is_empty()).then(|| self.node_id())
     }
 
-    /// [`Settings::node_config`], with the data dir opened when `data_dir` is set: the node
-    /// takes the id stored there, its records and its saved contacts.
-    pub fn open_node_config(&self, addr: String) -> Result<NodeConfig, StorageError> {
+    /// [`Settings::node_config`], with the data dir opened when `data_dir` is set (the node
+    /// takes the id stored there, its records and its saved contacts) and peer TLS set up when
+    /// `tls_ca_cert` is (the id is then its key's, and replaces a stored one).
+    pub fn open_node_config(&self, addr: String) -> Result<NodeConfig, anyhow::Error> {
+        let mut cfg = self.open_data_dir(addr)?;
+        if !self.tls_ca_cert.is_empty() {
+            use crate::net::tls;
+            let ca =
+                tls::ClusterCa::load(Path::new(&self.tls_ca_cert), Path::new(&self.tls_ca_key))?;
+            let key = tls::load_or_create_key(cfg.data_dir.as_ref().map(|d| d.path()))?;
+            let peer_tls = tls::PeerTls::new(&ca, &key)?;
+            cfg.id = peer_tls.id();
+            if let Some(dir) = cfg.data_dir.as_mut() {
+                std::sync::Arc::get_mut(dir)
+                    .expect("the data dir was just opened")
+                    .set_id(cfg.id)?;
+            }
+            cfg.peer_tls = Some(std::sync::Arc::new(peer_tls));
+        }
+        Ok(cfg)
+    }
+
+    fn open_data_dir(&self, addr: String) -> Result<NodeConfig, StorageError> {
         let mut cfg = self.node_config(addr);
         if !self.data_dir.is_empty() {
             let limits = StoreLimits {
@@ -375,6 +446,50 @@ mod tests {
         assert_eq!(
             s.record_ttl_secs, 0,
             "a put without a TTL lives until deleted"
+        );
+    }
+
+    #[test]
+    fn peer_ports_and_tls_settings_are_checked_together() {
+        let err = |s: Settings| s.validate().unwrap_err().to_string();
+        let shared = Settings {
+            peer_port: DEFAULT_PORT,
+            ..Settings::default()
+        };
+        assert!(err(shared).contains("peer_port"));
+        let tls = Settings {
+            tls_ca_cert: "ca.pem".into(),
+            tls_ca_key: "ca-key.pem".into(),
+            ..Settings::default()
+        };
+        assert!(err(tls.clone()).contains("peer_port"));
+        let tls = Settings {
+            peer_port: 50052,
+            ..tls
+        };
+        tls.validate().unwrap();
+        assert_eq!(tls.peer_listen_port(), 50052);
+        assert_eq!(Settings::default().peer_listen_port(), DEFAULT_PORT);
+        assert!(
+            err(Settings {
+                tls_ca_key: String::new(),
+                ..tls.clone()
+            })
+            .contains("tls_ca_key")
+        );
+        assert!(
+            err(Settings {
+                node_id: "pinned".into(),
+                ..tls
+            })
+            .contains("node_id")
+        );
+        assert!(
+            err(Settings {
+                tls_ca_key: "k".into(),
+                ..Settings::default()
+            })
+            .contains("tls_ca_key")
         );
     }
 

@@ -25,47 +25,53 @@ pub mod telemetry;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use config::Settings;
 pub use error::DhtError;
 pub use kad::{ALPHA, K, NodeId};
-pub use net::grpc::pb;
+pub use net::grpc::{Listeners, pb};
 pub use node::{NodeConfig, NodeHandle, PendingNode};
 
-/// Serves one node over gRPC on `listener` until `shutdown` completes, then drains in-flight
+/// Serves one node over gRPC on `listeners` (a `TcpListener` for one shared port) until `shutdown` completes, then drains in-flight
 /// calls and stops the driver. `on_start` receives the node's handle once it exists.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     cfg: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_start: impl FnOnce(NodeHandle),
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let port = cfg
         .addr
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(config::DEFAULT_PORT);
-    let transport = Arc::new(
-        net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port)
-            .with_max_value_bytes(cfg.max_value_bytes),
-    );
-    run_with(listener, cfg, transport, shutdown, on_start).await
+    let mut transport = net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port)
+        .with_max_value_bytes(cfg.max_value_bytes);
+    if let Some(tls) = &cfg.peer_tls {
+        transport = transport.with_tls(tls.clone());
+    }
+    let transport = Arc::new(transport);
+    run_with(listeners, cfg, transport, shutdown, on_start).await
 }
 
 /// [`run`] with a given outbound transport. Nodes of one process (the devnet) share one, so
 /// that each destination gets one HTTP/2 connection rather than one per sending node.
 pub async fn run_with(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     cfg: NodeConfig,
     transport: Arc<dyn net::Transport>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_start: impl FnOnce(NodeHandle),
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
+    let listeners = listeners.into();
+    if cfg.peer_tls.is_some() && listeners.peer.is_none() {
+        anyhow::bail!("peer TLS needs a peer port of its own (peer_port)");
+    }
     let max_message_bytes = net::grpc::message_limit(cfg.max_value_bytes);
     let drain_timeout = cfg.drain_timeout;
     let request_timeout = cfg.lookup_timeout + 2 * cfg.params.rpc_timeout;
+    let peer_tls = cfg.peer_tls.clone();
     let pending = PendingNode::new(cfg, transport);
     let handle = pending.handle.clone();
     let inbound = pending.inbound.clone();
@@ -78,9 +84,10 @@ pub async fn run_with(
         max_message_bytes,
         drain_timeout,
         request_timeout,
+        peer_tls,
     };
-    let result = net::grpc::serve(listener, handle, inbound, options, shutdown).await;
+    let result = net::grpc::serve(listeners, handle, inbound, options, shutdown).await;
     let _ = stop_tx.send(());
     let _ = driver.await;
-    result
+    Ok(result?)
 }

@@ -28,9 +28,15 @@ impl Drop for NodeProc {
 }
 
 fn start_node(remote: &str) -> NodeProc {
+    start_node_with(remote, &[])
+}
+
+/// A node on a free client port, with more flags.
+fn start_node_with(remote: &str, flags: &[&str]) -> NodeProc {
     let port = free_port();
     let mut child = Command::new(BIN)
         .args(["node", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(flags)
         .env("P2P_REMOTE_HOST", remote)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -392,4 +398,113 @@ fn client_calls_end_at_their_timeout() {
         "{err}"
     );
     holder.join().unwrap();
+}
+
+/// The value of `info`'s line starting with `label`.
+fn info_line(addr: &str, label: &str) -> String {
+    let info = stdout(&cli(&["info", "-a", addr]));
+    info.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {info}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn peer_mtls_as_the_binary_runs_it() {
+    let ca = tempfile::tempdir().unwrap();
+    let dir = ca.path().to_str().unwrap();
+    let made = cli(&["cert", "ca", "--dir", dir]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let again = cli(&["cert", "ca", "--dir", dir]);
+    assert!(
+        !again.status.success(),
+        "a second CA must not overwrite the first"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--if-missing"));
+    assert!(
+        cli(&["cert", "ca", "--dir", dir, "--if-missing"])
+            .status
+            .success()
+    );
+
+    let ca_cert = format!("tls_ca_cert={dir}/ca.pem");
+    let ca_key = format!("tls_ca_key={dir}/ca-key.pem");
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_string();
+    let seed_peer = free_port().to_string();
+    let seed_flags = [
+        "--peer-port",
+        &seed_peer,
+        "--set",
+        &ca_cert,
+        "--set",
+        &ca_key,
+        "--data-dir",
+        &data_dir,
+    ];
+    let seed = start_node_with("", &seed_flags);
+    seed.wait_healthy();
+    let seed_id = info_line(&seed.addr, "node id:");
+    let seed_peer_addr = format!("127.0.0.1:{seed_peer}");
+    assert_eq!(info_line(&seed.addr, "address:"), seed_peer_addr);
+
+    let joiner_peer = free_port().to_string();
+    let joiner = start_node_with(
+        &seed_peer_addr,
+        &[
+            "--peer-port",
+            &joiner_peer,
+            "--set",
+            &ca_cert,
+            "--set",
+            &ca_key,
+        ],
+    );
+    joiner.wait_healthy();
+    let put = cli(&["put", "sealed", "by tls", "-a", &joiner.addr]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert_eq!(
+        stdout(&cli(&["get", "sealed", "-a", &seed.addr])),
+        "by tls\n"
+    );
+
+    // Without the CA a node cannot join, and the seed never learns it.
+    let outsider_peer = free_port().to_string();
+    let outsider = start_node_with(&seed_peer_addr, &["--peer-port", &outsider_peer]);
+    outsider.wait_log("cannot join yet", Duration::from_secs(20));
+    assert_eq!(info_line(&outsider.addr, "joined:"), "false");
+    let routes = stdout(&cli(&["routes", "-a", &seed.addr]));
+    assert!(!routes.contains(&outsider_peer), "{routes}");
+
+    // The id is the key's, and the key stays in the data dir: the same id after a restart.
+    drop(seed);
+    assert!(data.path().join("node-key.pem").exists());
+    let seed = start_node_with("", &seed_flags);
+    seed.wait_healthy();
+    assert_eq!(info_line(&seed.addr, "node id:"), seed_id);
+
+    // Pinning an id, or TLS without a peer port, is refused with the setting named.
+    let pinned = cli(&[
+        "node",
+        "--peer-port",
+        "1",
+        "--node-id",
+        "x",
+        "--set",
+        &ca_cert,
+        "--set",
+        &ca_key,
+    ]);
+    assert!(String::from_utf8_lossy(&pinned.stderr).contains("node_id"));
+    let shared = cli(&["node", "--set", &ca_cert, "--set", &ca_key]);
+    assert!(String::from_utf8_lossy(&shared.stderr).contains("peer_port"));
 }

@@ -144,7 +144,7 @@ async fn peer_requests_whose_sender_gave_up_are_dropped_unanswered() {
 async fn a_full_inbound_queue_answers_resource_exhausted_at_once() {
     // A driver that reads nothing: its queue holds one request.
     let (tx, _rx) = mpsc::channel::<Inbound>(1);
-    let service = PeerService::new(tx);
+    let service = PeerService::new(tx, false);
     let ping = || {
         tonic::Request::new(kademlia::pb::PingRequest {
             header: Some(kademlia::pb::Header {

@@ -1,7 +1,8 @@
 //! The `kademlia` command line: run a node, call one, open a shell, start a local network,
-//! benchmark a network.
+//! benchmark a network, make the cluster CA.
 
 pub mod bench;
+pub mod cert;
 pub mod client;
 pub mod devnet;
 pub mod node;
@@ -117,6 +118,9 @@ pub enum Command {
     Devnet(devnet::DevnetArgs),
     /// Drive a running network with puts and gets, print latency percentiles and throughput
     Bench(bench::BenchArgs),
+    /// Make the cluster CA for peer mTLS
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 impl Command {
@@ -132,7 +136,7 @@ impl Command {
             | Command::Routes { target }
             | Command::Health { target, .. }
             | Command::Shell { target } => Some(target),
-            Command::Node(_) | Command::Devnet(_) | Command::Bench(_) => None,
+            Command::Node(_) | Command::Devnet(_) | Command::Bench(_) | Command::Cert(_) => None,
         }
     }
 }
@@ -162,6 +166,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Devnet(args) => devnet::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Cert(cmd) => cert::run(cmd),
     }
 }
 

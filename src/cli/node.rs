@@ -15,9 +15,12 @@ pub struct NodeArgs {
     /// TOML file with settings (see the README's configuration table)
     #[arg(long, env = "KADEMLIA_CONFIG_FILE")]
     pub config: Option<PathBuf>,
-    /// Port to listen on
+    /// Port of the client service (put/get), health and reflection
     #[arg(long)]
     pub port: Option<u16>,
+    /// Port of the peer service, when peers get their own (0: share --port)
+    #[arg(long)]
+    pub peer_port: Option<u16>,
     /// Interface to listen on
     #[arg(long)]
     pub host: Option<String>,
@@ -51,6 +54,7 @@ impl NodeArgs {
             }
         };
         add("port", self.port.map(|p| p.to_string()));
+        add("peer_port", self.peer_port.map(|p| p.to_string()));
         add("host", self.host.clone());
         add("advertise_addr", self.advertise_addr.clone());
         add("remote_host", self.remote_host.clone());
@@ -87,15 +91,32 @@ pub async fn shutdown_signal() {
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), &args.overrides())?;
     crate::telemetry::init(&settings.log);
-    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-    let addr = advertise_address(&settings.advertise_addr, &settings.host, settings.port).await;
+    let bind = |port: u16| {
+        let host = settings.host.clone();
+        async move {
+            TcpListener::bind((host.as_str(), port))
+                .await
+                .with_context(|| format!("cannot listen on {host}:{port}"))
+        }
+    };
+    let listeners = crate::Listeners {
+        client: bind(settings.port).await?,
+        peer: match settings.peer_port {
+            0 => None,
+            p => Some(bind(p).await?),
+        },
+    };
+    let addr = advertise_address(
+        &settings.advertise_addr,
+        &settings.host,
+        settings.peer_listen_port(),
+    )
+    .await;
     let cfg = settings.open_node_config(addr)?;
     if let Some(dir) = &cfg.data_dir {
         info!(path = %dir.path().display(), node = %cfg.id, contacts = dir.saved_contacts().len(), "data dir open");
     }
-    crate::run(listener, cfg, shutdown_signal(), |_| {}).await?;
+    crate::run(listeners, cfg, shutdown_signal(), |_| {}).await?;
     info!("bye");
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod advertise;
 pub mod grpc;
 pub mod memory;
+pub mod tls;
 
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;

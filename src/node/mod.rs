@@ -83,6 +83,8 @@ pub struct NodeConfig {
     /// (negative: behind). Always 0 outside tests: it stands for a host whose clock is wrong
     /// (not a setting: see `sim_versions`).
     pub clock_offset_ms: i64,
+    /// Peer mTLS (`tls_ca_cert`): the id is then the one its certificate's key stands for.
+    pub peer_tls: Option<std::sync::Arc<crate::net::tls::PeerTls>>,
 }
 
 impl NodeConfig {
@@ -126,6 +128,7 @@ impl NodeConfig {
             drain_timeout: secs(10),
             data_dir: None,
             clock_offset_ms: 0,
+            peer_tls: None,
         }
     }
 }

@@ -145,6 +145,28 @@ impl DataDir {
         self.id
     }
 
+    /// Makes `id` this data dir's identity from now on (a node whose id derives from its key,
+    /// `crate::net::tls`), keeping its records and contacts.
+    pub fn set_id(&mut self, id: NodeId) -> Result<(), StorageError> {
+        if id == self.id {
+            return Ok(());
+        }
+        let io = |e: String| StorageError::Io {
+            path: self.path.clone(),
+            why: format!("cannot save the node id: {e}"),
+        };
+        let txn = self.db.begin_write().map_err(|e| io(e.to_string()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| io(e.to_string()))?;
+            meta.insert("node_id", &id.0[..])
+                .map_err(|e| io(e.to_string()))?;
+        }
+        txn.commit().map_err(|e| io(e.to_string()))?;
+        tracing::warn!(path = %self.path.display(), old = %self.id, new = %id, "the data dir takes the id of the node's key");
+        self.id = id;
+        Ok(())
+    }
+
     /// The contacts saved when the node last ran.
     pub fn saved_contacts(&self) -> &[Contact] {
         &self.contacts

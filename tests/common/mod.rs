@@ -152,22 +152,28 @@ impl SimNet {
 /// A real gRPC node on a loopback port.
 pub struct GrpcNode {
     pub handle: NodeHandle,
+    /// The address peers reach it at (its advertised address).
     pub addr: String,
+    /// The address of its client service (the same as `addr` unless peers have their own port).
+    pub client_addr: String,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl GrpcNode {
-    /// Starts a node serving on `listener` with `cfg` (whose `addr` must match the listener).
-    pub async fn start(listener: tokio::net::TcpListener, cfg: NodeConfig) -> GrpcNode {
+    /// Starts a node serving on `listeners` (one `TcpListener`, or [`kademlia::Listeners`]) with
+    /// `cfg` (whose `addr` must be the peer listener's).
+    pub async fn start(listeners: impl Into<kademlia::Listeners>, cfg: NodeConfig) -> GrpcNode {
+        let listeners = listeners.into();
         let addr = cfg.addr.clone();
+        let client_addr = listeners.client.local_addr().expect("bound").to_string();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (htx, hrx) = oneshot::channel();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.await;
             };
-            kademlia::run(listener, cfg, shutdown, move |h| {
+            kademlia::run(listeners, cfg, shutdown, move |h| {
                 let _ = htx.send(h);
             })
             .await
@@ -177,13 +183,14 @@ impl GrpcNode {
         GrpcNode {
             handle,
             addr,
+            client_addr,
             stop: Some(stop_tx),
             task,
         }
     }
 
     pub async fn client(&self) -> kademlia::pb::dht_client::DhtClient<tonic::transport::Channel> {
-        kademlia::cli::client::connect(&self.addr)
+        kademlia::cli::client::connect(&self.client_addr)
             .await
             .expect("connect")
     }

@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::convert::{self, PbReply, PbRequest};
 use super::pb::kademlia_client::KademliaClient;
 use crate::kad::{Envelope, Reply};
+use crate::net::tls::{PeerSeen, PeerTls};
 use crate::net::{Transport, TransportError};
 
 /// Channels kept open at most; beyond this the pool is cleared (peers reconnect lazily).
@@ -19,7 +20,10 @@ const MAX_CHANNELS: usize = 4096;
 /// Sends peer requests over gRPC.
 #[derive(Clone)]
 pub struct GrpcTransport {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, (Channel, PeerSeen)>>>,
+    /// Peer mTLS: channels dial with it, and a reply must come from the id whose certificate
+    /// the connection presented.
+    tls: Option<Arc<PeerTls>>,
     timeout: Duration,
     default_port: u16,
     /// Largest reply accepted and request sent ([`super::message_limit`]).
@@ -32,6 +36,7 @@ impl GrpcTransport {
     pub fn new(timeout: Duration, default_port: u16) -> Self {
         GrpcTransport {
             channels: Arc::default(),
+            tls: None,
             timeout,
             default_port,
             max_message_bytes: super::message_limit(0),
@@ -45,7 +50,13 @@ impl GrpcTransport {
         self
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+    /// The same transport dialling peers over mTLS (`crate::net::tls`).
+    pub fn with_tls(mut self, tls: Arc<PeerTls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn channel(&self, addr: &str) -> Result<(Channel, PeerSeen), TransportError> {
         let mut pool = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = pool.get(addr) {
             return Ok(c.clone());
@@ -57,12 +68,16 @@ impl GrpcTransport {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(false);
-        let channel = endpoint.connect_lazy();
+        let seen = PeerSeen::default();
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(seen.clone())),
+            None => endpoint.connect_lazy(),
+        };
         if pool.len() >= MAX_CHANNELS {
             pool.clear();
         }
-        pool.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        pool.insert(addr.to_string(), (channel.clone(), seen.clone()));
+        Ok((channel, seen))
     }
 
     fn forget(&self, addr: &str) {
@@ -70,6 +85,36 @@ impl GrpcTransport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(addr);
+    }
+}
+
+impl GrpcTransport {
+    /// With mTLS, a reply counts only when the id it claims is the id of the certificate its
+    /// connection presented.
+    fn authenticate(
+        &self,
+        addr: &str,
+        seen: &PeerSeen,
+        reply: Reply,
+    ) -> Result<Reply, TransportError> {
+        if self.tls.is_none() {
+            return Ok(reply);
+        }
+        let certified = *seen.lock().unwrap_or_else(|e| e.into_inner());
+        match certified {
+            Some(id) if id == reply.responder.id => Ok(reply),
+            Some(id) => Err(TransportError::Invalid(
+                addr.to_string(),
+                format!(
+                    "the reply claims node {} but the peer's certificate is node {id}'s",
+                    reply.responder.id
+                ),
+            )),
+            None => Err(TransportError::Invalid(
+                addr.to_string(),
+                "the peer presented no certificate".into(),
+            )),
+        }
     }
 }
 
@@ -94,7 +139,8 @@ impl Transport for GrpcTransport {
         let addr = addr.to_string();
         let this = self.clone();
         async move {
-            let mut client = KademliaClient::new(this.channel(&addr)?)
+            let (channel, seen) = this.channel(&addr)?;
+            let mut client = KademliaClient::new(channel)
                 .max_decoding_message_size(this.max_message_bytes)
                 .max_encoding_message_size(this.max_message_bytes);
             let call = async {
@@ -113,7 +159,8 @@ impl Transport for GrpcTransport {
                 Err(_) => Err(TransportError::Timeout(addr.clone())),
                 Ok(Err(status)) => Err(status_error(&addr, status)),
                 Ok(Ok(reply)) => convert::reply_from_pb(reply)
-                    .map_err(|e| TransportError::Invalid(addr.clone(), e.0)),
+                    .map_err(|e| TransportError::Invalid(addr.clone(), e.0))
+                    .and_then(|reply| this.authenticate(&addr, &seen, reply)),
             };
             if matches!(result, Err(TransportError::Unreachable(..))) {
                 this.forget(&addr);

@@ -25,4 +25,4 @@ pub use client::GrpcTransport;
 pub fn message_limit(max_value_bytes: usize) -> usize {
     (max_value_bytes + 256 * 1024).max(4 * 1024 * 1024)
 }
-pub use server::{ServeOptions, serve};
+pub use server::{Listeners, ServeOptions, serve};

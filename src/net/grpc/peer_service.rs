@@ -1,5 +1,6 @@
 //! The `kademlia.v1.Kademlia` service: decodes and validates peer requests, hands them to the
-//! node's driver, and encodes its answers. When the driver's inbound queue is full the request
+//! node's driver, and encodes its answers. With peer mTLS, a request whose header claims an id
+//! other than its client certificate's is refused with UNAUTHENTICATED. When the driver's inbound queue is full the request
 //! is refused with RESOURCE_EXHAUSTED instead of waiting for room.
 
 use tokio::sync::mpsc::error::TrySendError;
@@ -17,11 +18,16 @@ use crate::net::Inbound;
 #[derive(Clone)]
 pub struct PeerService {
     inbound: mpsc::Sender<Inbound>,
+    /// Peer mTLS: a request must come with a certificate for the id its header claims.
+    authenticate: bool,
 }
 
 impl PeerService {
-    pub fn new(inbound: mpsc::Sender<Inbound>) -> Self {
-        PeerService { inbound }
+    pub fn new(inbound: mpsc::Sender<Inbound>, authenticate: bool) -> Self {
+        PeerService {
+            inbound,
+            authenticate,
+        }
     }
 
     async fn call<T>(
@@ -31,8 +37,20 @@ impl PeerService {
     ) -> Result<PbReply, Status> {
         // The IP the connection comes from (TCP's handshake vouches for it).
         let source = req.remote_addr().map(|a| a.ip());
+        let certified = if self.authenticate {
+            Some(certified_id(&req)?)
+        } else {
+            None
+        };
         let env = convert(req.into_inner())
             .inspect_err(|e| debug!(error = %e, "rejected malformed peer request"))?;
+        if let Some(id) = certified.filter(|id| *id != env.sender.id) {
+            debug!(claimed = %env.sender.id, certified = %id, "refused a request for another node's id");
+            return Err(Status::unauthenticated(format!(
+                "the request claims node {} but its certificate's key is node {id}'s",
+                env.sender.id
+            )));
+        }
         let (tx, rx) = oneshot::channel();
         let inbound = Inbound {
             envelope: env,
@@ -53,6 +71,17 @@ impl PeerService {
             .map_err(|_| Status::unavailable("node is shutting down"))?;
         Ok(convert::reply_to_pb(&reply.map_err(rejection_status)?))
     }
+}
+
+/// The node id the client certificate of `req`'s connection stands for.
+fn certified_id<T>(req: &Request<T>) -> Result<crate::kad::NodeId, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("peer RPCs need a client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("peer RPCs need a client certificate"))?;
+    crate::net::tls::id_of_cert(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
 fn wrong(kind: &str) -> Status {

@@ -1,5 +1,10 @@
 //! Assembles a node's gRPC server: peer service, client service, health and reflection.
 //!
+//! Ports: with one listener, peers and clients share it. With a separate peer listener
+//! (`peer_port`), the client port serves put/get, health and reflection, and the peer port
+//! serves the peer RPCs and health, so that a network policy can admit the peer port only
+//! from the cluster's own nodes.
+//!
 //! Health reports NOT_SERVING until the node has created or joined a network, SERVING after,
 //! and NOT_SERVING again as soon as shutdown starts; then the server stops accepting, drains
 //! in-flight calls and returns.
@@ -11,6 +16,7 @@
 
 use std::future::Future;
 
+use futures::{FutureExt, TryFutureExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::transport::Server;
@@ -41,6 +47,8 @@ pub struct ServeOptions {
     /// Longest a request may take (a put: its lookup, then its STOREs); then DEADLINE
     /// EXCEEDED or CANCELLED.
     pub request_timeout: std::time::Duration,
+    /// Peer mTLS on the peer listener (which must then be its own).
+    pub peer_tls: Option<std::sync::Arc<crate::net::tls::PeerTls>>,
 }
 
 /// Concurrent HTTP/2 streams (calls) one connection may open at most.
@@ -69,9 +77,25 @@ fn incoming(
     })
 }
 
-/// Serves `node` on `listener` until `shutdown` completes.
+/// Where a node listens: its client port, and its peer port when peers have their own.
+pub struct Listeners {
+    /// The client service (put/get), health and reflection; also the peer service when
+    /// `peer` is `None`.
+    pub client: TcpListener,
+    /// The peer service (PING, STORE, FIND_NODE, FIND_VALUE) and health.
+    pub peer: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    /// One port for peers and clients.
+    fn from(client: TcpListener) -> Self {
+        Listeners { client, peer: None }
+    }
+}
+
+/// Serves `node` on `listeners` until `shutdown` completes.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     node: NodeHandle,
     inbound: mpsc::Sender<Inbound>,
     options: ServeOptions,
@@ -132,9 +156,12 @@ pub async fn serve(
 
     let max = options.max_message_bytes;
     let peer = AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
-        pb::kademlia_server::KademliaServer::new(PeerService::new(inbound))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
+        pb::kademlia_server::KademliaServer::new(PeerService::new(
+            inbound,
+            options.peer_tls.is_some(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max),
     );
     let dht = AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
         pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
@@ -142,8 +169,9 @@ pub async fn serve(
             .max_encoding_message_size(max),
     );
 
-    let addr = listener.local_addr().ok();
-    info!(listen = ?addr, advertise = %node.addr(), "gRPC server listening");
+    let client_addr = listeners.client.local_addr().ok();
+    let peer_addr = listeners.peer.as_ref().and_then(|l| l.local_addr().ok());
+    info!(client = ?client_addr, peer = ?peer_addr.or(client_addr), advertise = %node.addr(), "gRPC server listening");
     let drain_timeout = options.drain_timeout;
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -151,7 +179,9 @@ pub async fn serve(
         info!("shutting down: health NOT_SERVING, draining in-flight calls");
         let _ = stop_tx.send(true);
         let _ = drain_tx.send(());
-    };
+    }
+    .boxed()
+    .shared();
     let drain_deadline = async move {
         if drain_rx.await.is_ok() {
             tokio::time::sleep(drain_timeout).await;
@@ -159,18 +189,48 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
-    let server = Server::builder()
-        .tcp_nodelay(true)
-        .timeout(options.request_timeout)
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .add_service(health)
+    let builder = || {
+        Server::builder()
+            .tcp_nodelay(true)
+            .timeout(options.request_timeout)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+    };
+    let mut client = builder()
+        .add_service(health.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(peer)
-        .add_service(dht)
-        .serve_with_incoming_shutdown(incoming(listener), signal);
+        .add_service(dht);
+    let servers = match listeners.peer {
+        // One port: peers and clients share it (the default).
+        None => {
+            debug_assert!(options.peer_tls.is_none(), "checked by crate::run_with");
+            client = client.add_service(peer);
+            client
+                .serve_with_incoming_shutdown(incoming(listeners.client), signal)
+                .boxed()
+        }
+        // The peer service on its own port, the client's without it.
+        Some(peer_listener) => {
+            let peers = builder().add_service(health).add_service(peer);
+            let peers = match &options.peer_tls {
+                Some(tls) => peers
+                    .serve_with_incoming_shutdown(
+                        crate::net::tls::incoming(incoming(peer_listener), tls.acceptor()),
+                        signal.clone(),
+                    )
+                    .boxed(),
+                None => peers
+                    .serve_with_incoming_shutdown(incoming(peer_listener), signal.clone())
+                    .boxed(),
+            };
+            let clients = client.serve_with_incoming_shutdown(incoming(listeners.client), signal);
+            futures::future::try_join(clients, peers)
+                .map_ok(|_| ())
+                .boxed()
+        }
+    };
     let result = tokio::select! {
-        r = server => r,
+        r = servers => r,
         _ = drain_deadline => {
             tracing::warn!(?drain_timeout, "in-flight calls still running after the drain timeout; stopping");
             Ok(())
