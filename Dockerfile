@@ -14,8 +14,10 @@ FROM scratch AS base
 # Compose volume, a PersistentVolumeClaim) starts writable. Unused unless KADEMLIA_DATA_DIR
 # is set (docker-compose.yml and deploy/ set it to /data).
 COPY --chown=65532:65532 .docker/data/ /data/
+# Where Compose mounts the cluster CA's volume (a new volume takes this directory's owner).
+COPY --chown=65532:65532 .docker/ca/ /ca/
 USER 65532:65532
-EXPOSE 50051
+EXPOSE 50051 50052
 ENV KADEMLIA_HOST=0.0.0.0 KADEMLIA_PORT=50051
 # The binary checks its own health (grpc.health.v1 on KADEMLIA_PORT): no shell or tool needed.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/kademlia", "health"]

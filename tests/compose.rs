@@ -123,6 +123,15 @@ fn parallel<T: Sync, F: Fn(&T) -> Result<(), String> + Sync>(
     })
 }
 
+/// A container started by a test, removed on drop.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
 fn healthy_count(project: &str) -> usize {
     let out = Command::new("docker")
         .args([
@@ -395,6 +404,61 @@ fn compose_scales_to_20_and_survives_5_kills() {
     };
     let failures = read_all(&addrs);
     assert!(failures.is_empty(), "{failures:?}");
+
+    // Peers talk mTLS: every node advertises its peer port, and a node without the cluster
+    // CA's certificate on the same network never joins, and no replica learns it.
+    let info = call(&addrs[0], "kademlia.v1.Dht/Info", "{}").expect("info");
+    assert!(info.contains(":50052\""), "{info}");
+    let outsider = Container(format!("kadci-outsider-{}", std::process::id()));
+    let network = format!("{}_kademlia", project.name);
+    let run = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &outsider.0,
+            "--network",
+            &network,
+            "-e",
+            "P2P_REMOTE_HOST=node:50052",
+            "-e",
+            "KADEMLIA_NETWORK_ID=compose",
+            "-p",
+            "127.0.0.1::50051",
+            "kademlia:latest",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let outsider_info = call(&port_of(&outsider.0), "kademlia.v1.Dht/Info", "{}").expect("info");
+    assert!(
+        !outsider_info.contains("\"joined\": true"),
+        "{outsider_info}"
+    );
+    let ip = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &outsider.0,
+        ])
+        .output()
+        .expect("docker inspect");
+    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
+    assert!(!ip.is_empty());
+    for a in &addrs {
+        let table = call(a, "kademlia.v1.Dht/RoutingTable", "{}").expect("routing table");
+        assert!(
+            !table.contains(&format!("\"{ip}:")),
+            "{a} learned the outsider: {table}"
+        );
+    }
+    drop(outsider);
 
     // Kill five random replicas; every key is still readable through the others.
     let mut order: Vec<usize> = (0..20).collect();

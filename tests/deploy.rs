@@ -255,9 +255,21 @@ fn manifests_agree_with_the_binary() {
             settings.data_dir
         );
 
-        // Probes and ports use the node's port; liveness and readiness ask the right services.
+        // Probes and the client port use `port`; peers use `peer_port`.
         let port = u64::from(settings.port);
-        assert_eq!(c["ports"][0]["containerPort"], port);
+        let peer_port = u64::from(settings.peer_port);
+        assert_ne!(peer_port, 0, "{overlay}: peers have their own port");
+        let container_port = |name: &str| {
+            c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{overlay}: no container port {name}"))["containerPort"]
+                .clone()
+        };
+        assert_eq!(container_port("grpc"), port);
+        assert_eq!(container_port("peer"), peer_port);
         assert_eq!(
             c["readinessProbe"]["grpc"]["port"], port,
             "{overlay}: readiness probe port"
@@ -278,7 +290,7 @@ fn manifests_agree_with_the_binary() {
             "readiness = joined (service \"\")"
         );
 
-        // Identity and addressing through the headless Service.
+        // Identity and addressing through the headless Service, on the peer port.
         let headless = find(&docs, "Service", spec["serviceName"].as_str().unwrap());
         assert_eq!(headless["spec"]["clusterIP"], "None");
         assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
@@ -289,15 +301,77 @@ fn manifests_agree_with_the_binary() {
         );
         assert_eq!(
             settings.advertise_addr,
-            format!("kademlia-0.{headless_name}.{ns}.svc:{port}")
+            format!("kademlia-0.{headless_name}.{ns}.svc:{peer_port}")
         );
-        assert_eq!(
-            settings.node_id, "kademlia-0",
-            "stable node identity from the pod name"
-        );
-        assert_eq!(headless["spec"]["ports"][0]["port"], port);
+        assert_eq!(headless["spec"]["ports"][0]["port"], peer_port);
+        assert_eq!(headless["spec"]["ports"][0]["targetPort"], "peer");
         let client = find(&docs, "Service", "kademlia");
         assert_eq!(client["spec"]["ports"][0]["port"], port);
+
+        // Peer mTLS: the CA comes from the Secret mounted where the settings look for it,
+        // and the id from the node's key (not pinned).
+        assert!(
+            settings.node_id.is_empty(),
+            "{overlay}: node_id is the key's"
+        );
+        let ca_dir = std::path::Path::new(&settings.tls_ca_cert)
+            .parent()
+            .unwrap();
+        assert_eq!(
+            std::path::Path::new(&settings.tls_ca_key).parent().unwrap(),
+            ca_dir
+        );
+        let ca_mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == ca_dir.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{overlay}: nothing mounted at {ca_dir:?}"));
+        assert_eq!(ca_mount["readOnly"], true);
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == ca_mount["name"])
+            .unwrap();
+        assert_eq!(volume["secret"]["secretName"], "kademlia-ca");
+
+        // The NetworkPolicy admits the peer port only from this StatefulSet's pods.
+        let policy = find(&docs, "NetworkPolicy", "kademlia");
+        let labels = &spec["template"]["metadata"]["labels"];
+        for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(&labels[k], v, "{overlay}: the policy selects the pods");
+        }
+        let rules = policy["spec"]["ingress"].as_array().unwrap();
+        let peer_rules: Vec<&Value> = rules
+            .iter()
+            .filter(|r| {
+                r["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["port"] == "peer")
+            })
+            .collect();
+        assert_eq!(peer_rules.len(), 1, "{overlay}: one rule for the peer port");
+        let from = peer_rules[0]["from"].as_array().unwrap();
+        assert!(
+            !from.is_empty(),
+            "{overlay}: the peer port must not be open to all"
+        );
+        for source in from {
+            let selected = source["podSelector"]["matchLabels"].as_object().unwrap();
+            assert!(source["namespaceSelector"].is_null() && source["ipBlock"].is_null());
+            for (k, v) in selected {
+                assert_eq!(
+                    &labels[k], v,
+                    "{overlay}: peers are this StatefulSet's pods"
+                );
+            }
+        }
 
         // Termination grace covers the node's drain.
         assert!(
@@ -321,7 +395,6 @@ fn manifests_agree_with_the_binary() {
 
         // The disruption budget selects these pods.
         let pdb = find(&docs, "PodDisruptionBudget", "kademlia");
-        let labels = &spec["template"]["metadata"]["labels"];
         for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
             assert_eq!(&labels[k], v, "{overlay}: PDB selector {k}");
         }
@@ -380,6 +453,20 @@ impl Rehearsal {
         let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let network = format!("kad-rehearsal-{suffix}");
         docker(&["network", "create", &network]);
+        // The Secret kademlia-ca, as deploy/README.md makes it: `kademlia cert ca`.
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("kad-rehearsal-ca-{suffix}:/ca"),
+            &image,
+            "cert",
+            "ca",
+            "--dir",
+            "/ca",
+        ]);
         Rehearsal {
             docs,
             namespace,
@@ -417,17 +504,25 @@ impl Rehearsal {
         a.extend(["--network-alias".into(), headless.to_string()]);
         a.extend(["-p".into(), "127.0.0.1::50051".into()]);
         // Each volumeClaimTemplate is a named volume per ordinal: like a PersistentVolumeClaim
-        // it outlives the pod and comes back with the pod of the same name.
+        // it outlives the pod and comes back with the pod of the same name. The Secret volume
+        // is the rehearsal's CA volume, read-only.
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
-            let claim = m["name"].as_str().unwrap();
-            a.extend([
-                "-v".into(),
-                format!(
-                    "{}:{}",
-                    self.volume(claim, i),
-                    m["mountPath"].as_str().unwrap()
-                ),
-            ]);
+            let name = m["name"].as_str().unwrap();
+            let path = m["mountPath"].as_str().unwrap();
+            let secret = pod["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == name)
+                .map(|v| v["secret"]["secretName"].as_str().unwrap().to_string());
+            let mount = match secret {
+                Some(s) => {
+                    assert_eq!(s, "kademlia-ca", "the only Secret the pods mount");
+                    format!("{}:{path}:ro", self.ca_volume())
+                }
+                None => format!("{}:{path}", self.volume(name, i)),
+            };
+            a.extend(["-v".into(), mount]);
         }
         let uid = pod["securityContext"]["runAsUser"].as_u64().unwrap();
         let gid = pod["securityContext"]["runAsGroup"].as_u64().unwrap();
@@ -463,6 +558,11 @@ impl Rehearsal {
         format!("kad-rehearsal-{claim}-kademlia-{i}-{}", self.suffix)
     }
 
+    /// The docker volume standing for the Secret kademlia-ca.
+    fn ca_volume(&self) -> String {
+        format!("kad-rehearsal-ca-{}", self.suffix)
+    }
+
     /// Every docker volume this rehearsal may have created.
     fn volumes(&self) -> Vec<String> {
         let sts = find(&self.docs, "StatefulSet", "kademlia");
@@ -476,6 +576,7 @@ impl Rehearsal {
             .iter()
             .flat_map(|c| (0..8).map(move |i| (c.clone(), i)))
             .map(|(c, i)| self.volume(&c, i))
+            .chain([self.ca_volume()])
             .collect()
     }
 
