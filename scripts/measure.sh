@@ -4,6 +4,7 @@
 # memory. Everything it starts, it stops. Usage: scripts/measure.sh [NODES] [OPS]
 # DATA_DIR=DIR gives every node a data dir under DIR (records fsynced before each ack);
 # empty (the default) measures the memory-only store.
+# TLS=1 runs peers over mTLS on ports of their own (devnet --tls-dir; peer ports BASE+1000+i).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-100}
@@ -22,12 +23,18 @@ trap cleanup EXIT
 
 DEVNET_DIR=(); SOLO_DIR=()
 if [ -n "${DATA_DIR:-}" ]; then DEVNET_DIR=(--data-dir "$DATA_DIR"); SOLO_DIR=(--data-dir "$DATA_DIR/solo"); fi
+SEED="127.0.0.1:$BASE"; SOLO_TLS=()
+if [ -n "${TLS:-}" ]; then
+  DEVNET_DIR+=(--tls-dir "$LOG/ca" --peer-base-port $((BASE + 1000)))
+  SEED="127.0.0.1:$((BASE + 1000))"
+  SOLO_TLS=(--peer-port $((BASE + 1000 + NODES)) --set "tls_ca_cert=$LOG/ca/ca.pem" --set "tls_ca_key=$LOG/ca/ca-key.pem")
+fi
 "$BIN" devnet --nodes "$NODES" --base-port "$BASE" "${DEVNET_DIR[@]}" >"$LOG/devnet.out" 2>"$LOG/devnet.err" &
 DEVNET=$!
 for _ in $(seq 1 600); do grep -q '^ready:' "$LOG/devnet.out" && break; sleep 0.1; done
 grep '^ready:' "$LOG/devnet.out" || { echo "devnet did not start"; tail "$LOG/devnet.err"; exit 1; }
 SOLO_PORT=$((BASE + NODES))
-P2P_REMOTE_HOST="127.0.0.1:$BASE" RUST_LOG=warn "$BIN" node --host 127.0.0.1 --port "$SOLO_PORT" "${SOLO_DIR[@]}" 2>"$LOG/solo.err" &
+P2P_REMOTE_HOST="$SEED" RUST_LOG=warn "$BIN" node --host 127.0.0.1 --port "$SOLO_PORT" "${SOLO_DIR[@]}" "${SOLO_TLS[@]}" 2>"$LOG/solo.err" &
 SOLO=$!
 for _ in $(seq 1 100); do "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN" health -a "127.0.0.1:$SOLO_PORT" >/dev/null || { echo "separate node did not join"; cat "$LOG/solo.err"; exit 1; }

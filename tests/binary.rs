@@ -313,10 +313,49 @@ fn invalid_settings_are_refused_with_the_setting_named() {
 
 #[test]
 fn devnet_starts_serves_and_stops() {
-    // Consecutive ports below the kernel's ephemeral range, chosen per run.
-    let base = 20_000 + (std::process::id() % 5_000) as u16 * 2;
+    let base = free_port_range();
+    let info = devnet_round_trip(base, &[]);
+    assert!(
+        info.contains(&format!("address:  127.0.0.1:{}", base + 5)),
+        "{info}"
+    );
+}
+
+#[test]
+fn devnet_with_peer_mtls_starts_serves_and_stops() {
+    let base = free_port_range();
+    let ca = tempfile::tempdir().unwrap();
+    let info = devnet_round_trip(base, &["--tls-dir", ca.path().to_str().unwrap()]);
+    // Peers are on base + 1000 + i; the CA was made in the dir.
+    assert!(
+        info.contains(&format!("address:  127.0.0.1:{}", base + 1005)),
+        "{info}"
+    );
+    assert!(ca.path().join("ca.pem").exists() && ca.path().join("ca-key.pem").exists());
+}
+
+/// A base port below the kernel's ephemeral range with `base..base + 6` and
+/// `base + 1000..base + 1006` free right now (tests run side by side in other processes).
+fn free_port_range() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let base = 20_000 + rng.random_range(0..700u16) * 16;
+        let free = (0..6u16)
+            .flat_map(|i| [base + i, base + 1000 + i])
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+/// Starts a 6-node devnet with `extra` flags, puts through the first node and gets through
+/// the last, checks the last knows the other 5, stops it with ctrl-c; returns the last's info.
+fn devnet_round_trip(base: u16, extra: &[&str]) -> String {
     let mut child = Command::new(BIN)
         .args(["devnet", "--nodes", "6", "--base-port", &base.to_string()])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -360,6 +399,7 @@ fn devnet_starts_serves_and_stops() {
     );
     let status = wait_exit(&mut child, Duration::from_secs(10), "ctrl-c");
     assert!(status.success(), "devnet exited with {status}");
+    info
 }
 
 /// A client call to a host that accepts the connection and then says nothing ends at

@@ -42,9 +42,22 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The CA certificate and key files inside `dir`.
+pub fn ca_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE))
+}
+
+/// Makes a CA in `dir` unless a usable one is there.
+pub fn ensure_ca(dir: &std::path::Path) -> anyhow::Result<()> {
+    make_ca(CaArgs {
+        dir: dir.to_path_buf(),
+        name: "kademlia devnet CA".into(),
+        if_missing: true,
+    })
+}
+
 fn make_ca(args: CaArgs) -> anyhow::Result<()> {
-    let cert = args.dir.join(CA_CERT_FILE);
-    let key = args.dir.join(CA_KEY_FILE);
+    let (cert, key) = ca_files(&args.dir);
     if cert.exists() || key.exists() {
         if !args.if_missing {
             anyhow::bail!(

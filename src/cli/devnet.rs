@@ -1,5 +1,6 @@
 //! `kademlia devnet`: N real gRPC nodes in one process on consecutive loopback ports.
-//! Node 0 creates the network; the others join through it, all started at once.
+//! Node 0 creates the network; the others join through it, all started at once. With
+//! `--tls-dir`, peers talk mTLS on ports of their own (`--peer-base-port`).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,13 @@ pub struct DevnetArgs {
     /// Keep each node's records, id and contacts in DIR/node-PORT (empty: memory only)
     #[arg(long, default_value = "")]
     pub data_dir: String,
+    /// Peers talk mTLS with the cluster CA in DIR (made there if missing), each node on its
+    /// own peer port (--peer-base-port + i) and with its own outbound connections
+    #[arg(long, value_name = "DIR", default_value = "")]
+    pub tls_dir: String,
+    /// With --tls-dir: node i's peer port is peer-base-port + i [default: base-port + 1000]
+    #[arg(long)]
+    pub peer_base_port: Option<u16>,
     /// Any node setting, as name=value (repeatable), e.g. --set k=8
     #[arg(long = "set", value_parser = super::parse_kv)]
     pub set: Vec<(String, String)>,
@@ -38,21 +46,30 @@ pub struct Devnet {
 }
 
 impl Devnet {
-    /// Starts `n` nodes on `host:base_port..`; returns once all are listening.
+    /// Starts `n` nodes on `host:base_port..`; returns once all are listening. With
+    /// `peer_base_port`, node i serves peers on `peer_base_port + i` (its advertised address).
     pub async fn start(
         n: u16,
         host: &str,
         base_port: u16,
+        peer_base_port: Option<u16>,
         settings: &Settings,
     ) -> anyhow::Result<Devnet> {
         anyhow::ensure!(n >= 1, "--nodes must be at least 1");
         let last = base_port
             .checked_add(n - 1)
             .context("ports run past 65535")?;
+        if let Some(p) = peer_base_port {
+            p.checked_add(n - 1).context("peer ports run past 65535")?;
+            anyhow::ensure!(
+                p > last || p + (n - 1) < base_port,
+                "peer ports overlap the client ports"
+            );
+        }
         let (stop, stop_rx) = watch::channel(false);
         let mut handles = Vec::new();
         let mut tasks = Vec::new();
-        let seed = format!("{host}:{base_port}");
+        let seed = format!("{host}:{}", peer_base_port.unwrap_or(base_port));
         // One outbound transport for all nodes: one connection per destination instead of
         // one per (sender, destination) pair, which would need n^2 file descriptors.
         let rpc_timeout = std::time::Duration::from_millis(settings.rpc_timeout_ms);
@@ -60,12 +77,23 @@ impl Devnet {
             crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port)
                 .with_max_value_bytes(settings.max_value_bytes),
         );
-        for port in base_port..=last {
-            let listener = TcpListener::bind((host, port))
+        let bind = |port: u16| async move {
+            TcpListener::bind((host, port))
                 .await
-                .with_context(|| format!("cannot listen on {host}:{port}"))?;
+                .with_context(|| format!("cannot listen on {host}:{port}"))
+        };
+        for port in base_port..=last {
+            let peer_port = peer_base_port.map(|p| p + (port - base_port));
+            let listeners = crate::Listeners {
+                client: bind(port).await?,
+                peer: match peer_port {
+                    Some(p) => Some(bind(p).await?),
+                    None => None,
+                },
+            };
             let mut s = settings.clone();
             s.port = port;
+            s.peer_port = peer_port.unwrap_or(0);
             s.remote_host = if port == base_port {
                 String::new()
             } else {
@@ -77,10 +105,18 @@ impl Devnet {
                 s.data_dir = dir.to_string_lossy().into_owned();
             }
             let cfg = s
-                .open_node_config(format!("{host}:{port}"))
+                .open_node_config(format!("{host}:{}", s.peer_listen_port()))
                 .with_context(|| format!("node on port {port}"))?;
             let mut rx = stop_rx.clone();
-            let transport = transport.clone();
+            // With peer TLS a connection carries its node's certificate: one transport each.
+            let transport = match &cfg.peer_tls {
+                Some(tls) => std::sync::Arc::new(
+                    crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port)
+                        .with_max_value_bytes(settings.max_value_bytes)
+                        .with_tls(tls.clone()),
+                ),
+                None => transport.clone(),
+            };
             let (htx, hrx) = tokio::sync::oneshot::channel();
             tasks.push(tokio::spawn(async move {
                 let shutdown = async move {
@@ -89,7 +125,7 @@ impl Devnet {
                 let on_start = move |h: NodeHandle| {
                     let _ = htx.send(h);
                 };
-                if let Err(e) = crate::run_with(listener, cfg, transport, shutdown, on_start).await
+                if let Err(e) = crate::run_with(listeners, cfg, transport, shutdown, on_start).await
                 {
                     tracing::error!(error = %e, port, "devnet node failed");
                 }
@@ -127,10 +163,34 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if !args.data_dir.is_empty() {
         overrides.push(("data_dir".into(), args.data_dir.clone()));
     }
+    let mut peer_base_port = args.peer_base_port;
+    if !args.tls_dir.is_empty() {
+        let dir = std::path::PathBuf::from(&args.tls_dir);
+        super::cert::ensure_ca(&dir)?;
+        let (cert, key) = super::cert::ca_files(&dir);
+        overrides.push(("tls_ca_cert".into(), cert.to_string_lossy().into_owned()));
+        overrides.push(("tls_ca_key".into(), key.to_string_lossy().into_owned()));
+        let base = args.base_port;
+        peer_base_port = Some(match peer_base_port {
+            Some(p) => p,
+            None => base.checked_add(1000).context("no room for peer ports")?,
+        });
+    }
+    if let Some(p) = peer_base_port {
+        // Validated as one node's; each node gets its own below.
+        overrides.push(("peer_port".into(), p.to_string()));
+    }
     let settings = Settings::load(None, &overrides)?;
     crate::telemetry::init(&settings.log);
     let started = Instant::now();
-    let net = Devnet::start(args.nodes, &args.host, args.base_port, &settings).await?;
+    let net = Devnet::start(
+        args.nodes,
+        &args.host,
+        args.base_port,
+        peer_base_port,
+        &settings,
+    )
+    .await?;
     for (i, h) in net.handles.iter().enumerate() {
         println!("node {i:>3}  {}  {}", h.addr(), h.id());
     }
