@@ -49,6 +49,9 @@ pub enum Ack {
     Newer(u64),
     /// The replica refused the record (why, as it said).
     Refused(String),
+    /// The replica had no room or capacity for it (RESOURCE_EXHAUSTED: its store is full, or
+    /// it is overloaded).
+    Exhausted(String),
     /// No answer (unreachable, timed out, not sent).
     Failed,
 }
@@ -60,6 +63,14 @@ pub enum Verdict {
     Acknowledged { stored_at: Vec<String> },
     /// Short of the quorum, because a replica holds a newer version.
     Superseded { newer: u64 },
+    /// Short of the quorum because every replica that answered without storing it was out of
+    /// room or capacity; the nodes that stored it keep it.
+    Exhausted {
+        stored: usize,
+        needed: usize,
+        /// The first such answer, as the replica put it.
+        why: String,
+    },
     /// Short of the quorum; the nodes that stored it keep it.
     ShortOfQuorum {
         stored: usize,
@@ -114,6 +125,9 @@ pub struct Write {
     stored_at: Vec<String>,
     newer: u64,
     refused: Option<String>,
+    /// The first RESOURCE_EXHAUSTED answer, and whether any replica failed otherwise.
+    exhausted: Option<String>,
+    other_failure: bool,
     local: Local,
 }
 
@@ -172,6 +186,8 @@ impl Write {
             stored_at: Vec::new(),
             newer: 0,
             refused: None,
+            exhausted: None,
+            other_failure: false,
             local: local_step,
         };
         Plan {
@@ -210,8 +226,12 @@ impl Write {
             Ack::Newer(v) => self.newer = self.newer.max(v),
             Ack::Refused(why) => {
                 self.refused.get_or_insert(format!("{addr}: {why}"));
+                self.other_failure = true;
             }
-            Ack::Failed => {}
+            Ack::Exhausted(why) => {
+                self.exhausted.get_or_insert(format!("{addr}: {why}"));
+            }
+            Ack::Failed => self.other_failure = true,
         }
     }
 
@@ -243,6 +263,12 @@ impl Write {
             }
         } else if self.newer > self.record.version {
             Verdict::Superseded { newer: self.newer }
+        } else if let Some(why) = self.exhausted.clone().filter(|_| !self.other_failure) {
+            Verdict::Exhausted {
+                stored: self.stored_at.len(),
+                needed: self.needed,
+                why,
+            }
         } else {
             Verdict::ShortOfQuorum {
                 stored: self.stored_at.len(),
@@ -426,6 +452,32 @@ mod tests {
                 refused: Some(format!("n2:1: {why}")),
             })
         );
+    }
+
+    #[test]
+    fn a_write_short_only_for_lack_of_room_says_so() {
+        let o = survey(&[2, 3], &[]);
+        let mut p = plan(record(false), &o, None, 1, settings(20, 2, 3));
+        let w = &mut p.write;
+        w.on_ack("n2:1", Ack::Exhausted("store is full".into()));
+        w.on_ack("n3:1", Ack::Exhausted("store is full".into()));
+        assert_eq!(
+            w.poll(),
+            Step::Done(Verdict::Exhausted {
+                stored: 0,
+                needed: 2,
+                why: "n2:1: store is full".into(),
+            })
+        );
+        // A replica that did not answer makes it a plain shortfall: retrying may help.
+        let mut p = plan(record(false), &o, None, 1, settings(20, 2, 3));
+        let w = &mut p.write;
+        w.on_ack("n2:1", Ack::Exhausted("store is full".into()));
+        w.on_ack("n3:1", Ack::Failed);
+        assert!(matches!(
+            w.poll(),
+            Step::Done(Verdict::ShortOfQuorum { .. })
+        ));
     }
 
     #[test]

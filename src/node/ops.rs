@@ -24,7 +24,7 @@ use super::{
 use crate::error::DhtError;
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::read::{copies_wanted, resolve};
-use crate::kad::store::{NEVER, PutOutcome, unix_ms, unix_us};
+use crate::kad::store::{NEVER, PutOutcome, StoreError, unix_ms, unix_us};
 use crate::kad::write::{Ack, Plan, Step, Verdict, Write, WriteSettings};
 use crate::kad::{NodeId, Record, Reply as PeerReply, Request, Response};
 use crate::net::TransportError;
@@ -56,6 +56,13 @@ fn write_answer(record: &Record, verdict: Verdict) -> Result<WriteResult, DhtErr
         Verdict::Superseded { newer } => Err(DhtError::Aborted(format!(
             "a newer version ({newer}) of key {:?} exists; this write ({}) was not applied",
             record.user_key, record.version
+        ))),
+        Verdict::Exhausted {
+            stored,
+            needed,
+            why,
+        } => Err(DhtError::ResourceExhausted(format!(
+            "stored on {stored} node(s), fewer than the quorum of {needed}, because the replicas are out of room or capacity ({why}): the nodes that stored it keep it; free space (delete keys) or add nodes"
         ))),
         Verdict::ShortOfQuorum {
             stored,
@@ -459,9 +466,8 @@ impl Driver {
                     },
                 ..
             }) => Ack::Newer(*current_version),
-            Err(TransportError::Rejected(_, why) | TransportError::Overloaded(_, why)) => {
-                Ack::Refused(why.clone())
-            }
+            Err(TransportError::Rejected(_, why)) => Ack::Refused(why.clone()),
+            Err(TransportError::Overloaded(_, why)) => Ack::Exhausted(why.clone()),
             _ => Ack::Failed,
         };
         write.on_ack(&done.addr, ack);
@@ -484,6 +490,9 @@ impl Driver {
                     let ack = match put.and_then(|o| self.commit().map(|()| o)) {
                         Ok(PutOutcome::Stored) => Ack::Stored,
                         Ok(PutOutcome::Stale { current_version }) => Ack::Newer(current_version),
+                        Err(e @ (StoreError::Full { .. } | StoreError::FullBytes { .. })) => {
+                            Ack::Exhausted(e.to_string())
+                        }
                         Err(e) => {
                             warn!(error = %e, "local store refused a record");
                             Ack::Refused(e.to_string())
