@@ -76,6 +76,9 @@ pub struct Settings {
     pub bootstrap_backoff_max_ms: u64,
     /// Longest wait for in-flight calls after SIGTERM before the process exits.
     pub drain_timeout_secs: u64,
+    /// Peer requests per second admitted from one remote IP (bursts of twice that); 0: no
+    /// limit.
+    pub peer_rate_limit: u32,
     /// Directory for records, identity and contacts (redb); empty keeps everything in memory.
     pub data_dir: String,
     /// PEM certificate of the cluster CA: when set, peers talk mTLS on `peer_port` and only
@@ -123,6 +126,7 @@ impl Default for Settings {
             rebootstrap_interval_secs: n.rebootstrap_interval.as_secs(),
             bootstrap_backoff_max_ms: ms(n.bootstrap_backoff_max),
             drain_timeout_secs: n.drain_timeout.as_secs(),
+            peer_rate_limit: n.peer_rate_limit,
             data_dir: String::new(),
             tls_ca_cert: String::new(),
             tls_ca_key: String::new(),
@@ -378,6 +382,7 @@ impl Settings {
             drain_timeout: secs(self.drain_timeout_secs),
             data_dir: None,
             clock_offset_ms: 0,
+            peer_rate_limit: self.peer_rate_limit,
             peer_tls: None,
         }
     }

@@ -72,6 +72,7 @@ pub async fn run_with(
     let drain_timeout = cfg.drain_timeout;
     let request_timeout = cfg.lookup_timeout + 2 * cfg.params.rpc_timeout;
     let peer_tls = cfg.peer_tls.clone();
+    let peer_rate_limit = cfg.peer_rate_limit;
     let pending = PendingNode::new(cfg, transport);
     let handle = pending.handle.clone();
     let inbound = pending.inbound.clone();
@@ -84,6 +85,7 @@ pub async fn run_with(
         max_message_bytes,
         drain_timeout,
         request_timeout,
+        peer_rate_limit,
         peer_tls,
     };
     let result = net::grpc::serve(listeners, handle, inbound, options, shutdown).await;

@@ -503,3 +503,56 @@ async fn a_peer_flood_is_shed_clearly_and_clients_keep_their_share() {
     assert_eq!(status as i32, 1, "health: {status:?}"); // SERVING
     node.stop().await;
 }
+
+/// One source beyond `peer_rate_limit` is refused with RESOURCE_EXHAUSTED naming the limit,
+/// while the client service (not rate limited) keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_beyond_its_peer_rate_is_refused_and_clients_are_served() {
+    let (l, addr) = loopback_listener().await;
+    let mut cfg = config(&addr, None);
+    cfg.peer_rate_limit = 20;
+    let node = GrpcNode::start(l, cfg).await;
+    node.handle.wait_joined().await;
+    let mut peer = pb::kademlia_client::KademliaClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut answered, mut limited) = (0, 0);
+    for i in 0..200u32 {
+        let mut id = vec![0u8; 20];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let r = peer
+            .ping(pb::PingRequest {
+                header: header(id, "127.0.0.2:9", "kademlia"),
+            })
+            .await;
+        match r {
+            Ok(_) => answered += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(s.message().contains("20 peer requests per second"), "{s}");
+                limited += 1;
+            }
+            Err(s) => panic!("a PING failed with {s}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("rate limit: {answered} answered, {limited} refused in {secs:.2} s");
+    // A burst of 40, then 20 per second.
+    assert!(answered >= 40, "{answered}");
+    assert!(
+        f64::from(answered) <= 40.0 + 20.0 * secs + 1.0,
+        "{answered} in {secs} s"
+    );
+    assert_eq!(answered + limited, 200);
+    let mut dht = node.client().await;
+    for i in 0..50 {
+        dht.get(pb::GetRequest {
+            key: format!("k{i}"),
+        })
+        .await
+        .map(|_| ())
+        .or_else(|s| (s.code() == Code::NotFound).then_some(()).ok_or(s))
+        .expect("the client service is not rate limited");
+    }
+    node.stop().await;
+}

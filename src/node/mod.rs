@@ -83,6 +83,8 @@ pub struct NodeConfig {
     /// (negative: behind). Always 0 outside tests: it stands for a host whose clock is wrong
     /// (not a setting: see `sim_versions`).
     pub clock_offset_ms: i64,
+    /// Peer requests per second the server admits from one remote IP; 0: no limit.
+    pub peer_rate_limit: u32,
     /// Peer mTLS (`tls_ca_cert`): the id is then the one its certificate's key stands for.
     pub peer_tls: Option<std::sync::Arc<crate::net::tls::PeerTls>>,
 }
@@ -128,6 +130,7 @@ impl NodeConfig {
             drain_timeout: secs(10),
             data_dir: None,
             clock_offset_ms: 0,
+            peer_rate_limit: 2000,
             peer_tls: None,
         }
     }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod convert;
 pub mod dht_service;
 pub mod peer_service;
+pub mod rate;
 pub mod server;
 
 /// Code generated from proto/kademlia/v1 by tonic-prost-build.

@@ -29,6 +29,7 @@ use super::admission::{AdmissionLayer, CLIENT_REQUESTS_IN_FLIGHT, PEER_REQUESTS_
 use super::dht_service::DhtService;
 use super::pb;
 use super::peer_service::PeerService;
+use super::rate::RateLimitLayer;
 use crate::net::Inbound;
 use crate::node::NodeHandle;
 
@@ -47,6 +48,8 @@ pub struct ServeOptions {
     /// Longest a request may take (a put: its lookup, then its STOREs); then DEADLINE
     /// EXCEEDED or CANCELLED.
     pub request_timeout: std::time::Duration,
+    /// Peer requests per second admitted from one remote IP (`rate`); 0: no limit.
+    pub peer_rate_limit: u32,
     /// Peer mTLS on the peer listener (which must then be its own).
     pub peer_tls: Option<std::sync::Arc<crate::net::tls::PeerTls>>,
 }
@@ -155,13 +158,15 @@ pub async fn serve(
         .expect("embedded descriptor set is valid");
 
     let max = options.max_message_bytes;
-    let peer = AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
-        pb::kademlia_server::KademliaServer::new(PeerService::new(
-            inbound,
-            options.peer_tls.is_some(),
-        ))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max),
+    let peer = RateLimitLayer::new(options.peer_rate_limit).layer(
+        AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
+            pb::kademlia_server::KademliaServer::new(PeerService::new(
+                inbound,
+                options.peer_tls.is_some(),
+            ))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        ),
     );
     let dht = AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
         pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
