@@ -76,9 +76,8 @@ pub fn id_of_key(spki_der: &[u8]) -> NodeId {
 
 /// The node id a certificate's key stands for.
 pub fn id_of_cert(cert: &CertificateDer<'_>) -> Result<NodeId, TlsError> {
-    let ee = webpki::EndEntityCert::try_from(cert)
-        .map_err(|e| setup(format!("unreadable certificate: {e}")))?;
-    Ok(id_of_key(ee.subject_public_key_info().as_ref()))
+    let spki = spki_of(cert).map_err(|e| setup(format!("unreadable certificate: {e}")))?;
+    Ok(id_of_key(&spki))
 }
 
 /// A new cluster CA: (certificate PEM, private key PEM).
@@ -165,6 +164,7 @@ impl ClusterCa {
     }
 }
 
+/// The DER SubjectPublicKeyInfo of a certificate's key.
 fn spki_of(cert: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
     let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| e.to_string())?;
     Ok(ee.subject_public_key_info().as_ref().to_vec())
