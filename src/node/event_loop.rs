@@ -113,7 +113,7 @@ impl Driver {
         if self.join.post_refresh_at.is_some_and(|t| t <= now) {
             self.join.post_refresh_at = None;
             self.join.post_refresh_done = true;
-            self.refresh_beyond_closest_neighbour();
+            self.repeat_join_lookups();
         }
         if self.join.retry_at.is_some_and(|t| t <= now) {
             self.join.retry_at = None;

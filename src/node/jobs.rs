@@ -23,6 +23,9 @@ pub const JOB_QUEUE_CAPACITY: usize = 4096;
 pub(crate) enum Job {
     /// Refresh bucket `index` (paper section 2.3).
     Refresh(usize),
+    /// Look up this node's own id again (the join's first step, section 2.3): finds nodes
+    /// closer than its closest neighbour that joined after its first self-lookup.
+    SelfLookup,
     /// Store the held records of a group of nearby keys (named by the group's key) again at
     /// their k closest nodes, with one lookup (section 2.5, `crate::kad::replication`).
     Replicate(Key),
@@ -53,7 +56,7 @@ impl Jobs {
             return false;
         }
         match job {
-            Job::Refresh(_) => self.routing.push_back(job),
+            Job::Refresh(_) | Job::SelfLookup => self.routing.push_back(job),
             Job::Replicate(_) => self.records.push_back(job),
         }
         true

@@ -11,7 +11,8 @@
 //! into one network.
 //!
 //! Implementation notes (departures from the paper):
-//! - The join's bucket refresh runs a second time [`POST_JOIN_REFRESH`] later, and empty
+//! - The join's self-lookup and bucket refresh run a second time [`POST_JOIN_REFRESH`] later
+//!   (nodes that joined at the same moment only learn each other then), and empty
 //!   buckets whose range should hold nodes (judging by the neighbourhood's density:
 //!   `RoutingTable::gap_buckets`) are refreshed every `refresh_interval / 60`: nodes that
 //!   start together otherwise keep blind spots for an hour.
@@ -51,8 +52,8 @@ use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
 const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// After joining, the bucket refresh runs once more this much later: nodes that started at the
-/// same moment may not have existed during the first one.
+/// After joining, the self-lookup and the bucket refresh run once more this much later: nodes
+/// that started at the same moment may not have been known to anyone during the first ones.
 pub(crate) const POST_JOIN_REFRESH: Duration = Duration::from_secs(5);
 /// Resolutions in a row that must find only this node before it creates a network.
 const SELF_ONLY_BEFORE_CREATE: u32 = 3;
@@ -297,6 +298,13 @@ impl Driver {
         self.refresh_beyond_closest_neighbour();
     }
 
+    /// The join's two steps again (paper section 2.3): a self-lookup, then the refresh of every
+    /// bucket farther than the closest neighbour.
+    pub(crate) fn repeat_join_lookups(&mut self) {
+        self.jobs.push(Job::SelfLookup);
+        self.refresh_beyond_closest_neighbour();
+    }
+
     /// Paper section 2.3: refresh every bucket farther than the closest neighbour.
     pub(crate) fn refresh_beyond_closest_neighbour(&mut self) {
         let lowest = self.core.routing().lowest_nonempty().unwrap_or(0);
@@ -313,6 +321,9 @@ impl Driver {
             let wall = self.wall();
             match job {
                 Job::Refresh(index) => self.refresh_bucket(index),
+                Job::SelfLookup => {
+                    self.start_lookup(self.core.id(), Mode::FindNode, AfterLookup::Refresh)
+                }
                 Job::Replicate(group) => {
                     let keys = self.replication_groups.remove(&group).unwrap_or_default();
                     let records: Vec<Record> = keys
