@@ -46,13 +46,19 @@ pub async fn run(
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(config::DEFAULT_PORT);
-    let mut transport = net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, port)
-        .with_max_value_bytes(cfg.max_value_bytes);
-    if let Some(tls) = &cfg.peer_tls {
-        transport = transport.with_tls(tls.clone());
-    }
-    let transport = Arc::new(transport);
+    let transport = Arc::new(node_transport(&cfg, port));
     run_with(listeners, cfg, transport, shutdown, on_start).await
+}
+
+/// The outbound gRPC transport of the node `cfg` describes: its RPC timeout, its message
+/// limit, and its peer TLS if any. `default_port` completes bootstrap names without a port.
+pub(crate) fn node_transport(cfg: &NodeConfig, default_port: u16) -> net::grpc::GrpcTransport {
+    let transport = net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, default_port)
+        .with_max_value_bytes(cfg.max_value_bytes);
+    match &cfg.peer_tls {
+        Some(tls) => transport.with_tls(tls.clone()),
+        None => transport,
+    }
 }
 
 /// [`run`] with a given outbound transport. Nodes of one process (the devnet) share one, so

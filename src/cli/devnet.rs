@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -77,20 +76,9 @@ impl Devnet {
             crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port)
                 .with_max_value_bytes(settings.max_value_bytes),
         );
-        let bind = |port: u16| async move {
-            TcpListener::bind((host, port))
-                .await
-                .with_context(|| format!("cannot listen on {host}:{port}"))
-        };
         for port in base_port..=last {
             let peer_port = peer_base_port.map(|p| p + (port - base_port));
-            let listeners = crate::Listeners {
-                client: bind(port).await?,
-                peer: match peer_port {
-                    Some(p) => Some(bind(p).await?),
-                    None => None,
-                },
-            };
+            let listeners = super::bind_listeners(host, port, peer_port).await?;
             let mut s = settings.clone();
             s.port = port;
             s.peer_port = peer_port.unwrap_or(0);
@@ -109,12 +97,8 @@ impl Devnet {
                 .with_context(|| format!("node on port {port}"))?;
             let mut rx = stop_rx.clone();
             // With peer TLS a connection carries its node's certificate: one transport each.
-            let transport = match &cfg.peer_tls {
-                Some(tls) => std::sync::Arc::new(
-                    crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port)
-                        .with_max_value_bytes(settings.max_value_bytes)
-                        .with_tls(tls.clone()),
-                ),
+            let transport: std::sync::Arc<dyn crate::net::Transport> = match &cfg.peer_tls {
+                Some(_) => std::sync::Arc::new(crate::node_transport(&cfg, base_port)),
                 None => transport.clone(),
             };
             let (htx, hrx) = tokio::sync::oneshot::channel();

@@ -170,6 +170,27 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Listens on `host:port` for clients and, when given, on `host:peer_port` for peers.
+pub(crate) async fn bind_listeners(
+    host: &str,
+    port: u16,
+    peer_port: Option<u16>,
+) -> anyhow::Result<crate::Listeners> {
+    use anyhow::Context;
+    let bind = |port: u16| async move {
+        tokio::net::TcpListener::bind((host, port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{port}"))
+    };
+    Ok(crate::Listeners {
+        client: bind(port).await?,
+        peer: match peer_port {
+            Some(p) => Some(bind(p).await?),
+            None => None,
+        },
+    })
+}
+
 /// Parses a `--set name=value` flag.
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')

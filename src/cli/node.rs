@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::Settings;
@@ -91,21 +89,8 @@ pub async fn shutdown_signal() {
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), &args.overrides())?;
     crate::telemetry::init(&settings.log);
-    let bind = |port: u16| {
-        let host = settings.host.clone();
-        async move {
-            TcpListener::bind((host.as_str(), port))
-                .await
-                .with_context(|| format!("cannot listen on {host}:{port}"))
-        }
-    };
-    let listeners = crate::Listeners {
-        client: bind(settings.port).await?,
-        peer: match settings.peer_port {
-            0 => None,
-            p => Some(bind(p).await?),
-        },
-    };
+    let peer_port = (settings.peer_port != 0).then_some(settings.peer_port);
+    let listeners = super::bind_listeners(&settings.host, settings.port, peer_port).await?;
     let addr = advertise_address(
         &settings.advertise_addr,
         &settings.host,
