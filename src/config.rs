@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::kad::{NodeId, Params, StoreLimits};
+use crate::kad::{NodeId, Params};
 use crate::node::NodeConfig;
 use crate::storage::{DataDir, StorageError};
 
@@ -59,6 +59,8 @@ pub struct Settings {
     pub lookup_timeout_ms: u64,
     /// RPCs one lookup sends at most.
     pub lookup_max_queries: u32,
+    /// Disjoint paths each lookup runs along (S/Kademlia section 4.4); 1: the paper's lookup.
+    pub lookup_disjoint_paths: usize,
     pub refresh_interval_secs: u64,
     pub replicate_interval_secs: u64,
     /// Lifetime of a put that gives no TTL; 0: until deleted.
@@ -70,8 +72,12 @@ pub struct Settings {
     pub cache_ttl_secs: u64,
     pub max_value_bytes: usize,
     pub max_records: usize,
-    /// Memory the records may take at most (values, keys and 352 bytes per record).
+    /// Memory the records may take at most (values, keys and 352 bytes per record, 56 more
+    /// for one that expires).
     pub max_store_bytes: usize,
+    /// Percent of `max_store_bytes` that one peer outside this node's neighbourhood may fill
+    /// with its STOREs; 100: no quota.
+    pub peer_store_quota_pct: u8,
     pub rebootstrap_interval_secs: u64,
     pub bootstrap_backoff_max_ms: u64,
     /// Longest wait for in-flight calls after SIGTERM before the process exits.
@@ -114,6 +120,7 @@ impl Default for Settings {
             subnet_table_limit: n.params.diversity.per_table,
             lookup_timeout_ms: ms(n.lookup_timeout),
             lookup_max_queries: n.lookup_max_queries,
+            lookup_disjoint_paths: n.lookup_disjoint_paths,
             refresh_interval_secs: n.refresh_interval.as_secs(),
             replicate_interval_secs: n.replicate_interval.as_secs(),
             record_ttl_secs: n.record_ttl.map_or(0, |t| t.as_secs()),
@@ -123,6 +130,7 @@ impl Default for Settings {
             max_value_bytes: n.max_value_bytes,
             max_records: n.max_records,
             max_store_bytes: n.max_store_bytes,
+            peer_store_quota_pct: n.peer_store_quota_pct,
             rebootstrap_interval_secs: n.rebootstrap_interval.as_secs(),
             bootstrap_backoff_max_ms: ms(n.bootstrap_backoff_max),
             drain_timeout_secs: n.drain_timeout.as_secs(),
@@ -285,6 +293,18 @@ impl Settings {
                 return Err(invalid(name, "must be greater than 0"));
             }
         }
+        if !(1..=16).contains(&self.lookup_disjoint_paths) {
+            return Err(invalid(
+                "lookup_disjoint_paths",
+                "must be from 1 (the paper's single lookup) to 16",
+            ));
+        }
+        if !(1..=100).contains(&self.peer_store_quota_pct) {
+            return Err(invalid(
+                "peer_store_quota_pct",
+                "must be a percentage from 1 to 100 (100: no quota)",
+            ));
+        }
         let one_record = self.max_value_bytes + crate::kad::store::RECORD_OVERHEAD_BYTES;
         if self.max_store_bytes < one_record {
             return Err(invalid(
@@ -368,6 +388,7 @@ impl Settings {
             read_quorum: self.read_quorum,
             lookup_timeout: Duration::from_millis(self.lookup_timeout_ms),
             lookup_max_queries: self.lookup_max_queries,
+            lookup_disjoint_paths: self.lookup_disjoint_paths,
             refresh_interval: secs(self.refresh_interval_secs),
             replicate_interval: secs(self.replicate_interval_secs),
             record_ttl: (self.record_ttl_secs > 0).then(|| secs(self.record_ttl_secs)),
@@ -377,6 +398,7 @@ impl Settings {
             max_value_bytes: self.max_value_bytes,
             max_records: self.max_records,
             max_store_bytes: self.max_store_bytes,
+            peer_store_quota_pct: self.peer_store_quota_pct,
             rebootstrap_interval: secs(self.rebootstrap_interval_secs),
             bootstrap_backoff_max: Duration::from_millis(self.bootstrap_backoff_max_ms),
             drain_timeout: secs(self.drain_timeout_secs),
@@ -417,12 +439,7 @@ impl Settings {
     fn open_data_dir(&self, addr: String) -> Result<NodeConfig, StorageError> {
         let mut cfg = self.node_config(addr);
         if !self.data_dir.is_empty() {
-            let limits = StoreLimits {
-                max_value_bytes: self.max_value_bytes,
-                max_records: self.max_records,
-                max_bytes: self.max_store_bytes,
-            };
-            let dir = DataDir::open(&self.data_dir, self.pinned_node_id(), limits)?;
+            let dir = DataDir::open(&self.data_dir, self.pinned_node_id(), cfg.store_limits())?;
             cfg.id = dir.id();
             cfg.data_dir = Some(std::sync::Arc::new(dir));
         }

@@ -46,9 +46,9 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::SelfSender(_) => Status::invalid_argument(msg),
         Rejection::Store(StoreError::ValueTooLarge { .. }) => Status::invalid_argument(msg),
         Rejection::Store(StoreError::Expired) => Status::invalid_argument(msg),
-        Rejection::Store(StoreError::Full { .. } | StoreError::FullBytes { .. }) => {
-            Status::resource_exhausted(msg)
-        }
+        Rejection::Store(
+            StoreError::Full { .. } | StoreError::FullBytes { .. } | StoreError::OverQuota { .. },
+        ) => Status::resource_exhausted(msg),
         Rejection::Store(StoreError::KeyTooLong { .. }) => Status::invalid_argument(msg),
         Rejection::Store(StoreError::Io(_)) => Status::unavailable(msg),
         Rejection::VersionAhead { .. } => Status::failed_precondition(msg),

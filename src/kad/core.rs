@@ -20,6 +20,9 @@
 //!   identities (S/Kademlia, Baumgart & Mies 2007) a host can still answer under any id
 //!   it likes at its own address, but an address holds one contact
 //!   (`RoutingTable::insert`).
+//! - The hand-off to a new contact reads only the key ranges it can concern (range scans of
+//!   the key-ordered store, see `Core::handoff_keys`), not the whole store, and sends at most
+//!   [`HANDOFF_MAX_RECORDS`] records at once; the rest are made due for replication.
 
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -29,7 +32,12 @@ use super::diversity::ip_of;
 use super::id::NodeId;
 use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
 use super::routing::{InsertResult, RoutingTable};
-use super::store::{NEVER, PutOutcome, Record, RecordStore, unix_ms, unix_us};
+use super::store::{NEVER, Owner, PutOutcome, Record, RecordStore, unix_ms, unix_us};
+
+/// Records handed to one new contact at most in one go; the rest are made due for
+/// replication, which paces its STOREs (`crate::kad::replication`), so that one newcomer
+/// cannot flood the outbox.
+pub const HANDOFF_MAX_RECORDS: usize = 256;
 
 /// Work for the driver, produced while handling a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +63,8 @@ pub struct Core {
     params: Params,
     routing: RoutingTable,
     store: Box<dyn RecordStore>,
+    /// Peers' ids are bound to their keys and checked on every connection (peer mTLS).
+    authenticated_ids: bool,
 }
 
 impl Core {
@@ -72,7 +82,15 @@ impl Core {
             params,
             routing,
             store,
+            authenticated_ids: false,
         }
+    }
+
+    /// A core whose transport proves every peer's id (peer mTLS, `crate::net::tls`): the
+    /// per-peer quota then counts by id rather than by IP address.
+    pub fn with_authenticated_ids(mut self, authenticated: bool) -> Self {
+        self.authenticated_ids = authenticated;
+        self
     }
 
     pub fn me(&self) -> &Contact {
@@ -149,17 +167,20 @@ impl Core {
             Request::Store { record, .. } if let Some(err) = self.lives_too_long(&record, wall) => {
                 Err(err)
             }
-            Request::Store { record, cached } => match self.store.put(record, cached, wall) {
-                Ok(PutOutcome::Stored) => Ok(Response::Stored {
-                    stored: true,
-                    current_version: 0,
-                }),
-                Ok(PutOutcome::Stale { current_version }) => Ok(Response::Stored {
-                    stored: false,
-                    current_version,
-                }),
-                Err(e) => Err(Rejection::Store(e)),
-            },
+            Request::Store { record, cached } => {
+                let owner = self.quota_owner(&env.sender, source);
+                match self.store.put_from(record, cached, owner, wall) {
+                    Ok(PutOutcome::Stored) => Ok(Response::Stored {
+                        stored: true,
+                        current_version: 0,
+                    }),
+                    Ok(PutOutcome::Stale { current_version }) => Ok(Response::Stored {
+                        stored: false,
+                        current_version,
+                    }),
+                    Err(e) => Err(Rejection::Store(e)),
+                }
+            }
             Request::FindNode { target } => Ok(Response::Nodes {
                 closer: self.closest_excluding(&target, k, &env.sender.id),
             }),
@@ -184,6 +205,46 @@ impl Core {
             }),
             effects,
         )
+    }
+
+    /// Whom a STORE from `sender` counts against for the per-peer quota
+    /// (`StoreLimits::max_owner_bytes`): nobody when the sender is one of this node's
+    /// neighbours (see [`Core::neighbour`]), which replicate and hand off records to it by
+    /// design; else the sender's id where ids are bound to keys (peer mTLS), or else the IP
+    /// address its connection came from, which TCP vouches for (its claimed id where no
+    /// address is known, as over the in-memory transport).
+    fn quota_owner(&self, sender: &Contact, source: Option<IpAddr>) -> Option<Owner> {
+        // Without bound ids, a claimed neighbour's id counts only from that neighbour's IP.
+        let neighbour = self.neighbour(&sender.id).is_some_and(|n| {
+            self.authenticated_ids
+                || source.is_none_or(|ip| Some(ip.to_canonical()) == ip_of(&n.addr))
+        });
+        if neighbour {
+            return None;
+        }
+        Some(match source.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(ip)) if !self.authenticated_ids => Owner::of(&ip.octets()),
+            Some(IpAddr::V6(ip)) if !self.authenticated_ids => Owner::of(&ip.octets()),
+            _ => Owner::of(&sender.id.0),
+        })
+    }
+
+    /// The live contact `id`, if it is within this node's neighbourhood: in a bucket no
+    /// farther than the one where this node's k nearest live contacts end (so in a network of
+    /// at most k + 1 nodes every live contact is a neighbour).
+    pub fn neighbour(&self, id: &NodeId) -> Option<&Contact> {
+        let index = self.me.id.bucket_index(id)?;
+        let live = |b: &super::routing::Bucket| b.entries.iter().filter(|e| !e.is_stale()).count();
+        let buckets = self.routing.buckets();
+        let nearer: usize = buckets[..index].iter().map(live).sum();
+        if nearer >= self.params.k {
+            return None;
+        }
+        buckets[index]
+            .entries
+            .iter()
+            .find(|e| e.contact.id == *id && !e.is_stale())
+            .map(|e| &e.contact)
     }
 
     /// Stores a record that came from a peer other than by STORE (a fetched newer version):
@@ -316,18 +377,27 @@ impl Core {
         match self.routing.insert(contact.clone(), now) {
             InsertResult::Inserted | InsertResult::Restarted => {
                 let mut effects = Vec::new();
-                let records = self.handoff_records(&contact, wall);
-                if !records.is_empty() {
+                let mut keys = self.handoff_keys(&contact, wall);
+                // Beyond a batch, the records go the paced way: due for replication.
+                let mut due = keys.split_off(keys.len().min(HANDOFF_MAX_RECORDS));
+                if !keys.is_empty() {
+                    let records = keys
+                        .iter()
+                        .filter_map(|k| self.store.get(k, wall))
+                        .map(|s| s.record.clone())
+                        .collect();
                     effects.push(Effect::Handoff {
                         to: contact,
                         records,
                     });
                 }
                 if let (true, Some(i)) = (opens, index) {
-                    let me = self.me.id;
-                    if self.store.mark_due(&|key| me.bucket_index(key) == Some(i)) > 0 {
-                        effects.push(Effect::ReplicateDue);
-                    }
+                    let (lo, hi) = self.me.id.bucket_range(i);
+                    due.extend(self.store.range(&lo, &hi).map(|s| s.record.key));
+                }
+                let marked = due.iter().filter(|k| self.store.mark_due(k)).count();
+                if marked > 0 {
+                    effects.push(Effect::ReplicateDue);
                 }
                 effects
             }
@@ -346,24 +416,73 @@ impl Core {
         self.routing.on_failure(id);
     }
 
-    /// Records the new contact should hold: it is among the k closest to the key, and this node
-    /// is closer to the key than every other contact it knows (paper section 2.5).
-    fn handoff_records(&self, newcomer: &Contact, wall: SystemTime) -> Vec<Record> {
-        let k = self.params.k;
-        self.store
+    /// Records the new contact should hold: it is among the k closest live contacts to the
+    /// key, and this node is closer to the key than every other live contact it knows (paper
+    /// section 2.5).
+    ///
+    /// Only the key ranges where both can hold are read, each a range scan of the store:
+    /// - the keys nearer to this node than the newcomer's bucket, when fewer than k live
+    ///   contacts lie nearer than that bucket (every one of them is nearer to such a key than
+    ///   the newcomer is, so with k of them the newcomer is never among the k closest);
+    /// - the keys of the newcomer's bucket and of every farther bucket that holds no other live
+    ///   contact (a live contact in a key's own bucket is nearer to it than this node is).
+    ///
+    /// A newcomer far from this node in a populated network costs no scan at all.
+    fn handoff_keys(&self, newcomer: &Contact, wall: SystemTime) -> Vec<NodeId> {
+        let me = self.me.id;
+        let Some(j) = me.bucket_index(&newcomer.id) else {
+            return Vec::new();
+        };
+        let others: Vec<Contact> = self
+            .routing
+            .buckets()
             .iter()
+            .flat_map(|b| &b.entries)
+            .filter(|e| !e.is_stale() && e.contact.id != newcomer.id)
+            .map(|e| e.contact.clone())
+            .collect();
+        // Bit b set: bucket b holds another live contact (it is nearer than this node to every
+        // key that differs from this node's id in bit b).
+        let mut occupied = [0u8; super::id::ID_BYTES];
+        for c in &others {
+            let b = me.bucket_index(&c.id).expect("a contact is not this node");
+            occupied[super::id::ID_BYTES - 1 - b / 8] |= 1 << (b % 8);
+        }
+        let occupied_at =
+            |b: usize| occupied[super::id::ID_BYTES - 1 - b / 8] & (1 << (b % 8)) != 0;
+        let k = self.params.k;
+        let mut ranges = Vec::new();
+        let nearer = others
+            .iter()
+            .filter(|c| me.bucket_index(&c.id).is_some_and(|b| b < j))
+            .count();
+        if nearer < k {
+            ranges.push(me.prefix_range(j));
+        }
+        ranges.extend(
+            (j..super::id::ID_BITS)
+                .filter(|b| !occupied_at(*b))
+                .map(|b| me.bucket_range(b)),
+        );
+        let mine = |key: &NodeId| {
+            let d = me.distance(key);
+            d.0.iter().zip(&occupied).all(|(d, o)| d & o == 0)
+        };
+        let among_k_closest = |key: &NodeId| {
+            let theirs = newcomer.id.distance(key);
+            others
+                .iter()
+                .filter(|c| c.id.distance(key) < theirs)
+                .take(k)
+                .count()
+                < k
+        };
+        ranges
+            .into_iter()
+            .flat_map(|(lo, hi)| self.store.range(&lo, &hi))
             .filter(|s| !s.cached && !s.record.expired(wall))
-            .filter(|s| {
-                let key = s.record.key;
-                let closest = self.routing.closest(&key, k);
-                let mine = self.me.id.distance(&key);
-                closest.iter().any(|c| c.id == newcomer.id)
-                    && closest
-                        .iter()
-                        .filter(|c| c.id != newcomer.id)
-                        .all(|c| c.id.distance(&key) > mine)
-            })
-            .map(|s| s.record.clone())
+            .filter(|s| mine(&s.record.key) && among_k_closest(&s.record.key))
+            .map(|s| s.record.key)
             .collect()
     }
 }
@@ -383,11 +502,7 @@ mod tests {
             max_ttl: Duration::from_secs(3600),
             diversity: crate::kad::diversity::DiversityLimits::NONE,
         };
-        let store = MemoryStore::new(StoreLimits {
-            max_value_bytes: 1024,
-            max_records: 100,
-            max_bytes: 1 << 20,
-        });
+        let store = MemoryStore::new(StoreLimits::new(1024, 1000, 1 << 20, 100));
         Core::new(
             Contact::new(NodeId([id; 20]), "me:1"),
             "net".into(),
@@ -740,5 +855,206 @@ mod tests {
         let effects = c.observe(Contact::new(NodeId([0xfe; 20]), "b:1"), wall, now);
         assert!(!effects.contains(&Effect::ReplicateDue), "{effects:?}");
         assert!(refreshed(&c, far_key) > 0);
+    }
+
+    /// The paper's rule read literally, over every record and every contact.
+    fn handoff_by_full_scan(c: &Core, newcomer: &NodeId, wall: SystemTime) -> Vec<NodeId> {
+        let live: Vec<NodeId> = c
+            .routing()
+            .buckets()
+            .iter()
+            .flat_map(|b| &b.entries)
+            .filter(|e| !e.is_stale())
+            .map(|e| e.contact.id)
+            .collect();
+        let me = c.id();
+        let mut keys: Vec<NodeId> = c
+            .store()
+            .iter()
+            .filter(|s| !s.cached && !s.record.expired(wall))
+            .map(|s| s.record.key)
+            .filter(|key| {
+                let mut by_distance = live.clone();
+                by_distance.sort_by_key(|id| id.distance(key));
+                by_distance.truncate(c.params().k);
+                by_distance.contains(newcomer)
+                    && live
+                        .iter()
+                        .filter(|id| *id != newcomer)
+                        .all(|id| id.distance(key) > me.distance(key))
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_hand_off_reads_ranges_but_picks_what_a_full_scan_would() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(2002);
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let (mut handed, mut trials_with_some) = (0, 0);
+        for _ in 0..400 {
+            let me = NodeId::random(&mut rng);
+            let mut c = core(0);
+            c.me = Contact::new(me, "me:1");
+            c.params.k = rng.random_range(1..=6);
+            c.routing = RoutingTable::new(me, c.params.k, now);
+            // Ids crowd into a few buckets near and far, so buckets fill, stay empty or hold
+            // only the newcomer.
+            let near = |rng: &mut StdRng| {
+                let index = [0, 1, 2, 3, 5, 8, 155, 157, 158, 159][rng.random_range(0..10)];
+                me.random_in_bucket(index, rng)
+            };
+            for i in 0..rng.random_range(0..25) {
+                let id = near(&mut rng);
+                let _ = c.routing.insert(Contact::new(id, format!("c{i}:1")), now);
+                if rng.random_bool(0.2) {
+                    for _ in 0..crate::kad::routing::MAX_FAILURES {
+                        c.routing.on_failure(&id);
+                    }
+                }
+            }
+            for _ in 0..rng.random_range(0..60) {
+                let mut r = record_at(near(&mut rng), wall);
+                if rng.random_bool(0.1) {
+                    r.expires_at_ms = unix_ms(wall) - 1;
+                }
+                let cached = rng.random_bool(0.1);
+                let _ = c.store.put(r, cached, wall - Duration::from_secs(1));
+            }
+            let newcomer = Contact::new(near(&mut rng), "new:1");
+            if c.routing.insert(newcomer.clone(), now) != InsertResult::Inserted {
+                continue;
+            }
+            let mut fast = c.handoff_keys(&newcomer, wall);
+            fast.sort();
+            let full = handoff_by_full_scan(&c, &newcomer.id, wall);
+            assert_eq!(fast, full, "k = {}", c.params.k);
+            handed += full.len();
+            trials_with_some += usize::from(!full.is_empty());
+        }
+        // The comparison is only worth something if hand-offs happened.
+        assert!(
+            trials_with_some > 40 && handed > 100,
+            "{trials_with_some} {handed}"
+        );
+    }
+
+    #[test]
+    fn a_large_hand_off_sends_a_batch_and_makes_the_rest_due() {
+        let mut c = core(0x00);
+        let now = SystemTime::now();
+        for i in 0..(HANDOFF_MAX_RECORDS + 10) {
+            let mut key = NodeId::hash(&i.to_be_bytes());
+            key.0[0] = 0x80 | (key.0[0] & 0x7f);
+            c.store_mut().put(record_at(key, now), false, now).unwrap();
+        }
+        // A first contact in bucket 159: it is the closest to every one of those keys.
+        let effects = c.observe(Contact::new(NodeId([0xff; 20]), "a:1"), Instant::now(), now);
+        let Some(Effect::Handoff { records, .. }) = effects.first() else {
+            panic!("{effects:?}");
+        };
+        assert_eq!(records.len(), HANDOFF_MAX_RECORDS);
+        assert_eq!(effects.last(), Some(&Effect::ReplicateDue));
+        let due = c.store().iter().filter(|s| s.refreshed_at_ms == 0).count();
+        // Its range opened too, so all of them are due; none is left out.
+        assert_eq!(due, HANDOFF_MAX_RECORDS + 10);
+    }
+
+    #[test]
+    fn a_stranger_s_stores_are_held_to_a_quota_and_neighbours_are_not() {
+        use crate::kad::store::{EXPIRY_INDEX_BYTES, RECORD_OVERHEAD_BYTES, StoreError};
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        // Room for 10 records of "v" under key "k"; a quota of 30 %: 3 of them.
+        let one = RECORD_OVERHEAD_BYTES + EXPIRY_INDEX_BYTES + 2;
+        let limits = StoreLimits::new(1024, 100, 10 * one, 30);
+        let mut c = core(0x10);
+        c.store = Box::new(MemoryStore::new(limits));
+        // k = 2, and two contacts next to this node: a sender in a far bucket (even once it
+        // is learned) is not a neighbour.
+        c.params.k = 2;
+        c.routing = RoutingTable::new(c.id(), 2, now);
+        let near = |last: u8| {
+            let mut id = [0x10; 20];
+            id[19] = last;
+            NodeId(id)
+        };
+        let neighbour = Contact::new(near(0x11), "10.0.0.2:50051");
+        let _ = c.routing_mut().insert(neighbour.clone(), now);
+        let _ = c
+            .routing_mut()
+            .insert(Contact::new(near(0x12), "10.0.0.3:50051"), now);
+        let ip = |last: u8| Some(IpAddr::from([10, 0, 0, last]));
+        let mut key = 0u8;
+        let mut store_from = |c: &mut Core, sender: &Contact, source| {
+            key += 1;
+            let env = Envelope {
+                sender: sender.clone(),
+                network_id: "net".into(),
+                body: Request::Store {
+                    record: record_at(NodeId([key; 20]), wall),
+                    cached: false,
+                },
+            };
+            c.handle_from(env, source, now, wall).0.map(|_| ())
+        };
+        let over = Err(Rejection::Store(StoreError::OverQuota { max: 3 * one }));
+        let stranger = Contact::new(NodeId([0xe0; 20]), "10.0.0.9:50051");
+        for _ in 0..3 {
+            assert_eq!(store_from(&mut c, &stranger, ip(9)), Ok(()));
+        }
+        assert_eq!(store_from(&mut c, &stranger, ip(9)), over);
+        // Another id from the same address shares its quota; so does a forged neighbour's.
+        let other_id = Contact::new(NodeId([0xe1; 20]), "10.0.0.9:50051");
+        assert_eq!(store_from(&mut c, &other_id, ip(9)), over);
+        let forged = Contact::new(neighbour.id, "10.0.0.9:50051");
+        assert_eq!(store_from(&mut c, &forged, ip(9)), over);
+        // Another address has a quota of its own.
+        let second = Contact::new(NodeId([0xe2; 20]), "10.0.0.8:50051");
+        assert_eq!(store_from(&mut c, &second, ip(8)), Ok(()));
+        // The neighbour, from its own address, stores past any quota, up to the store's room.
+        for _ in 0..6 {
+            assert_eq!(store_from(&mut c, &neighbour, ip(2)), Ok(()));
+        }
+        assert_eq!(
+            store_from(&mut c, &neighbour, ip(2)),
+            Err(Rejection::Store(StoreError::FullBytes { max: 10 * one }))
+        );
+    }
+
+    #[test]
+    fn with_bound_ids_the_quota_counts_by_id() {
+        use crate::kad::store::{EXPIRY_INDEX_BYTES, RECORD_OVERHEAD_BYTES};
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let one = RECORD_OVERHEAD_BYTES + EXPIRY_INDEX_BYTES + 2;
+        let mut c = core(0x10).with_authenticated_ids(true);
+        c.store = Box::new(MemoryStore::new(StoreLimits::new(1024, 100, 10 * one, 10)));
+        // k = 1 and a contact next to this node: the senders below are no neighbours.
+        c.params.k = 1;
+        c.routing = RoutingTable::new(c.id(), 1, now);
+        let mut near = [0x10; 20];
+        near[19] = 0x11;
+        let _ = c
+            .routing_mut()
+            .insert(Contact::new(NodeId(near), "10.0.0.2:50051"), now);
+        let source = Some(IpAddr::from([10, 0, 0, 9]));
+        let stored = |c: &mut Core, sender: u8, key: u8| {
+            let env = Envelope {
+                sender: Contact::new(NodeId([sender; 20]), "10.0.0.9:50051"),
+                network_id: "net".into(),
+                body: Request::Store {
+                    record: record_at(NodeId([key; 20]), wall),
+                    cached: false,
+                },
+            };
+            c.handle_from(env, source, now, wall).0.is_ok()
+        };
+        // Two ids behind one address (one host, two nodes): one record each.
+        assert!(stored(&mut c, 0xe0, 1));
+        assert!(!stored(&mut c, 0xe0, 2));
+        assert!(stored(&mut c, 0xe1, 3));
     }
 }

@@ -100,6 +100,29 @@ impl NodeId {
         NodeId(id)
     }
 
+    /// The ids that agree with `self` on every bit from position `bits` up (counting from the
+    /// least significant), that is those at a distance below 2^`bits`: an interval in id
+    /// order, given as its first and last id.
+    pub fn prefix_range(&self, bits: usize) -> (NodeId, NodeId) {
+        let (mut lo, mut hi) = (*self, *self);
+        for bit in 0..bits.min(ID_BITS) {
+            let (byte, mask) = bit_position(bit);
+            lo.0[byte] &= !mask;
+            hi.0[byte] |= mask;
+        }
+        (lo, hi)
+    }
+
+    /// The ids in bucket `index` seen from `self` (distance from 2^index to 2^(index+1) - 1):
+    /// an interval in id order, given as its first and last id.
+    pub fn bucket_range(&self, index: usize) -> (NodeId, NodeId) {
+        assert!(index < ID_BITS, "bucket index out of range");
+        let mut flipped = *self;
+        let (byte, mask) = bit_position(index);
+        flipped.0[byte] ^= mask;
+        flipped.prefix_range(index)
+    }
+
     /// Lower-case hex.
     pub fn to_hex(&self) -> String {
         hex(&self.0)
@@ -126,6 +149,11 @@ impl Distance {
     pub fn to_hex(&self) -> String {
         hex(&self.0)
     }
+}
+
+/// The byte and the mask of bit `bit` (counting from the least significant) of an id.
+fn bit_position(bit: usize) -> (usize, u8) {
+    (ID_BYTES - 1 - bit / 8, 1 << (bit % 8))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -170,6 +198,11 @@ mod tests {
         (carry != 0, out)
     }
 
+    fn seeded(b: NodeId) -> rand::rngs::StdRng {
+        use rand::SeedableRng;
+        rand::rngs::StdRng::seed_from_u64(u64::from_le_bytes(b.0[..8].try_into().unwrap()))
+    }
+
     proptest! {
         #[test]
         fn distance_to_self_is_zero_and_only_self(a in id(), b in id()) {
@@ -212,6 +245,30 @@ mod tests {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let t = a.random_in_bucket(i, &mut rng);
             prop_assert_eq!(a.bucket_index(&t), Some(i));
+        }
+
+        #[test]
+        fn a_bucket_is_an_interval_of_ids(a in id(), b in id(), i in 0usize..ID_BITS) {
+            let (lo, hi) = a.bucket_range(i);
+            prop_assert_eq!(a.bucket_index(&lo), Some(i));
+            prop_assert_eq!(a.bucket_index(&hi), Some(i));
+            prop_assert_eq!(lo <= b && b <= hi, a.bucket_index(&b) == Some(i));
+            let inside = a.random_in_bucket(i, &mut seeded(b));
+            prop_assert!(lo <= inside && inside <= hi);
+        }
+
+        #[test]
+        fn a_prefix_is_an_interval_of_ids(a in id(), b in id(), bits in 0usize..=ID_BITS) {
+            let (lo, hi) = a.prefix_range(bits);
+            let near = a.bucket_index(&b).is_none_or(|i| i < bits);
+            prop_assert_eq!(lo <= b && b <= hi, near);
+            prop_assert!(lo <= a && a <= hi);
+            // a's bits from `bits` up and b's below them.
+            let mixed = NodeId(std::array::from_fn(|k| {
+                let low = (0..8).filter(|j| (ID_BYTES - 1 - k) * 8 + j < bits).fold(0u8, |m, j| m | 1 << j);
+                (a.0[k] & !low) | (b.0[k] & low)
+            }));
+            prop_assert!(lo <= mixed && mixed <= hi);
         }
 
         #[test]

@@ -20,6 +20,9 @@
 //!   and record unused), and a lookup queries each address once: a second id at an address
 //!   already in the lookup is skipped, so one host cannot feed it made-up ids that all lead
 //!   back to itself.
+//! - A lookup may run along several disjoint paths ([`Lookup::with_disjoint_paths`], from
+//!   S/Kademlia, Baumgart & Mies 2007, section 4.4; the `lookup_disjoint_paths` setting):
+//!   one lying peer then leads one path astray, not the lookup.
 //! - A FIND_VALUE lookup may be asked to go on until several contacts returned the record
 //!   ([`Lookup::wanting`]): a get then answers the newest of them, so one holder that missed
 //!   a write or delete cannot answer for the key alone.
@@ -59,6 +62,8 @@ struct Peer {
     state: State,
     /// Lookup round in which this peer was learned (1 = from the local routing table).
     hop: u32,
+    /// The disjoint path this peer belongs to (see [`Lookup::with_disjoint_paths`]).
+    path: usize,
 }
 
 /// What the driver should do next.
@@ -120,6 +125,24 @@ pub struct Lookup {
     addrs: HashSet<String>,
     /// RPCs the lookup may send at most.
     max_queries: u32,
+    /// Disjoint paths (S/Kademlia section 4.4); 1: the paper's single lookup.
+    paths: usize,
+}
+
+/// What [`Lookup::scan`] finds on one path.
+#[derive(Default)]
+struct PathScan {
+    next: Option<Distance>,
+    in_flight: usize,
+    wake: Option<Instant>,
+    path_in_flight: usize,
+}
+
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A lookup gives up after this many RPC timeouts (see [`Lookup::with_deadline`]).
@@ -152,9 +175,26 @@ impl Lookup {
             wanted: 1,
             addrs: HashSet::new(),
             max_queries: u32::MAX,
+            paths: 1,
         };
-        l.add(seeds, 1);
+        l.add(seeds, 1, 0);
         l
+    }
+
+    /// Runs the lookup along `paths` disjoint paths (S/Kademlia, Baumgart & Mies 2007,
+    /// section 4.4): the seeds are dealt to the paths in turn, closest first; a contact
+    /// learned from a reply joins the path of the peer that named it, unless a path already
+    /// holds it, so no peer is queried by two paths. Each path runs as a lookup of its own
+    /// (its k closest, `alpha` requests in flight) and the lookup ends when every path has;
+    /// its result is the k closest that answered on any path. A path that meets a lying peer
+    /// can be led astray by it, the others cannot, which is what lets a lookup get past
+    /// adversarial nodes, for `paths` times the messages. Set before the first poll.
+    pub fn with_disjoint_paths(mut self, paths: usize) -> Self {
+        self.paths = paths.max(1);
+        for (i, p) in self.peers.values_mut().enumerate() {
+            p.path = i % self.paths;
+        }
+        self
     }
 
     /// Ends the lookup at `at` whatever it is waiting for (then [`Outcome::gave_up`] is set).
@@ -187,7 +227,7 @@ impl Lookup {
         self.mode
     }
 
-    fn add(&mut self, contacts: Vec<Contact>, hop: u32) {
+    fn add(&mut self, contacts: Vec<Contact>, hop: u32, path: usize) {
         for c in contacts {
             let d = c.id.distance(&self.target);
             if c.id == self.local || self.peers.contains_key(&d) || self.addrs.contains(&c.addr) {
@@ -200,6 +240,7 @@ impl Lookup {
                     contact: c,
                     state: State::NotContacted,
                     hop,
+                    path,
                 },
             );
         }
@@ -221,42 +262,39 @@ impl Lookup {
             self.gave_up = true;
             return Poll::Done;
         }
-        // Among the k closest candidates still in the running, find one to query.
-        let mut in_flight = 0;
-        let mut next: Option<Distance> = None;
-        let mut deadline: Option<Instant> = None;
-        let mut considered = 0;
-        for (d, p) in &self.peers {
-            match p.state {
-                State::Failed | State::TimedOut => continue,
-                State::NotContacted if next.is_none() => next = Some(*d),
-                State::Waiting { deadline: t } => {
-                    in_flight += 1;
-                    deadline = Some(deadline.map_or(t, |x: Instant| x.min(t)));
+        // Each path, in turn, among its k closest candidates still in the running: one to
+        // query, if it has fewer than alpha requests in flight.
+        let mut any_next = false;
+        let mut any_in_flight = false;
+        let mut wake: Option<Instant> = None;
+        let mut query: Option<Distance> = None;
+        for path in 0..self.paths {
+            let scan = self.scan(path);
+            any_next |= scan.next.is_some();
+            any_in_flight |= scan.in_flight > 0;
+            wake = earlier(wake, scan.wake);
+            if let Some(d) = scan.next {
+                if scan.path_in_flight < self.alpha {
+                    query = query.or(Some(d));
+                } else {
+                    wake = earlier(wake, self.next_deadline());
                 }
-                _ => {}
-            }
-            considered += 1;
-            if considered == self.k {
-                break;
             }
         }
-        // Requests in flight to peers beyond the k closest still count against alpha.
-        let total_in_flight = self
-            .peers
-            .values()
-            .filter(|p| matches!(p.state, State::Waiting { .. }))
-            .count();
-        if next.is_some() && self.queried >= self.max_queries {
+        if any_next && self.queried >= self.max_queries {
             // At the cap: what is in flight may still answer, nothing more is sent.
-            if total_in_flight == 0 {
+            let total_in_flight = self
+                .peers
+                .values()
+                .any(|p| matches!(p.state, State::Waiting { .. }));
+            if !total_in_flight {
                 self.gave_up = true;
                 return Poll::Done;
             }
             return Poll::Wait(self.earliest(self.next_deadline()));
         }
-        match next {
-            Some(d) if total_in_flight < self.alpha => {
+        match query {
+            Some(d) => {
                 let p = self.peers.get_mut(&d).expect("candidate exists");
                 p.state = State::Waiting {
                     deadline: now + self.timeout,
@@ -264,10 +302,36 @@ impl Lookup {
                 self.queried += 1;
                 Poll::Query(p.contact.clone())
             }
-            Some(_) => Poll::Wait(self.earliest(self.next_deadline())),
-            None if in_flight == 0 => Poll::Done,
-            None => Poll::Wait(self.earliest(deadline)),
+            None if !any_next && !any_in_flight => Poll::Done,
+            None => Poll::Wait(self.earliest(wake)),
         }
+    }
+
+    /// One path's state: its closest candidate not yet contacted among its k closest still in
+    /// the running, the requests in flight among those (and when the first of them times
+    /// out), and its requests in flight beyond them too (which still count against alpha).
+    fn scan(&self, path: usize) -> PathScan {
+        let mut scan = PathScan::default();
+        let mut considered = 0;
+        for (d, p) in self.peers.iter().filter(|(_, p)| p.path == path) {
+            if let State::Waiting { .. } = p.state {
+                scan.path_in_flight += 1;
+            }
+            if considered == self.k {
+                continue;
+            }
+            match p.state {
+                State::Failed | State::TimedOut => continue,
+                State::NotContacted if scan.next.is_none() => scan.next = Some(*d),
+                State::Waiting { deadline: t } => {
+                    scan.in_flight += 1;
+                    scan.wake = earlier(scan.wake, Some(t));
+                }
+                _ => {}
+            }
+            considered += 1;
+        }
+        scan
     }
 
     /// `wake`, or the lookup's own deadline if that comes first.
@@ -301,6 +365,7 @@ impl Lookup {
             had_record: record.is_some(),
         };
         let hop = peer.hop;
+        let path = peer.path;
         let from = peer.contact.clone();
         if let Some(record) = record
             && record.key == self.target
@@ -318,7 +383,7 @@ impl Lookup {
             }
             self.holders.push((from, record));
         }
-        self.add(closer, hop + 1);
+        self.add(closer, hop + 1, path);
     }
 
     /// A queried contact failed (error or transport timeout).
@@ -821,5 +886,43 @@ mod tests {
         );
         outcome.cache_at = None;
         assert_eq!(outcome.cache_placement(1000), None);
+    }
+
+    #[test]
+    fn disjoint_paths_converge_and_query_no_peer_twice() {
+        let (ids, tables) = network(300, 9, K);
+        let mut rng = StdRng::seed_from_u64(10);
+        for _ in 0..20 {
+            let me = ids[rng.random_range(0..ids.len())];
+            let target = NodeId::random(&mut rng);
+            let seeds = tables[&me].closest(&target, K);
+            let mut l = Lookup::new(
+                me,
+                target,
+                seeds,
+                K,
+                ALPHA,
+                Duration::from_secs(1),
+                Mode::FindNode,
+            )
+            .with_disjoint_paths(3);
+            let mut queried = HashSet::new();
+            let now = Instant::now();
+            loop {
+                match l.poll(now) {
+                    Poll::Query(c) => {
+                        assert!(queried.insert(c.id), "{} queried twice", c.id);
+                        let closer = tables[&c.id].closest(&target, K);
+                        l.on_success(&c.id, closer, None);
+                    }
+                    Poll::Wait(_) => panic!("synchronous replies never leave the lookup waiting"),
+                    Poll::Done => break,
+                }
+            }
+            let mut truth: Vec<NodeId> = ids.iter().copied().filter(|i| *i != me).collect();
+            truth.sort_by_key(|i| i.distance(&target));
+            let found: Vec<NodeId> = l.finish().closest.iter().map(|c| c.id).collect();
+            assert_eq!(found, truth[..K].to_vec());
+        }
     }
 }

@@ -3,8 +3,13 @@
 //! Records carry a version (last writer wins) and a wall-clock expiry, so that replication,
 //! caching and catching up never bring back an older value over a newer one, nor a deleted
 //! key: a delete is a tombstone record that lives until it expires.
+//!
+//! No write costs work in proportion to the store: records are kept in key order (a
+//! `BTreeMap`), so the records of one k-bucket's range or of one node's neighbourhood are a
+//! range scan ([`RecordStore::range`]), and records that expire are indexed by their expiry,
+//! so making room or expiring takes only the records that are due.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::id::{Key, NodeId};
@@ -84,6 +89,24 @@ pub struct Stored {
     /// When this node last received or sent a STORE for this record (wall clock, ms), used to
     /// skip replicating records a peer has just replicated to us (paper section 2.5).
     pub refreshed_at_ms: u64,
+    /// The peer whose STORE brought this write here, if it counts against a quota
+    /// ([`RecordStore::put_from`]); local bookkeeping, not persisted.
+    pub owner: Option<Owner>,
+}
+
+/// A peer as the per-peer storage quota counts it: a digest of what proves who it is (its
+/// node id where ids are bound to keys, else the IP address its connection came from).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner(pub u64);
+
+impl Owner {
+    /// The owner for these identifying bytes (a node id, an IP address).
+    pub fn of(identity: &[u8]) -> Owner {
+        let digest = NodeId::hash(identity);
+        Owner(u64::from_be_bytes(
+            digest.0[..8].try_into().expect("8 bytes"),
+        ))
+    }
 }
 
 /// Outcome of [`RecordStore::put`].
@@ -104,6 +127,10 @@ pub enum StoreError {
     Full { max: usize },
     #[error("store is full: {max} bytes of records (max_store_bytes)")]
     FullBytes { max: usize },
+    #[error(
+        "this peer's share of the store is used up: {max} bytes of records (peer_store_quota_pct)"
+    )]
+    OverQuota { max: usize },
     #[error("key is {size} bytes, the maximum is {max}")]
     KeyTooLong { size: usize, max: usize },
     #[error("record already expired")]
@@ -116,25 +143,43 @@ pub enum StoreError {
 /// Where records live. Implementations must apply the version rules of [`Record`].
 pub trait RecordStore: Send {
     fn get(&self, key: &Key, now: SystemTime) -> Option<&Stored>;
+    /// Stores a record that no peer's quota pays for (this node's own writes, repairs).
     fn put(
         &mut self,
         record: Record,
         cached: bool,
         now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        self.put_from(record, cached, None, now)
+    }
+    /// Stores a record that `owner`'s STORE brought, if any: a write that grows the store is
+    /// refused ([`StoreError::OverQuota`]) when the records it brought would then take more
+    /// than [`StoreLimits::max_owner_bytes`]. A write that does not grow the store (a
+    /// tombstone over a value, the same write again) always fits.
+    fn put_from(
+        &mut self,
+        record: Record,
+        cached: bool,
+        owner: Option<Owner>,
+        now: SystemTime,
     ) -> Result<PutOutcome, StoreError>;
     /// Marks a record as refreshed (a STORE for it was just sent or received).
     fn touch(&mut self, key: &Key, now: SystemTime);
-    /// Makes the records (not cached copies) whose key `pick` selects due for replication
-    /// now, as if never refreshed; returns how many.
-    fn mark_due(&mut self, pick: &dyn Fn(&Key) -> bool) -> usize;
-    /// Drops expired records; returns how many.
+    /// Makes the record for `key` (not a cached copy) due for replication now, as if never
+    /// refreshed; returns whether there was one.
+    fn mark_due(&mut self, key: &Key) -> bool;
+    /// Drops expired records; returns how many. Costs only the records that expired.
     fn expire(&mut self, now: SystemTime) -> usize;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Every stored record, borrowed (replication and hand-off pick a few and clone those).
+    /// Every stored record, borrowed, in key order (replication picks a few and clones
+    /// those). Expired records not yet dropped are included.
     fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_>;
+    /// The stored records with keys from `lo` to `hi` (both included), in key order, as
+    /// [`iter`](Self::iter) would give them; costs only what it returns.
+    fn range(&self, lo: &Key, hi: &Key) -> Box<dyn Iterator<Item = &Stored> + '_>;
     /// Whether puts since the last [`flush`](Self::flush) still have to be made durable (a
     /// store that commits in batches). Their acknowledgements must wait for the flush.
     fn unflushed(&self) -> bool {
@@ -153,25 +198,63 @@ pub struct StoreLimits {
     pub max_records: usize,
     /// Memory the records may take ([`record_bytes`] each) at most.
     pub max_bytes: usize,
+    /// Memory the records one [`Owner`] brought may take at most.
+    pub max_owner_bytes: usize,
+}
+
+impl StoreLimits {
+    /// Limits with a quota per owner of `quota_pct` percent of `max_bytes` (100: no quota
+    /// beyond `max_bytes`).
+    pub fn new(
+        max_value_bytes: usize,
+        max_records: usize,
+        max_bytes: usize,
+        quota_pct: u8,
+    ) -> Self {
+        let max_owner_bytes = if quota_pct >= 100 {
+            max_bytes
+        } else {
+            ((max_bytes as u128 * u128::from(quota_pct)) / 100) as usize
+        };
+        StoreLimits {
+            max_value_bytes,
+            max_records,
+            max_bytes,
+            max_owner_bytes,
+        }
+    }
 }
 
 /// Longest user key, in bytes (a client's, and one a peer's STORE carries).
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// What a record costs in memory beyond its value and user key: the record's fixed fields,
-/// two heap allocations, its map entry and the map's spare capacity. Measured with
-/// `cargo run --release --example store_overhead`: 341 to 353 bytes per record (1,000,000
-/// records of 0 and 100 bytes, x86-64, glibc).
+/// two heap allocations and its share of the key-ordered map. Measured with
+/// `cargo run --release --example store_overhead`: 265 to 277 bytes per record (1,000,000
+/// records of 0 and 100 bytes, x86-64, glibc); counted as 352 (what the hash map this store
+/// used before took), which leaves room for the heap's fragmentation under overwrites.
 pub const RECORD_OVERHEAD_BYTES: usize = 352;
+/// What a record that expires costs on top: its entry in the expiry index. Measured with
+/// `cargo run --release --example store_overhead -- 1000000 100 3600`: 53 bytes.
+pub const EXPIRY_INDEX_BYTES: usize = 56;
 
 /// The memory a stored record is counted as taking.
 pub fn record_bytes(r: &Record) -> usize {
-    r.value.len() + r.user_key.len() + RECORD_OVERHEAD_BYTES
+    let indexed = if r.expires_at_ms == NEVER {
+        0
+    } else {
+        EXPIRY_INDEX_BYTES
+    };
+    r.value.len() + r.user_key.len() + RECORD_OVERHEAD_BYTES + indexed
 }
 
-/// The default store: a hash map bounded in value size, record count and bytes.
+/// The default store: records in key order, bounded in value size, record count and bytes.
 pub struct MemoryStore {
-    records: HashMap<Key, Stored>,
+    records: BTreeMap<Key, Stored>,
+    /// `(expires_at_ms, key)` of every record that expires, soonest first.
+    expiries: BTreeSet<(u64, Key)>,
+    /// [`record_bytes`] of the records each owner brought (owners with none are absent).
+    owners: HashMap<Owner, usize>,
     limits: StoreLimits,
     /// [`record_bytes`] of every record held.
     bytes: usize,
@@ -180,7 +263,9 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
         MemoryStore {
-            records: HashMap::new(),
+            records: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            owners: HashMap::new(),
             limits,
             bytes: 0,
         }
@@ -191,9 +276,15 @@ impl MemoryStore {
         self.bytes
     }
 
+    /// The bytes the records `owner` brought are counted as taking.
+    pub fn owner_bytes(&self, owner: &Owner) -> usize {
+        self.owners.get(owner).copied().unwrap_or(0)
+    }
+
     /// Whether the store has room for `record` (which replaces any entry for its key): a new
-    /// key needs a free record slot, and a write that grows the store needs room in bytes.
-    pub fn room_for(&self, record: &Record) -> Result<(), StoreError> {
+    /// key needs a free record slot, and a write that grows the store needs room in bytes,
+    /// and within its owner's quota if it has one.
+    pub fn room_for(&self, record: &Record, owner: Option<Owner>) -> Result<(), StoreError> {
         let existing = self.records.get(&record.key);
         if existing.is_none() && self.records.len() >= self.limits.max_records {
             return Err(StoreError::Full {
@@ -202,22 +293,63 @@ impl MemoryStore {
         }
         let freed = existing.map_or(0, |s| record_bytes(&s.record));
         let needed = record_bytes(record);
-        if needed > freed && self.bytes - freed + needed > self.limits.max_bytes {
+        if needed <= freed {
+            return Ok(());
+        }
+        if self.bytes - freed + needed > self.limits.max_bytes {
             return Err(StoreError::FullBytes {
                 max: self.limits.max_bytes,
             });
         }
+        if let Some(owner) = owner {
+            let own_freed = existing
+                .filter(|s| s.owner == Some(owner))
+                .map_or(0, |_| freed);
+            if self.owner_bytes(&owner) - own_freed + needed > self.limits.max_owner_bytes {
+                return Err(StoreError::OverQuota {
+                    max: self.limits.max_owner_bytes,
+                });
+            }
+        }
         Ok(())
     }
 
-    /// Inserts or replaces the entry for `key`, keeping the byte count.
+    /// Inserts or replaces the entry for `key`, keeping the byte count and the expiry index.
     fn set(&mut self, key: Key, entry: Option<Stored>) {
-        self.bytes += entry.as_ref().map_or(0, |s| record_bytes(&s.record));
+        if let Some(s) = &entry {
+            let bytes = record_bytes(&s.record);
+            self.bytes += bytes;
+            if let Some(owner) = s.owner {
+                *self.owners.entry(owner).or_default() += bytes;
+            }
+            self.index_expiry(s.record.expires_at_ms, key);
+        }
         let old = match entry {
             Some(s) => self.records.insert(key, s),
             None => self.records.remove(&key),
         };
-        self.bytes -= old.map_or(0, |s| record_bytes(&s.record));
+        if let Some(old) = old {
+            let bytes = record_bytes(&old.record);
+            self.bytes -= bytes;
+            if let Some(owner) = old.owner
+                && let Some(held) = self.owners.get_mut(&owner)
+            {
+                *held -= bytes;
+                if *held == 0 {
+                    self.owners.remove(&owner);
+                }
+            }
+            let now_indexed = self.records.get(&key).map(|s| s.record.expires_at_ms);
+            if now_indexed != Some(old.record.expires_at_ms) {
+                self.expiries.remove(&(old.record.expires_at_ms, key));
+            }
+        }
+    }
+
+    fn index_expiry(&mut self, expires_at_ms: u64, key: Key) {
+        if expires_at_ms != NEVER {
+            self.expiries.insert((expires_at_ms, key));
+        }
     }
 
     pub fn limits(&self) -> StoreLimits {
@@ -240,16 +372,16 @@ impl MemoryStore {
         self.set(s.record.key, Some(s));
     }
 
-    /// Drops expired records and returns their keys.
+    /// Drops expired records and returns their keys (soonest expired first); costs only them.
     pub fn drain_expired(&mut self, now: SystemTime) -> Vec<Key> {
-        let expired: Vec<Key> = self
-            .records
-            .iter()
-            .filter(|(_, s)| s.record.expired(now))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &expired {
-            self.set(*k, None);
+        let now_ms = unix_ms(now);
+        let mut expired = Vec::new();
+        while let Some(&(at, key)) = self.expiries.first() {
+            if at > now_ms {
+                break;
+            }
+            self.set(key, None);
+            expired.push(key);
         }
         expired
     }
@@ -260,10 +392,11 @@ impl RecordStore for MemoryStore {
         self.records.get(key).filter(|s| !s.record.expired(now))
     }
 
-    fn put(
+    fn put_from(
         &mut self,
         record: Record,
         cached: bool,
+        owner: Option<Owner>,
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
         if record.value.len() > self.limits.max_value_bytes {
@@ -286,11 +419,15 @@ impl RecordStore for MemoryStore {
         let live = existing.filter(|s| !s.record.expired(now));
         if let Some(current) = live {
             if current.record.same_write(&record) {
-                let current = self.records.get_mut(&record.key).expect("present");
-                current.record.expires_at_ms =
+                // The same write, perhaps living longer: it replaces the entry (so that the
+                // byte count and the expiry index follow a new expiry) if there is room.
+                let mut longer = current.clone();
+                longer.record.expires_at_ms =
                     current.record.expires_at_ms.max(record.expires_at_ms);
-                current.cached &= cached;
-                current.refreshed_at_ms = now_ms;
+                longer.cached &= cached;
+                longer.refreshed_at_ms = now_ms;
+                self.room_for(&longer.record, longer.owner)?;
+                self.set(record.key, Some(longer));
                 return Ok(PutOutcome::Stored);
             }
             if record.precedence() <= current.record.precedence() {
@@ -300,9 +437,9 @@ impl RecordStore for MemoryStore {
             }
         }
         // Expired records are dropped to make room when there is none.
-        if self.room_for(&record).is_err() {
+        if self.room_for(&record, owner).is_err() {
             self.expire(now);
-            self.room_for(&record)?;
+            self.room_for(&record, owner)?;
         }
         let key = record.key;
         self.set(
@@ -311,6 +448,7 @@ impl RecordStore for MemoryStore {
                 record,
                 cached,
                 refreshed_at_ms: now_ms,
+                owner,
             }),
         );
         Ok(PutOutcome::Stored)
@@ -322,15 +460,14 @@ impl RecordStore for MemoryStore {
         }
     }
 
-    fn mark_due(&mut self, pick: &dyn Fn(&Key) -> bool) -> usize {
-        let mut marked = 0;
-        for (key, s) in &mut self.records {
-            if !s.cached && pick(key) {
+    fn mark_due(&mut self, key: &Key) -> bool {
+        match self.records.get_mut(key) {
+            Some(s) if !s.cached => {
                 s.refreshed_at_ms = 0;
-                marked += 1;
+                true
             }
+            _ => false,
         }
-        marked
     }
 
     fn expire(&mut self, now: SystemTime) -> usize {
@@ -343,6 +480,13 @@ impl RecordStore for MemoryStore {
 
     fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_> {
         Box::new(self.records.values())
+    }
+
+    fn range(&self, lo: &Key, hi: &Key) -> Box<dyn Iterator<Item = &Stored> + '_> {
+        if lo > hi {
+            return Box::new(std::iter::empty());
+        }
+        Box::new(self.records.range(*lo..=*hi).map(|(_, s)| s))
     }
 }
 
@@ -357,7 +501,8 @@ pub(crate) mod suite {
         max_value_bytes: 16,
         max_records: 2,
         // Two records of up to 10 bytes each (a user key is empty here).
-        max_bytes: 2 * (RECORD_OVERHEAD_BYTES + 10),
+        max_bytes: 2 * (RECORD_OVERHEAD_BYTES + EXPIRY_INDEX_BYTES + 10),
+        max_owner_bytes: RECORD_OVERHEAD_BYTES + EXPIRY_INDEX_BYTES + 10,
     };
 
     /// Runs every case against fresh stores from `make` (built with [`LIMITS`]).
@@ -369,6 +514,9 @@ pub(crate) mod suite {
         bytes_are_bounded_and_a_delete_always_fits(&mut *make());
         expiry_is_wall_clock(&mut *make());
         touch_and_mark_due(&mut *make());
+        ranges_are_in_key_order(&mut *make());
+        expiry_takes_the_due_and_follows_a_longer_life(&mut *make());
+        an_owner_is_held_to_its_quota(&mut *make());
     }
 
     pub fn rec(key: u8, value: &[u8], version: u64, tombstone: bool, now: SystemTime) -> Record {
@@ -501,6 +649,88 @@ pub(crate) mod suite {
         );
     }
 
+    fn ranges_are_in_key_order(s: &mut dyn RecordStore) {
+        let now = SystemTime::now();
+        s.put(rec(9, b"a", 1, false, now), false, now).unwrap();
+        s.put(rec(3, b"b", 1, false, now), true, now).unwrap();
+        let keys = |s: &dyn RecordStore, lo: u8, hi: u8| -> Vec<u8> {
+            s.range(&NodeId([lo; 20]), &NodeId([hi; 20]))
+                .map(|r| r.record.key.0[0])
+                .collect()
+        };
+        assert_eq!(keys(s, 0, 255), [3, 9]);
+        assert_eq!(keys(s, 3, 9), [3, 9]);
+        assert_eq!(keys(s, 4, 9), [9]);
+        assert_eq!(keys(s, 4, 8), Vec::<u8>::new());
+        assert_eq!(keys(s, 9, 3), Vec::<u8>::new(), "an empty interval");
+        let all: Vec<u8> = s.iter().map(|r| r.record.key.0[0]).collect();
+        assert_eq!(all, [3, 9]);
+    }
+
+    fn expiry_takes_the_due_and_follows_a_longer_life(s: &mut dyn RecordStore) {
+        let now = SystemTime::now();
+        let soon = rec(1, b"a", 1, false, now);
+        let mut later = rec(2, b"b", 1, false, now);
+        later.expires_at_ms += 10_000;
+        s.put(soon.clone(), false, now).unwrap();
+        s.put(later.clone(), false, now).unwrap();
+        // The same write with a longer life: it now expires with the other one.
+        let mut longer = soon.clone();
+        longer.expires_at_ms = later.expires_at_ms;
+        s.put(longer, false, now).unwrap();
+        let t = now + Duration::from_secs(61);
+        assert_eq!(s.expire(t), 0, "neither is due at the first expiry");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.expire(now + Duration::from_secs(71)), 2);
+        assert!(s.is_empty());
+    }
+
+    fn an_owner_is_held_to_its_quota(s: &mut dyn RecordStore) {
+        let now = SystemTime::now();
+        let (a, b) = (Some(Owner::of(b"a")), Some(Owner::of(b"b")));
+        let over = Err(StoreError::OverQuota {
+            max: LIMITS.max_owner_bytes,
+        });
+        assert_eq!(
+            s.put_from(rec(1, &[1; 10], 1, false, now), false, a, now),
+            Ok(PutOutcome::Stored)
+        );
+        assert_eq!(
+            s.put_from(rec(2, &[2; 1], 1, false, now), false, a, now),
+            over
+        );
+        // A newer write of its own key within the quota replaces its record.
+        assert_eq!(
+            s.put_from(rec(1, &[3; 10], 2, false, now), false, a, now),
+            Ok(PutOutcome::Stored)
+        );
+        assert_eq!(
+            s.put_from(rec(2, &[2; 10], 1, false, now), false, b, now),
+            Ok(PutOutcome::Stored)
+        );
+        // A write that does not grow the store always fits: a delete of b's key by a.
+        assert_eq!(
+            s.put_from(rec(2, b"", 2, true, now), false, a, now),
+            Ok(PutOutcome::Stored)
+        );
+        // Once a's records are gone, it has room again.
+        s.expire(now + Duration::from_secs(61));
+        assert_eq!(
+            s.put_from(
+                rec(3, &[3; 10], 1, false, now + Duration::from_secs(61)),
+                false,
+                a,
+                now + Duration::from_secs(61)
+            ),
+            Ok(PutOutcome::Stored)
+        );
+        // Writes no peer brought count against no quota.
+        assert_eq!(
+            s.put(rec(4, &[4; 10], 1, false, now), false, now),
+            Ok(PutOutcome::Stored)
+        );
+    }
+
     fn touch_and_mark_due(s: &mut dyn RecordStore) {
         let now = SystemTime::now();
         s.put(rec(1, b"a", 1, false, now), false, now).unwrap();
@@ -508,7 +738,9 @@ pub(crate) mod suite {
         let key = NodeId([1; 20]);
         assert_eq!(s.get(&key, now).unwrap().refreshed_at_ms, unix_ms(now));
         // Cached copies are never due for replication.
-        assert_eq!(s.mark_due(&|_| true), 1);
+        assert!(s.mark_due(&key));
+        assert!(!s.mark_due(&NodeId([2; 20])));
+        assert!(!s.mark_due(&NodeId([3; 20])));
         assert_eq!(s.get(&key, now).unwrap().refreshed_at_ms, 0);
         s.touch(&key, now);
         assert_eq!(s.get(&key, now).unwrap().refreshed_at_ms, unix_ms(now));
@@ -539,6 +771,61 @@ mod tests {
         let far = now + Duration::from_secs(100 * 365 * 86_400);
         assert_eq!(s.expire(far), 0);
         assert!(s.get(&NodeId([1; 20]), far).is_some());
+    }
+
+    /// The expiry index and the byte count always describe exactly the records held, through
+    /// any mix of writes, overwrites, longer lives, deletes and expiries.
+    #[test]
+    fn the_expiry_index_and_byte_count_follow_every_change() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        let limits = StoreLimits {
+            max_value_bytes: 64,
+            max_records: 40,
+            max_bytes: 40 * (RECORD_OVERHEAD_BYTES + EXPIRY_INDEX_BYTES + 64),
+            max_owner_bytes: 10 * (RECORD_OVERHEAD_BYTES + EXPIRY_INDEX_BYTES + 64),
+        };
+        let mut s = MemoryStore::new(limits);
+        let start = SystemTime::now();
+        let mut now = start;
+        for step in 0..5_000u64 {
+            now += Duration::from_millis(rng.random_range(0..40));
+            let mut r = suite::rec(rng.random_range(0..50), b"", step, false, now);
+            r.value = vec![1; rng.random_range(0..64)];
+            r.expires_at_ms = match rng.random_range(0..4) {
+                0 => NEVER,
+                _ => unix_ms(now) + rng.random_range(1..3_000),
+            };
+            r.tombstone = rng.random_bool(0.1);
+            match rng.random_range(0..10) {
+                0 => {
+                    s.expire(now);
+                }
+                1 => {
+                    // The same write again, living longer or shorter.
+                    if let Some(mut same) = s.entry(&r.key).map(|e| e.record.clone()) {
+                        same.expires_at_ms = r.expires_at_ms;
+                        let _ = s.put(same, false, now);
+                    }
+                }
+                _ => {
+                    let _ = s.put(r, rng.random_bool(0.2), now);
+                }
+            }
+            let indexed: BTreeSet<(u64, Key)> = s
+                .records
+                .values()
+                .filter(|e| e.record.expires_at_ms != NEVER)
+                .map(|e| (e.record.expires_at_ms, e.record.key))
+                .collect();
+            assert_eq!(s.expiries, indexed, "step {step}");
+            let bytes: usize = s.records.values().map(|e| record_bytes(&e.record)).sum();
+            assert_eq!(s.bytes, bytes, "step {step}");
+        }
+        // Expiring at the end of time leaves only what never expires.
+        s.expire(now + Duration::from_secs(3600));
+        assert!(s.records.values().all(|e| e.record.expires_at_ms == NEVER));
+        assert!(s.expiries.is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::kad::lookup::{Lookup, Mode, Outcome, Poll};
 use crate::kad::store::StoreError;
 use crate::kad::{
     Contact, Core, Effect, Envelope, MemoryStore, NodeId, Record, RecordStore, Rejection, Reply,
-    Request, Response, StoreLimits,
+    Request, Response,
 };
 use crate::net::{Inbound, Transport, TransportError};
 
@@ -119,11 +119,7 @@ impl Driver {
         tick: Duration,
     ) -> (Driver, mpsc::UnboundedReceiver<Event>) {
         let now = Instant::now();
-        let limits = StoreLimits {
-            max_value_bytes: cfg.max_value_bytes,
-            max_records: cfg.max_records,
-            max_bytes: cfg.max_store_bytes,
-        };
+        let limits = cfg.store_limits();
         let incarnation = crate::kad::store::unix_ms(SystemTime::now());
         let me = Contact::new(cfg.id, cfg.addr.clone()).with_incarnation(incarnation);
         let store: Box<dyn RecordStore> = match &cfg.data_dir {
@@ -138,7 +134,8 @@ impl Driver {
             .as_ref()
             .map(|d| d.saved_contacts().to_vec())
             .unwrap_or_default();
-        let core = Core::new(me, cfg.network_id.clone(), cfg.params.clone(), store, now);
+        let core = Core::new(me, cfg.network_id.clone(), cfg.params.clone(), store, now)
+            .with_authenticated_ids(cfg.peer_tls.is_some());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let d = Driver {
             core,
@@ -471,6 +468,7 @@ impl Driver {
         )
         .with_deadline(now + self.cfg.lookup_timeout)
         .with_query_cap(self.cfg.lookup_max_queries)
+        .with_disjoint_paths(self.cfg.lookup_disjoint_paths)
         .wanting(wanted);
         let id = self.next_op;
         self.next_op += 1;

@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub lookup_timeout: Duration,
     /// RPCs one lookup sends at most (at the cap it gives up).
     pub lookup_max_queries: u32,
+    /// Disjoint paths per lookup (`kad::lookup::Lookup::with_disjoint_paths`); 1: off.
+    pub lookup_disjoint_paths: usize,
     pub refresh_interval: Duration,
     pub replicate_interval: Duration,
     /// Lifetime of a put without a TTL; `None`: until deleted.
@@ -70,6 +72,9 @@ pub struct NodeConfig {
     pub max_records: usize,
     /// Memory the records may take, counted as `kad::store::record_bytes`.
     pub max_store_bytes: usize,
+    /// Percent of `max_store_bytes` that the records one peer outside this node's
+    /// neighbourhood brought may take (`kad::Core`'s per-peer quota); 100: no quota.
+    pub peer_store_quota_pct: u8,
     /// How often a joined node re-resolves `P2P_REMOTE_HOST` to merge with nodes it does not know.
     pub rebootstrap_interval: Duration,
     /// Longest wait between bootstrap attempts.
@@ -90,6 +95,16 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The limits of this node's record store.
+    pub fn store_limits(&self) -> crate::kad::StoreLimits {
+        crate::kad::StoreLimits::new(
+            self.max_value_bytes,
+            self.max_records,
+            self.max_store_bytes,
+            self.peer_store_quota_pct,
+        )
+    }
+
     /// The defaults (paper values where the paper gives one) for node `id` at `addr`; also
     /// the defaults of `crate::config::Settings`, which is built on this module, not the
     /// other way round.
@@ -116,6 +131,7 @@ impl NodeConfig {
             read_quorum: 2,
             lookup_timeout: rpc_timeout * crate::kad::lookup::LOOKUP_DEADLINE_TIMEOUTS,
             lookup_max_queries: 10 * crate::kad::K as u32,
+            lookup_disjoint_paths: 1,
             refresh_interval: crate::kad::T_REFRESH,
             replicate_interval: crate::kad::T_REPLICATE,
             record_ttl: None,
@@ -125,6 +141,7 @@ impl NodeConfig {
             max_value_bytes: 65_536,
             max_records: 1_000_000,
             max_store_bytes: 64 << 20,
+            peer_store_quota_pct: 50,
             rebootstrap_interval: secs(60),
             bootstrap_backoff_max: Duration::from_millis(10_000),
             drain_timeout: secs(10),

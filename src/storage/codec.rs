@@ -61,6 +61,8 @@ pub fn decode_record(
         },
         cached: flags & CACHED != 0,
         refreshed_at_ms,
+        // Who brought a record is not kept across restarts: it then counts against nobody.
+        owner: None,
     })
 }
 
@@ -138,6 +140,7 @@ mod tests {
             },
             cached: true,
             refreshed_at_ms: 42,
+            owner: None,
         }
     }
 

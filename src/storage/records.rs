@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{ReadError, codec};
-use crate::kad::store::{MemoryStore, PutOutcome, StoreError, Stored, unix_ms};
+use crate::kad::store::{MemoryStore, Owner, PutOutcome, StoreError, Stored, unix_ms};
 use crate::kad::{Key, NodeId, Record, RecordStore, StoreLimits};
 
 /// Records by key (20 bytes), encoded by [`codec::encode_record`].
@@ -141,19 +141,20 @@ impl RecordStore for DurableStore {
         self.mem.get(key, now)
     }
 
-    fn put(
+    fn put_from(
         &mut self,
         record: Record,
         cached: bool,
+        owner: Option<Owner>,
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
         let key = record.key;
         // Make room the way the memory store would, but deleting from disk too.
-        if self.mem.room_for(&record).is_err() {
+        if self.mem.room_for(&record, owner).is_err() {
             self.expire(now);
         }
         let before = self.mem.entry(&key).cloned();
-        let outcome = self.mem.put(record, cached, now)?;
+        let outcome = self.mem.put_from(record, cached, owner, now)?;
         if outcome == PutOutcome::Stored {
             self.undo.entry(key).or_insert(before);
         }
@@ -164,8 +165,8 @@ impl RecordStore for DurableStore {
         self.mem.touch(key, now);
     }
 
-    fn mark_due(&mut self, pick: &dyn Fn(&Key) -> bool) -> usize {
-        self.mem.mark_due(pick)
+    fn mark_due(&mut self, key: &Key) -> bool {
+        self.mem.mark_due(key)
     }
 
     fn expire(&mut self, now: SystemTime) -> usize {
@@ -183,6 +184,10 @@ impl RecordStore for DurableStore {
 
     fn iter(&self) -> Box<dyn Iterator<Item = &Stored> + '_> {
         self.mem.iter()
+    }
+
+    fn range(&self, lo: &Key, hi: &Key) -> Box<dyn Iterator<Item = &Stored> + '_> {
+        self.mem.range(lo, hi)
     }
 
     fn unflushed(&self) -> bool {
