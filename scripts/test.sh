@@ -19,3 +19,5 @@ fi
 # Backstop: the whole run ends within 40 minutes even if nextest itself were stuck.
 timeout --signal=TERM --kill-after=60 40m cargo nextest run --locked --no-fail-fast
 cargo test --locked --doc
+# Coverage-guided fuzzing of what peers send, a bounded time per target (fuzz/, scripts/fuzz.sh).
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}" scripts/fuzz.sh
