@@ -5,16 +5,16 @@
 # FUZZ_SECONDS (default 60) from its corpus in target/fuzz-corpus/TARGET. A crash fails the
 # script; libFuzzer saves the input under fuzz/artifacts/TARGET/: fix the bug, then move the
 # input to fuzz/regressions/TARGET/ so that every later run replays it.
-# scripts/test.sh (CI) runs this; cargo-fuzz is installed into .tools/ from crates.io.
+# scripts/test.sh (CI) runs this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
-TOOLS="$PWD/.tools/cargo"
-if ! "$TOOLS/bin/cargo-fuzz" --version >/dev/null 2>&1; then
-  echo "cargo-fuzz is missing: installing it into .tools/ from crates.io (a few minutes)" >&2
-  cargo install --locked --quiet --root "$TOOLS" cargo-fuzz --version 0.13.2
+# Like cargo-nextest (scripts/test.sh): a machine that lacks cargo-fuzz gets it from
+# crates.io once, beside cargo, so that later runs and fresh clones reuse it.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "cargo-fuzz is missing: installing it from crates.io (a few minutes)" >&2
+  cargo install --locked --quiet cargo-fuzz --version 0.13.2
 fi
-export PATH="$TOOLS/bin:$PATH"
 # No sanitizer: the stable toolchain builds the instrumentation for libFuzzer, not ASan (the
 # code is safe Rust); debug assertions on, so overflows and broken invariants panic.
 FUZZ=(--sanitizer none --debug-assertions --target-dir target/fuzz)

@@ -19,10 +19,10 @@ use kademlia::kad::lookup::{Lookup, Mode, Poll};
 use kademlia::kad::{
     Contact, Core, MemoryStore, NodeId, Params, RecordStore, Response, StoreLimits,
 };
-use kademlia::net::grpc::convert::{self, PbReply};
-use kademlia::pb;
 use libfuzzer_sys::fuzz_target;
-use prost::Message;
+
+#[path = "common/mod.rs"]
+mod common;
 
 const K: usize = 4;
 const MAX_RECORDS: usize = 16;
@@ -44,16 +44,6 @@ impl<'a> Script<'a> {
         self.0 = rest;
         chunk
     }
-}
-
-fn reply_of(kind: u8, bytes: &[u8]) -> Option<kademlia::kad::Reply> {
-    let pb = match kind % 4 {
-        0 => PbReply::Ping(pb::PingResponse::decode(bytes).ok()?),
-        1 => PbReply::Store(pb::StoreResponse::decode(bytes).ok()?),
-        2 => PbReply::FindNode(pb::FindNodeResponse::decode(bytes).ok()?),
-        _ => PbReply::FindValue(pb::FindValueResponse::decode(bytes).ok()?),
-    };
-    convert::reply_from_pb(pb).ok()
 }
 
 fn check(core: &Core) {
@@ -101,20 +91,7 @@ fuzz_target!(|data: &[u8]| {
             // A request, from a source IP the script picks (or none).
             k @ 0..=3 => {
                 let bytes = script.chunk();
-                let env = match k {
-                    0 => pb::PingRequest::decode(bytes)
-                        .ok()
-                        .map(convert::ping_from_pb),
-                    1 => pb::StoreRequest::decode(bytes)
-                        .ok()
-                        .map(convert::store_from_pb),
-                    2 => pb::FindNodeRequest::decode(bytes)
-                        .ok()
-                        .map(convert::find_node_from_pb),
-                    _ => pb::FindValueRequest::decode(bytes)
-                        .ok()
-                        .map(convert::find_value_from_pb),
-                };
+                let env = common::request(k, bytes);
                 let source = script
                     .byte()
                     .filter(|b| b % 2 == 0)
@@ -135,7 +112,7 @@ fuzz_target!(|data: &[u8]| {
             k @ 4..=7 => {
                 let bytes = script.chunk();
                 let dialed = format!("10.0.0.{}:50051", script.byte().unwrap_or(2));
-                if let Some(reply) = reply_of(k, bytes) {
+                if let Some(Ok(reply)) = common::reply(k, bytes) {
                     let _ = core.on_reply(reply.responder, &dialed, now, wall);
                 }
             }
@@ -180,7 +157,9 @@ fuzz_target!(|data: &[u8]| {
                 Some((mut l, asked)) => {
                     if let Some(peer) = asked {
                         let bytes = script.chunk();
-                        match reply_of(2 + script.byte().unwrap_or(0) % 2, bytes) {
+                        match common::reply(2 + script.byte().unwrap_or(0) % 2, bytes)
+                            .and_then(Result::ok)
+                        {
                             Some(reply) => match reply.body {
                                 Response::Nodes { closer } => l.on_success(&peer.id, closer, None),
                                 Response::Value { closer, record } => {

@@ -7,49 +7,21 @@
 
 #![no_main]
 
-use kademlia::net::grpc::convert::{self, PbReply};
-use kademlia::pb;
+#[path = "common/mod.rs"]
+mod common;
+
+use kademlia::net::grpc::convert;
 use libfuzzer_sys::fuzz_target;
-use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };
-    match kind % 8 {
-        0..=3 => {
-            let env = match kind % 8 {
-                0 => pb::PingRequest::decode(bytes)
-                    .ok()
-                    .map(convert::ping_from_pb),
-                1 => pb::StoreRequest::decode(bytes)
-                    .ok()
-                    .map(convert::store_from_pb),
-                2 => pb::FindNodeRequest::decode(bytes)
-                    .ok()
-                    .map(convert::find_node_from_pb),
-                _ => pb::FindValueRequest::decode(bytes)
-                    .ok()
-                    .map(convert::find_value_from_pb),
-            };
-            if let Some(Ok(env)) = env {
-                assert_eq!(convert::roundtrip_request(&env), Ok(env.clone()));
-            }
+    if kind % 8 < 4 {
+        if let Some(Ok(env)) = common::request(kind, bytes) {
+            assert_eq!(convert::roundtrip_request(&env), Ok(env.clone()));
         }
-        _ => {
-            let reply = match kind % 8 {
-                4 => pb::PingResponse::decode(bytes).ok().map(PbReply::Ping),
-                5 => pb::StoreResponse::decode(bytes).ok().map(PbReply::Store),
-                6 => pb::FindNodeResponse::decode(bytes)
-                    .ok()
-                    .map(PbReply::FindNode),
-                _ => pb::FindValueResponse::decode(bytes)
-                    .ok()
-                    .map(PbReply::FindValue),
-            };
-            if let Some(Ok(reply)) = reply.map(convert::reply_from_pb) {
-                assert_eq!(convert::roundtrip_reply(&reply), Ok(reply.clone()));
-            }
-        }
+    } else if let Some(Ok(reply)) = common::reply(kind, bytes) {
+        assert_eq!(convert::roundtrip_reply(&reply), Ok(reply.clone()));
     }
 });

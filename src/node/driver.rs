@@ -136,6 +136,11 @@ impl Driver {
             .unwrap_or_default();
         let core = Core::new(me, cfg.network_id.clone(), cfg.params.clone(), store, now)
             .with_authenticated_ids(cfg.peer_tls.is_some());
+        // The driver's channel to itself. It needs no bound of its own: an event is an RPC
+        // that held one of the MAX_RPCS_IN_FLIGHT slots, one the outbox refused in the same
+        // turn, or the names of one bootstrap attempt resolved (attempts are paced by the
+        // backoff and rebootstrap_interval_secs); and a bounded channel the
+        // driver both fills and drains could deadlock it.
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let d = Driver {
             core,
