@@ -24,7 +24,7 @@ async fn main() {
     let nodes = args.get(1).copied().unwrap_or(50) as usize;
     let interval = Duration::from_secs(args.get(2).copied().unwrap_or(10));
     if let Ok(filter) = std::env::var("RUST_LOG") {
-        kademlia::telemetry::init(&filter);
+        kademlia::telemetry::init(&filter, kademlia::telemetry::LogFormat::Text);
     }
     let net = MemoryNetwork::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -17,6 +17,14 @@ use crate::storage::{DataDir, StorageError};
 
 /// Prefix of the environment variables (`KADEMLIA_PORT`, ...).
 pub const ENV_PREFIX: &str = "KADEMLIA";
+/// Variables with the settings' prefix that belong to the command line, not to settings:
+/// `kademlia node --config` (`KADEMLIA_CONFIG_FILE`) and the client subcommands' `-a` and
+/// `--timeout`. The settings' layer skips them, so that setting one never stops a node.
+pub const COMMAND_LINE_ENV: &[&str] = &[
+    "KADEMLIA_CONFIG_FILE",
+    "KADEMLIA_ADDR",
+    "KADEMLIA_TIMEOUT_MS",
+];
 /// The bootstrap variable, named exactly so.
 pub const REMOTE_HOST_ENV: &str = "P2P_REMOTE_HOST";
 /// The default gRPC port.
@@ -95,6 +103,9 @@ pub struct Settings {
     pub tls_ca_key: String,
     /// tracing env-filter directive (RUST_LOG overrides it).
     pub log: String,
+    /// `text` (one line per event, for people) or `json` (one JSON object per line, for
+    /// log collectors).
+    pub log_format: String,
 }
 
 impl Default for Settings {
@@ -139,6 +150,7 @@ impl Default for Settings {
             tls_ca_cert: String::new(),
             tls_ca_key: String::new(),
             log: "info".into(),
+            log_format: "text".into(),
         }
     }
 }
@@ -164,22 +176,34 @@ impl Settings {
             config::ValueKind::Table(t) => t.keys().cloned().collect(),
             _ => HashSet::new(),
         };
-        let mut b = config::Config::builder().add_source(defaults);
-        if let Some(path) = file {
-            b = b.add_source(config::File::from(path).required(true));
-        }
-        b = b.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .try_parsing(true),
-        );
-        if let Ok(v) = std::env::var(REMOTE_HOST_ENV) {
-            b = b.set_override("remote_host", v)?;
-        }
-        for (k, v) in overrides {
-            b = b.set_override(k.as_str(), v.as_str())?;
-        }
-        let merged = b.build()?;
+        // The user's layers, then the same over the defaults: the first tells which settings
+        // were given, so that those that follow k by default can follow a lowered k.
+        let layers = |mut b: config::ConfigBuilder<config::builder::DefaultState>| {
+            if let Some(path) = file {
+                b = b.add_source(config::File::from(path).required(true));
+            }
+            let environment: config::Map<String, String> = std::env::vars()
+                .filter(|(name, _)| !COMMAND_LINE_ENV.contains(&name.as_str()))
+                .collect();
+            b = b.add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .try_parsing(true)
+                    .source(Some(environment)),
+            );
+            if let Ok(v) = std::env::var(REMOTE_HOST_ENV) {
+                b = b.set_override("remote_host", v)?;
+            }
+            for (k, v) in overrides {
+                b = b.set_override(k.as_str(), v.as_str())?;
+            }
+            b.build()
+        };
+        let given: HashSet<String> = match &layers(config::Config::builder())?.cache.kind {
+            config::ValueKind::Table(t) => t.keys().cloned().collect(),
+            _ => HashSet::new(),
+        };
+        let merged = layers(config::Config::builder().add_source(defaults))?;
         if let config::ValueKind::Table(t) = &merged.cache.kind {
             let mut unknown: Vec<&String> = t.keys().filter(|k| !known.contains(*k)).collect();
             unknown.sort();
@@ -193,7 +217,17 @@ impl Settings {
                 ));
             }
         }
-        let s: Settings = merged.try_deserialize()?;
+        let mut s: Settings = merged.try_deserialize()?;
+        // Lowering k alone is fine: alpha and the quorums, unless given, are at most k.
+        for (name, value) in [
+            ("alpha", &mut s.alpha),
+            ("quorum", &mut s.quorum),
+            ("read_quorum", &mut s.read_quorum),
+        ] {
+            if !given.contains(name) {
+                *value = (*value).min(s.k.max(1));
+            }
+        }
         s.validate()?;
         Ok(s)
     }
@@ -292,6 +326,9 @@ impl Settings {
             if v == 0 {
                 return Err(invalid(name, "must be greater than 0"));
             }
+        }
+        if crate::telemetry::LogFormat::parse(&self.log_format).is_none() {
+            return Err(invalid("log_format", "must be text or json"));
         }
         if !(1..=16).contains(&self.lookup_disjoint_paths) {
             return Err(invalid(

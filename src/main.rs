@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
         cli.command,
         kademlia::cli::Command::Node(_) | kademlia::cli::Command::Devnet(_)
     ) {
-        kademlia::telemetry::init("warn");
+        kademlia::telemetry::init("warn", kademlia::telemetry::LogFormat::Text);
     }
     match kademlia::cli::dispatch(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -241,7 +241,7 @@ fn cli_client_and_shell_against_two_nodes() {
         .take()
         .unwrap()
         .write_all(
-            b"set fruit ripe mango\nget fruit\nget nothing\nlocate fruit\nhelp\nfrobnicate\nquit\n",
+            b"set fruit ripe mango\nget fruit\nset spaced  a  b  \nget spaced\nget nothing\nlocate fruit\nhelp\nfrobnicate\nquit\n",
         )
         .unwrap();
     let out = shell.wait_with_output().unwrap();
@@ -249,6 +249,9 @@ fn cli_client_and_shell_against_two_nodes() {
     assert!(out.status.success());
     assert!(text.contains("OK stored on 2 node(s)"), "{text}");
     assert!(text.contains("ripe mango\n"), "{text}");
+    // A value is kept as typed: the spaces after the one separating it from the key, inside
+    // and at the end.
+    assert!(text.contains("kademlia>  a  b  \n"), "{text}");
     assert!(text.contains("(not found)"), "{text}");
     assert!(text.contains("unknown command \"frobnicate\""), "{text}");
     assert!(text.contains("set KEY VALUE"), "{text}");
@@ -284,6 +287,157 @@ fn sigterm_stops_the_node_gracefully() {
     let status = wait_exit(&mut node.child, Duration::from_secs(5), "SIGTERM");
     assert!(status.success(), "exit status {status}");
     node.wait_log("SIGTERM received", Duration::from_secs(1));
+}
+
+/// `log_format = json`: every line the node logs is one JSON object with a timestamp, a
+/// level and the message, through SIGTERM and the drain.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut node = start_node_with("", &["--set", "log_format=json"]);
+    node.wait_healthy();
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_exit(&mut node.child, Duration::from_secs(5), "SIGTERM");
+    // The process has exited: its stderr ends, and with it the reader thread.
+    let lines: Vec<String> = node.stderr.iter().collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    let mut messages = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("SIGTERM received")),
+        "{messages:?}"
+    );
+}
+
+/// The variables the README documents for commands (`KADEMLIA_CONFIG_FILE` for `node`,
+/// `KADEMLIA_ADDR` and `KADEMLIA_TIMEOUT_MS` for client calls) do what it says, and a node
+/// started with all of them set starts: they are not taken for settings.
+#[test]
+fn documented_command_variables_work_and_never_stop_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kad.toml");
+    std::fs::write(&file, "network_id = \"from-the-file\"\n").unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["node", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .env("KADEMLIA_CONFIG_FILE", &file)
+        .env("KADEMLIA_ADDR", &addr)
+        .env("KADEMLIA_TIMEOUT_MS", "5000")
+        .env("P2P_REMOTE_HOST", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kademlia node");
+    let (_tx, stderr) = mpsc::channel();
+    let node = NodeProc {
+        child,
+        addr: addr.clone(),
+        stderr,
+    };
+    node.wait_healthy();
+    // Client calls find the node through KADEMLIA_ADDR, and the node read its file.
+    let info = Command::new(BIN)
+        .arg("info")
+        .env("KADEMLIA_ADDR", &addr)
+        .env("KADEMLIA_TIMEOUT_MS", "5000")
+        .output()
+        .unwrap();
+    assert!(info.status.success(), "{info:?}");
+    assert!(stdout(&info).contains("from-the-file"), "{}", stdout(&info));
+}
+
+/// Binary values round-trip through the CLI: `put --file`, `put -` (standard input),
+/// `get --raw` and `get -o FILE` carry every byte value unchanged.
+#[test]
+fn binary_values_round_trip_through_files_and_standard_streams() {
+    let node = start_node("");
+    node.wait_healthy();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..=255u8).chain([0, 10, 13, 255]).collect();
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, &bytes).unwrap();
+    let put = cli(&[
+        "put",
+        "from-file",
+        "--file",
+        input.to_str().unwrap(),
+        "-a",
+        &node.addr,
+    ]);
+    assert!(put.status.success(), "{put:?}");
+    let mut piped = Command::new(BIN)
+        .args(["put", "from-stdin", "-", "-a", &node.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    piped.stdin.take().unwrap().write_all(&bytes).unwrap();
+    assert!(piped.wait_with_output().unwrap().status.success());
+    for key in ["from-file", "from-stdin"] {
+        let raw = cli(&["get", key, "--raw", "-a", &node.addr]);
+        assert!(raw.status.success(), "{raw:?}");
+        assert_eq!(raw.stdout, bytes, "{key} via --raw");
+        let out = dir.path().join(format!("{key}.out"));
+        let got = cli(&["get", key, "-o", out.to_str().unwrap(), "-a", &node.addr]);
+        assert!(got.status.success(), "{got:?}");
+        assert!(got.stdout.is_empty());
+        assert_eq!(std::fs::read(&out).unwrap(), bytes, "{key} via -o");
+    }
+    // A file that cannot be read is an error naming it, and nothing is stored.
+    let missing = dir.path().join("missing.bin");
+    let put = cli(&[
+        "put",
+        "nothing",
+        "--file",
+        missing.to_str().unwrap(),
+        "-a",
+        &node.addr,
+    ]);
+    assert!(!put.status.success());
+    assert!(
+        String::from_utf8_lossy(&put.stderr).contains("missing.bin"),
+        "{put:?}"
+    );
+    assert!(!cli(&["get", "nothing", "-a", &node.addr]).status.success());
+}
+
+/// Lowering k alone starts a node: alpha and the quorums, left at their defaults, follow it
+/// down; set explicitly above k they are still refused.
+#[test]
+fn lowering_k_alone_is_accepted() {
+    let node = start_node_with("", &["--set", "k=2"]);
+    node.wait_healthy();
+    assert_eq!(info_line(&node.addr, "k/alpha:"), "2/2");
+    let out = Command::new(BIN)
+        .args(["node", "--set", "k=2", "--set", "quorum=3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("quorum") && err.contains("between 1 and k (2)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -69,14 +69,59 @@ pub async fn put(addr: &str, key: String, value: Vec<u8>, ttl: Option<u64>) -> a
     Ok(())
 }
 
-pub async fn get(addr: &str, key: String) -> anyhow::Result<()> {
+/// The value `put` stores: VALUE as typed, or the bytes of FILE; `-` for either reads
+/// standard input to its end.
+pub fn value_from(
+    value: Option<String>,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let stdin = || -> anyhow::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read the value from standard input")?;
+        Ok(bytes)
+    };
+    match (value, file) {
+        (_, Some(path)) if path.as_os_str() == "-" => stdin(),
+        (_, Some(path)) => std::fs::read(&path)
+            .with_context(|| format!("cannot read the value from {}", path.display())),
+        (Some(v), None) if v == "-" => stdin(),
+        (Some(v), None) => Ok(v.into_bytes()),
+        (None, None) => Err(anyhow!("give a VALUE, or --file FILE")),
+    }
+}
+
+/// Where `get` puts the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueOut {
+    /// Printed as text (invalid UTF-8 shown as U+FFFD) with a newline.
+    Text,
+    /// The bytes as they are on standard output.
+    Raw,
+    /// The bytes as they are in a file.
+    File(std::path::PathBuf),
+}
+
+pub async fn get(addr: &str, key: String, to: ValueOut) -> anyhow::Result<()> {
+    use std::io::Write;
     let r = connect(addr)
         .await?
         .get(pb::GetRequest { key })
         .await
         .map_err(status_error)?
         .into_inner();
-    println!("{}", String::from_utf8_lossy(&r.value));
+    match to {
+        ValueOut::Text => println!("{}", String::from_utf8_lossy(&r.value)),
+        ValueOut::Raw => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&r.value)?;
+            out.flush()?;
+        }
+        ValueOut::File(path) => std::fs::write(&path, &r.value)
+            .with_context(|| format!("cannot write the value to {}", path.display()))?,
+    }
     Ok(())
 }
 

@@ -165,7 +165,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         overrides.push(("peer_port".into(), p.to_string()));
     }
     let settings = Settings::load(None, &overrides)?;
-    crate::telemetry::init(&settings.log);
+    let format = crate::telemetry::LogFormat::parse(&settings.log_format).expect("validated");
+    crate::telemetry::init(&settings.log, format);
     let started = Instant::now();
     let net = Devnet::start(
         args.nodes,

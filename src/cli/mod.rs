@@ -58,19 +58,29 @@ impl Target {
 pub enum Command {
     /// Run one node (settings: file < KADEMLIA_* / P2P_REMOTE_HOST < flags)
     Node(node::NodeArgs),
-    /// Store a value under a key
+    /// Store a value under a key (VALUE `-`: read it from standard input)
     Put {
         key: String,
-        value: String,
+        #[arg(required_unless_present = "file")]
+        value: Option<String>,
+        /// Read the value's bytes from FILE (`-`: standard input) instead of VALUE
+        #[arg(long, short = 'f', value_name = "FILE", conflicts_with = "value")]
+        file: Option<std::path::PathBuf>,
         /// Time to live in seconds (default: the node's record TTL)
         #[arg(long)]
         ttl: Option<u64>,
         #[command(flatten)]
         target: Target,
     },
-    /// Read a key's value
+    /// Read a key's value (printed as text, with a newline, unless --raw or -o)
     Get {
         key: String,
+        /// Write the value's bytes to standard output as they are, with no newline
+        #[arg(long, conflicts_with = "output")]
+        raw: bool,
+        /// Write the value's bytes to FILE
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
         #[command(flatten)]
         target: Target,
     },
@@ -151,10 +161,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Put {
             key,
             value,
+            file,
             ttl,
             target,
-        } => client::put(&target.addr(), key, value.into_bytes(), ttl).await,
-        Command::Get { key, target } => client::get(&target.addr(), key).await,
+        } => {
+            let value = client::value_from(value, file)?;
+            client::put(&target.addr(), key, value, ttl).await
+        }
+        Command::Get {
+            key,
+            raw,
+            output,
+            target,
+        } => {
+            let to = match (raw, output) {
+                (_, Some(path)) => client::ValueOut::File(path),
+                (true, None) => client::ValueOut::Raw,
+                (false, None) => client::ValueOut::Text,
+            };
+            client::get(&target.addr(), key, to).await
+        }
         Command::Delete { key, target } => client::delete(&target.addr(), key).await,
         Command::Locate { key, target } => client::locate(&target.addr(), key).await,
         Command::Ping { target } => client::ping(&target.addr()).await,

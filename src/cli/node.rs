@@ -88,7 +88,8 @@ pub async fn shutdown_signal() {
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), &args.overrides())?;
-    crate::telemetry::init(&settings.log);
+    let format = crate::telemetry::LogFormat::parse(&settings.log_format).expect("validated");
+    crate::telemetry::init(&settings.log, format);
     let peer_port = (settings.peer_port != 0).then_some(settings.peer_port);
     let listeners = super::bind_listeners(&settings.host, settings.port, peer_port).await?;
     let addr = advertise_address(

@@ -6,7 +6,8 @@ use super::client::{connect, format_info, format_locate, format_routes};
 use crate::pb;
 
 const HELP: &str = "commands:
-  set KEY VALUE      store VALUE (rest of the line) under KEY
+  set KEY VALUE      store VALUE under KEY: the rest of the line after the one space
+                     that follows KEY, exactly as typed (spaces included)
   get KEY            print KEY's value
   delete KEY         delete KEY
   locate KEY         the k closest nodes to KEY and which hold it
@@ -15,6 +16,13 @@ const HELP: &str = "commands:
   help               this text
   quit               leave (end of input works too)
 ";
+
+/// `KEY VALUE`: the key up to the first space or tab, and the value after that one character,
+/// as it stands (it may be empty, or start or end with spaces).
+fn split_key(key_and_value: &str) -> Option<(&str, &str)> {
+    let at = key_and_value.find([' ', '\t'])?;
+    Some((&key_and_value[..at], &key_and_value[at + 1..]))
+}
 
 /// Reads commands from `input` and writes answers to `output` until `quit` or end of input.
 pub async fn run<R, W>(addr: &str, input: R, mut output: W) -> anyhow::Result<()>
@@ -30,23 +38,25 @@ where
     loop {
         output.write_all(b"kademlia> ").await?;
         output.flush().await?;
-        let Some(line) = lines.next_line().await? else {
+        let Some(typed) = lines.next_line().await? else {
             break;
         };
-        let line = line.trim();
+        let line = typed.trim();
         if line.is_empty() {
             continue;
         }
         let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest = rest.trim();
+        // For `set`, the value as typed: the untrimmed line past the key and one separator.
+        let key_and_value = typed.trim_start()[cmd.len()..].trim_start();
         let answer = match cmd {
             "quit" | "exit" => break,
             "help" => HELP.to_string(),
-            "set" | "put" => match rest.split_once(char::is_whitespace) {
+            "set" | "put" => match split_key(key_and_value) {
                 Some((key, value)) => {
                     let req = pb::PutRequest {
                         key: key.to_string(),
-                        value: value.trim().as_bytes().to_vec(),
+                        value: value.as_bytes().to_vec(),
                         ttl_seconds: None,
                     };
                     match client.put(req).await {
@@ -100,4 +110,18 @@ where
     output.write_all(b"bye\n").await?;
     output.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_key;
+
+    #[test]
+    fn a_value_is_kept_as_typed() {
+        assert_eq!(split_key("k v"), Some(("k", "v")));
+        assert_eq!(split_key("k  two  spaces  "), Some(("k", " two  spaces  ")));
+        assert_eq!(split_key("k\tv"), Some(("k", "v")));
+        assert_eq!(split_key("k "), Some(("k", "")));
+        assert_eq!(split_key("k"), None);
+    }
 }
