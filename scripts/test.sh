@@ -20,4 +20,4 @@ fi
 timeout --signal=TERM --kill-after=60 40m cargo nextest run --locked --no-fail-fast
 cargo test --locked --doc
 # Coverage-guided fuzzing of what peers send, a bounded time per target (fuzz/, scripts/fuzz.sh).
-FUZZ_SECONDS="${FUZZ_SECONDS:-60}" scripts/fuzz.sh
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" scripts/fuzz.sh

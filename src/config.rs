@@ -41,6 +41,8 @@ pub struct Settings {
     pub port: u16,
     /// gRPC port of the peer service (PING, STORE, FIND_NODE, FIND_VALUE); 0: share `port`.
     pub peer_port: u16,
+    /// Port of the HTTP listener (`/metrics`); 0: none.
+    pub http_port: u16,
     /// Address peers use to reach this node ("host:port"); empty = derived from the host name.
     pub advertise_addr: String,
     /// Empty: create a new network. Otherwise a host name, "host:port" or address to join
@@ -117,6 +119,7 @@ impl Default for Settings {
             host: "0.0.0.0".into(),
             port: DEFAULT_PORT,
             peer_port: 0,
+            http_port: 0,
             advertise_addr: String::new(),
             remote_host: String::new(),
             network_id: n.network_id,
@@ -236,6 +239,13 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.port == 0 {
             return Err(invalid("port", "must be between 1 and 65535"));
+        }
+        if self.http_port != 0 && (self.http_port == self.port || self.http_port == self.peer_port)
+        {
+            return Err(invalid(
+                "http_port",
+                "must differ from port and peer_port, or be 0 for no HTTP listener",
+            ));
         }
         if self.peer_port == self.port {
             return Err(invalid(

@@ -6,8 +6,8 @@
 //!   ([`net::memory`]) implementations, and address selection.
 //! - [`node`]: the driver that owns a core, performs its effects and runs maintenance.
 //! - [`storage`]: the data dir (records, identity, contacts in redb) for `data_dir`.
-//! - [`config`]: typed, layered settings; [`telemetry`]: logging; [`error`]: error types and
-//!   their gRPC statuses.
+//! - [`config`]: typed, layered settings; [`telemetry`]: logging; [`metrics`]: the metrics
+//!   registry (served by [`net::http`]); [`error`]: error types and their gRPC statuses.
 //! - [`cli`]: the `kademlia` binary's subcommands (node, client calls, shell, devnet, bench).
 //!
 //! [`run`] serves one node on a listener until a shutdown future completes: `main` and the
@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod kad;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod storage;
@@ -93,6 +94,7 @@ pub async fn run_with(
         request_timeout,
         peer_rate_limit,
         peer_tls,
+        metrics: Arc::new(metrics::Metrics::new()),
     };
     let result = net::grpc::serve(listeners, handle, inbound, options, shutdown).await;
     let _ = stop_tx.send(());

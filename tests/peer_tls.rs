@@ -39,6 +39,7 @@ async fn start(remote: Option<String>, tls: Option<Arc<PeerTls>>) -> GrpcNode {
     let listeners = Listeners {
         client,
         peer: Some(peer),
+        http: None,
     };
     GrpcNode::start(listeners, cfg).await
 }
@@ -269,6 +270,7 @@ async fn a_peer_whose_certificate_is_not_for_its_claimed_id_is_refused() {
         Listeners {
             client,
             peer: Some(peer),
+            http: None,
         },
         cfg,
     )

@@ -78,7 +78,7 @@ impl Devnet {
         );
         for port in base_port..=last {
             let peer_port = peer_base_port.map(|p| p + (port - base_port));
-            let listeners = super::bind_listeners(host, port, peer_port).await?;
+            let listeners = super::bind_listeners(host, port, peer_port, None).await?;
             let mut s = settings.clone();
             s.port = port;
             s.peer_port = peer_port.unwrap_or(0);

@@ -196,11 +196,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Listens on `host:port` for clients and, when given, on `host:peer_port` for peers.
+/// Listens on `host:port` for clients and, when given, on `host:peer_port` for peers and on
+/// `host:http_port` for HTTP (`/metrics`).
 pub(crate) async fn bind_listeners(
     host: &str,
     port: u16,
     peer_port: Option<u16>,
+    http_port: Option<u16>,
 ) -> anyhow::Result<crate::Listeners> {
     use anyhow::Context;
     let bind = |port: u16| async move {
@@ -208,12 +210,16 @@ pub(crate) async fn bind_listeners(
             .await
             .with_context(|| format!("cannot listen on {host}:{port}"))
     };
+    let optional = |port: Option<u16>| async move {
+        match port {
+            Some(p) => bind(p).await.map(Some),
+            None => Ok(None),
+        }
+    };
     Ok(crate::Listeners {
         client: bind(port).await?,
-        peer: match peer_port {
-            Some(p) => Some(bind(p).await?),
-            None => None,
-        },
+        peer: optional(peer_port).await?,
+        http: optional(http_port).await?,
     })
 }
 

@@ -19,6 +19,9 @@ pub struct NodeArgs {
     /// Port of the peer service, when peers get their own (0: share --port)
     #[arg(long)]
     pub peer_port: Option<u16>,
+    /// Port of the HTTP listener (/metrics; 0: none)
+    #[arg(long)]
+    pub http_port: Option<u16>,
     /// Interface to listen on
     #[arg(long)]
     pub host: Option<String>,
@@ -53,6 +56,7 @@ impl NodeArgs {
         };
         add("port", self.port.map(|p| p.to_string()));
         add("peer_port", self.peer_port.map(|p| p.to_string()));
+        add("http_port", self.http_port.map(|p| p.to_string()));
         add("host", self.host.clone());
         add("advertise_addr", self.advertise_addr.clone());
         add("remote_host", self.remote_host.clone());
@@ -91,7 +95,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let format = crate::telemetry::LogFormat::parse(&settings.log_format).expect("validated");
     crate::telemetry::init(&settings.log, format);
     let peer_port = (settings.peer_port != 0).then_some(settings.peer_port);
-    let listeners = super::bind_listeners(&settings.host, settings.port, peer_port).await?;
+    let http_port = (settings.http_port != 0).then_some(settings.http_port);
+    let listeners =
+        super::bind_listeners(&settings.host, settings.port, peer_port, http_port).await?;
     let addr = advertise_address(
         &settings.advertise_addr,
         &settings.host,

@@ -7,6 +7,7 @@
 
 pub mod advertise;
 pub mod grpc;
+pub mod http;
 pub mod memory;
 pub mod tls;
 

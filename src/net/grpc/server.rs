@@ -9,6 +9,9 @@
 //! and NOT_SERVING again as soon as shutdown starts; then the server stops accepting, drains
 //! in-flight calls and returns.
 //!
+//! With an HTTP listener (`http_port`), `/metrics` is served there (`crate::net::http`), and
+//! every served call is counted by `crate::metrics::MetricsLayer`.
+//!
 //! Admission: the peer and client services each handle a bounded number of requests at once
 //! and shed the rest with RESOURCE_EXHAUSTED (`admission`); every request has a deadline
 //! (`ServeOptions::request_timeout`), and a connection opens at most
@@ -30,6 +33,7 @@ use super::dht_service::DhtService;
 use super::pb;
 use super::peer_service::PeerService;
 use super::rate::RateLimitLayer;
+use crate::metrics::MetricsLayer;
 use crate::net::Inbound;
 use crate::node::NodeHandle;
 
@@ -52,6 +56,8 @@ pub struct ServeOptions {
     pub peer_rate_limit: u32,
     /// Peer mTLS on the peer listener (which must then be its own).
     pub peer_tls: Option<std::sync::Arc<crate::net::tls::PeerTls>>,
+    /// Where served calls are counted (and what the HTTP listener serves).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Concurrent HTTP/2 streams (calls) one connection may open at most.
@@ -87,12 +93,18 @@ pub struct Listeners {
     pub client: TcpListener,
     /// The peer service (PING, STORE, FIND_NODE, FIND_VALUE) and health.
     pub peer: Option<TcpListener>,
+    /// The HTTP listener (`/metrics`, `crate::net::http`), when there is one (`http_port`).
+    pub http: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
     /// One port for peers and clients.
     fn from(client: TcpListener) -> Self {
-        Listeners { client, peer: None }
+        Listeners {
+            client,
+            peer: None,
+            http: None,
+        }
     }
 }
 
@@ -158,22 +170,35 @@ pub async fn serve(
         .expect("embedded descriptor set is valid");
 
     let max = options.max_message_bytes;
-    let peer = RateLimitLayer::new(options.peer_rate_limit).layer(
-        AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
-            pb::kademlia_server::KademliaServer::new(PeerService::new(
-                inbound,
-                options.peer_tls.is_some(),
-            ))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
+    let measured = MetricsLayer::new(options.metrics.clone());
+    let peer = measured.layer(
+        RateLimitLayer::new(options.peer_rate_limit).layer(
+            AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
+                pb::kademlia_server::KademliaServer::new(PeerService::new(
+                    inbound,
+                    options.peer_tls.is_some(),
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            ),
         ),
     );
-    let dht = AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
-        pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
+    let dht = measured.layer(
+        AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
+            pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        ),
     );
 
+    let http_task = listeners.http.map(|l| {
+        let (metrics, node, mut stop) =
+            (options.metrics.clone(), node.clone(), stop_tx.subscribe());
+        info!(http = ?l.local_addr().ok(), "HTTP listener (/metrics)");
+        tokio::spawn(crate::net::http::serve(l, metrics, node, async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        }))
+    });
     let client_addr = listeners.client.local_addr().ok();
     let peer_addr = listeners.peer.as_ref().and_then(|l| l.local_addr().ok());
     info!(client = ?client_addr, peer = ?peer_addr.or(client_addr), advertise = %node.addr(), "gRPC server listening");
@@ -242,5 +267,8 @@ pub async fn serve(
         }
     };
     health_task.abort();
+    if let Some(t) = http_task {
+        t.abort();
+    }
     result
 }

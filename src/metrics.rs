@@ -1,0 +1,313 @@
+//! The node's metrics: one registry, exposed in the OpenMetrics text format on the HTTP
+//! listener (`net::http`, setting `http_port`) at `/metrics`.
+//!
+//! Names follow the OpenTelemetry semantic conventions for RPCs as Prometheus spells them
+//! (`rpc_server_call_duration_seconds` with `rpc_system`, `rpc_service`, `rpc_method` and
+//! `rpc_grpc_status_code`), and Prometheus' conventions for the node's own state (a
+//! `kademlia_` prefix, base units, `_total` on counters):
+//! - `rpc_server_call_duration_seconds`: every gRPC call this node served, peer and client,
+//!   by service, method and status code (its `_count` counts the calls, so calls shed with
+//!   RESOURCE_EXHAUSTED, code 8, show there too), recorded by [`MetricsLayer`];
+//! - `kademlia_routing_contacts{state}` and `kademlia_routing_bucket_contacts{bucket,state}`:
+//!   live and stale contacts, in all and per non-empty k-bucket;
+//! - `kademlia_store_records`; `kademlia_operations` (lookups, writes and joins running);
+//!   `kademlia_peer_rpcs_in_flight`, `kademlia_peer_rpcs_queued`,
+//!   `kademlia_peer_rpcs_refused_total` (the outbox was full) and
+//!   `kademlia_peer_requests_dropped_total` (their sender had stopped waiting);
+//!   `kademlia_maintenance_lookups` and `kademlia_maintenance_jobs_queued`.
+//!
+//! The node's state is read when a scrape comes (one `info` and one routing-table call to the
+//! driver), so no hot path pays for it.
+//!
+//! Why a crate: `prometheus-client` is the Prometheus project's own Rust client; it encodes
+//! OpenMetrics (what Prometheus prefers to scrape), escapes labels and keeps histograms
+//! lock-free, which is more than a few lines to get right by hand.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tonic::server::NamedService;
+
+use crate::node::NodeHandle;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    rpc_system: &'static str,
+    rpc_service: &'static str,
+    rpc_method: String,
+    rpc_grpc_status_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabels {
+    bucket: String,
+    state: &'static str,
+}
+
+/// A counter that mirrors a running total kept elsewhere (the driver's).
+#[derive(Default)]
+struct Mirrored {
+    counter: Counter,
+    seen: AtomicU64,
+}
+
+impl Mirrored {
+    fn follow(&self, total: u64) {
+        let before = self.seen.swap(total, Ordering::Relaxed);
+        self.counter.inc_by(total.saturating_sub(before));
+    }
+}
+
+/// Every metric of one node.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Histogram, fn() -> Histogram>,
+    contacts: Family<StateLabels, Gauge>,
+    bucket_contacts: Family<BucketLabels, Gauge>,
+    records: Gauge,
+    operations: Gauge,
+    rpcs_in_flight: Gauge,
+    rpcs_queued: Gauge,
+    rpcs_refused: Mirrored,
+    requests_dropped: Mirrored,
+    maintenance_lookups: Gauge,
+    maintenance_queued: Gauge,
+}
+
+/// Latency buckets from 100 µs to about 3.3 s, doubling: a loopback ping is a few hundred
+/// microseconds, a put on a slow network seconds.
+fn call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            calls: Family::new_with_constructor(call_histogram),
+            contacts: Family::default(),
+            bucket_contacts: Family::default(),
+            records: Gauge::default(),
+            operations: Gauge::default(),
+            rpcs_in_flight: Gauge::default(),
+            rpcs_queued: Gauge::default(),
+            rpcs_refused: Mirrored::default(),
+            requests_dropped: Mirrored::default(),
+            maintenance_lookups: Gauge::default(),
+            maintenance_queued: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "rpc_server_call_duration_seconds",
+            "gRPC calls served, by service, method and status code, and how long they took",
+            m.calls.clone(),
+        );
+        r.register(
+            "kademlia_routing_contacts",
+            "Contacts in the routing table (live, or stale: kept but unused)",
+            m.contacts.clone(),
+        );
+        r.register(
+            "kademlia_routing_bucket_contacts",
+            "Contacts per non-empty k-bucket (bucket i: distance from 2^i to 2^(i+1))",
+            m.bucket_contacts.clone(),
+        );
+        r.register("kademlia_store_records", "Records held", m.records.clone());
+        r.register(
+            "kademlia_operations",
+            "Lookups, writes and joins running",
+            m.operations.clone(),
+        );
+        r.register(
+            "kademlia_peer_rpcs_in_flight",
+            "Peer RPCs this node has under way",
+            m.rpcs_in_flight.clone(),
+        );
+        r.register(
+            "kademlia_peer_rpcs_queued",
+            "Peer RPCs waiting for a slot",
+            m.rpcs_queued.clone(),
+        );
+        r.register(
+            "kademlia_peer_rpcs_refused",
+            "Peer RPCs refused before sending because the outbox was full",
+            m.rpcs_refused.counter.clone(),
+        );
+        r.register(
+            "kademlia_peer_requests_dropped",
+            "Peer requests dropped unanswered because their sender had stopped waiting",
+            m.requests_dropped.counter.clone(),
+        );
+        r.register(
+            "kademlia_maintenance_lookups",
+            "Maintenance lookups (refresh, replication) running",
+            m.maintenance_lookups.clone(),
+        );
+        r.register(
+            "kademlia_maintenance_jobs_queued",
+            "Maintenance jobs waiting",
+            m.maintenance_queued.clone(),
+        );
+        m
+    }
+
+    /// Records one served call.
+    fn observe_call(&self, service: &'static str, method: &str, code: &str, seconds: f64) {
+        let labels = CallLabels {
+            rpc_system: "grpc",
+            rpc_service: service,
+            rpc_method: method.to_string(),
+            rpc_grpc_status_code: code.to_string(),
+        };
+        self.calls.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Reads the node's state into the gauges, then encodes every metric.
+    pub async fn render(&self, node: &NodeHandle) -> Result<String, crate::DhtError> {
+        let info = node.info().await?;
+        let buckets = node.routes().await?;
+        self.contacts
+            .get_or_create(&StateLabels { state: "live" })
+            .set(info.peers as i64);
+        self.contacts
+            .get_or_create(&StateLabels { state: "stale" })
+            .set(info.stale_peers as i64);
+        self.bucket_contacts.clear();
+        for b in &buckets {
+            let stale = b
+                .contacts
+                .iter()
+                .filter(|e| e.failures >= crate::kad::routing::MAX_FAILURES)
+                .count();
+            for (state, n) in [("live", b.contacts.len() - stale), ("stale", stale)] {
+                let labels = BucketLabels {
+                    bucket: b.index.to_string(),
+                    state,
+                };
+                self.bucket_contacts.get_or_create(&labels).set(n as i64);
+            }
+        }
+        self.records.set(info.records as i64);
+        let load = info.load;
+        self.operations.set(load.operations as i64);
+        self.rpcs_in_flight.set(load.rpcs.in_flight as i64);
+        self.rpcs_queued.set(load.rpcs.queued as i64);
+        self.rpcs_refused.follow(load.rpcs.refused);
+        self.requests_dropped.follow(load.rpcs.shed);
+        self.maintenance_lookups.set(load.jobs.running as i64);
+        self.maintenance_queued.set(load.jobs.queued as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        Ok(out)
+    }
+}
+
+/// A tower layer that records every call of the service it wraps in
+/// `rpc_server_call_duration_seconds`. Put it outermost, so that calls refused by the
+/// admission layers are counted with their status.
+#[derive(Clone)]
+pub struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for MetricsLayer {
+    type Service = Measured<S>;
+
+    fn layer(&self, inner: S) -> Measured<S> {
+        Measured {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// A service wrapped by [`MetricsLayer`].
+#[derive(Clone)]
+pub struct Measured<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: NamedService> NamedService for Measured<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for Measured<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>> + NamedService,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // "/kademlia.v1.Kademlia/Ping" -> "Ping".
+        let method = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let response = fut.await;
+            if let Ok(r) = &response {
+                // A unary call that failed answers with its status in the headers
+                // ("trailers-only"); one that succeeded sends status 0 in its trailers.
+                let code = r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0");
+                metrics.observe_call(S::NAME, &method, code, started.elapsed().as_secs_f64());
+            }
+            response
+        })
+    }
+}

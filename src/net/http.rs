@@ -1,0 +1,78 @@
+//! The node's HTTP listener (setting `http_port`), beside gRPC: `GET /metrics` answers the
+//! node's metrics in the OpenMetrics text format (`crate::metrics`), for Prometheus; any
+//! other path is 404 and any other method 405. HTTP/1.1 on hyper (already in the tree under
+//! tonic), one task per connection, stopped with the node.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::metrics::{CONTENT_TYPE, Metrics};
+use crate::node::NodeHandle;
+
+async fn answer(
+    req: Request<Incoming>,
+    metrics: Arc<Metrics>,
+    node: NodeHandle,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    let text = "text/plain; charset=utf-8";
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => match metrics.render(&node).await {
+            Ok(body) => reply(StatusCode::OK, CONTENT_TYPE, body),
+            Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, text, format!("{e}\n")),
+        },
+        (_, "/metrics") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            text,
+            "only GET is served\n".into(),
+        ),
+        (_, path) => reply(StatusCode::NOT_FOUND, text, format!("no page at {path}\n")),
+    })
+}
+
+/// Serves `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    node: NodeHandle,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection; retrying in 100 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, node) = (metrics.clone(), node.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, metrics.clone(), node.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}

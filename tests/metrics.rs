@@ -1,0 +1,166 @@
+//! `/metrics` on the HTTP listener of a node in a small network over real gRPC: served calls
+//! counted by service, method and status; routing table and store as they are; the text
+//! parses with the Prometheus project's OpenMetrics parser; other paths and methods refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{GrpcNode, loopback_listener, tools};
+use kademlia::node::NodeConfig;
+use kademlia::{Listeners, NodeId, pb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 request; returns the status code, the headers and the body.
+async fn http(addr: &str, method: &str, path: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("headers, then a body");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// The value of the sample whose line starts with `series` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_and_show_the_node_and_parse_with_the_reference_parser() {
+    let mut nodes: Vec<GrpcNode> = Vec::new();
+    let mut http_addrs = Vec::new();
+    for i in 0..3 {
+        let (client, addr) = loopback_listener().await;
+        let (http_listener, http_addr) = loopback_listener().await;
+        let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
+        cfg.remote_host = (i > 0).then(|| nodes[0].addr.clone());
+        cfg.bootstrap_backoff_max = Duration::from_millis(300);
+        let listeners = Listeners {
+            client,
+            peer: None,
+            http: Some(http_listener),
+        };
+        let node = GrpcNode::start(listeners, cfg).await;
+        node.handle.wait_joined().await;
+        nodes.push(node);
+        http_addrs.push(http_addr);
+    }
+    // Every node knows the other two.
+    for n in &nodes {
+        for _ in 0..100 {
+            if n.handle.info().await.unwrap().peers == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut dht = nodes[0].client().await;
+    for i in 0..5 {
+        let key = format!("key-{i}");
+        let value = b"v".to_vec();
+        dht.put(pb::PutRequest {
+            key: key.clone(),
+            value,
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap();
+        dht.get(pb::GetRequest { key }).await.unwrap();
+    }
+    let missing = dht
+        .get(pb::GetRequest {
+            key: "absent".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let (status, head, text) = http(&http_addrs[0], "GET", "/metrics").await;
+    assert_eq!(status, 200, "{head}\n{text}");
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    let call = |service: &str, method: &str, code: u8| {
+        format!(
+            "rpc_server_call_duration_seconds_count{{rpc_system=\"grpc\",rpc_service=\"{service}\",\
+             rpc_method=\"{method}\",rpc_grpc_status_code=\"{code}\"}}"
+        )
+    };
+    assert_eq!(
+        sample(&text, &call("kademlia.v1.Dht", "Put", 0)),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &call("kademlia.v1.Dht", "Get", 0)),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &call("kademlia.v1.Dht", "Get", 5)),
+        Some(1.0),
+        "{text}"
+    );
+    // The other nodes' lookups reached this one as peer calls; their STOREs reached them.
+    let peer_calls: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("rpc_server_call_duration_seconds_count{")
+                && l.contains("kademlia.v1.Kademlia")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(peer_calls > 0.0, "{text}");
+    let (_, _, other) = http(&http_addrs[1], "GET", "/metrics").await;
+    assert!(
+        sample(&other, &call("kademlia.v1.Kademlia", "Store", 0)).is_some_and(|n| n >= 5.0),
+        "{other}"
+    );
+    assert_eq!(
+        sample(&text, "kademlia_routing_contacts{state=\"live\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "kademlia_routing_contacts{state=\"stale\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "kademlia_store_records"), Some(5.0), "{text}");
+    let per_bucket: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("kademlia_routing_bucket_contacts{") && l.contains("state=\"live\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(per_bucket, 2.0, "{text}");
+
+    let families = tools::parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for name in [
+        "rpc_server_call_duration_seconds",
+        "kademlia_routing_contacts",
+        "kademlia_store_records",
+        "kademlia_peer_rpcs_refused",
+    ] {
+        assert!(
+            families.iter().any(|f| f == name),
+            "{name} not in {families:?}"
+        );
+    }
+
+    assert_eq!(http(&http_addrs[0], "GET", "/nothing-here").await.0, 404);
+    assert_eq!(http(&http_addrs[0], "POST", "/metrics").await.0, 405);
+    for n in nodes {
+        n.stop().await;
+    }
+}
