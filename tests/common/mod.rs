@@ -220,3 +220,49 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// One HTTP/1.1 request; returns the status code, the headers and the body.
+pub async fn http(addr: &str, method: &str, path: &str) -> (u16, String, String) {
+    try_http(addr, method, path)
+        .await
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+/// [`http`], with an error when nothing listens at `addr` yet.
+pub async fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(u16, String, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_string(&mut raw),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("headers, then a body");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        // Chunks: a hex size line, the data, CRLF; a size of 0 ends them.
+        let (mut rest, mut out) = (body, String::new());
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    Ok((status, head, body))
+}
