@@ -86,6 +86,18 @@ impl NodeProc {
     }
 }
 
+/// Sends SIGTERM to `child`.
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 /// Waits for `child` to exit after `signal`; fails the test if it is still running `within`.
 fn wait_exit(child: &mut Child, within: Duration, signal: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
@@ -276,14 +288,7 @@ fn unreachable_remote_host_is_logged_and_retried() {
 fn sigterm_stops_the_node_gracefully() {
     let mut node = start_node("");
     node.wait_healthy();
-    let pid = node.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&node.child);
     let status = wait_exit(&mut node.child, Duration::from_secs(5), "SIGTERM");
     assert!(status.success(), "exit status {status}");
     node.wait_log("SIGTERM received", Duration::from_secs(1));
@@ -295,14 +300,7 @@ fn sigterm_stops_the_node_gracefully() {
 fn json_logs_are_one_object_per_line() {
     let mut node = start_node_with("", &["--set", "log_format=json"]);
     node.wait_healthy();
-    let pid = node.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&node.child);
     wait_exit(&mut node.child, Duration::from_secs(5), "SIGTERM");
     // The process has exited: its stderr ends, and with it the reader thread.
     let lines: Vec<String> = node.stderr.iter().collect();

@@ -6,9 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{GrpcNode, http, loopback_listener, tools};
-use kademlia::node::NodeConfig;
-use kademlia::{Listeners, NodeId, pb};
+use common::{http, tools};
+use kademlia::pb;
 
 /// The value of the sample whose line starts with `series` (name and labels).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -19,24 +18,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_calls_and_show_the_node_and_parse_with_the_reference_parser() {
-    let mut nodes: Vec<GrpcNode> = Vec::new();
-    let mut http_addrs = Vec::new();
-    for i in 0..3 {
-        let (client, addr) = loopback_listener().await;
-        let (http_listener, http_addr) = loopback_listener().await;
-        let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
-        cfg.remote_host = (i > 0).then(|| nodes[0].addr.clone());
-        cfg.bootstrap_backoff_max = Duration::from_millis(300);
-        let listeners = Listeners {
-            client,
-            peer: None,
-            http: Some(http_listener),
-        };
-        let node = GrpcNode::start(listeners, cfg).await;
-        node.handle.wait_joined().await;
-        nodes.push(node);
-        http_addrs.push(http_addr);
-    }
+    let (nodes, http_addrs) = common::network_with_http(3).await;
     // Every node knows the other two.
     for n in &nodes {
         for _ in 0..100 {

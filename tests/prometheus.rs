@@ -7,9 +7,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{GrpcNode, free_port, loopback_listener, try_http};
-use kademlia::node::NodeConfig;
-use kademlia::{Listeners, NodeId, pb};
+use common::{free_port, try_http};
+use kademlia::pb;
 
 /// The Prometheus process, killed on drop.
 struct Prometheus(Child);
@@ -52,24 +51,7 @@ async fn until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_every_node_and_sees_peer_calls_on_each() {
-    let mut nodes: Vec<GrpcNode> = Vec::new();
-    let mut targets = Vec::new();
-    for i in 0..3 {
-        let (client, addr) = loopback_listener().await;
-        let (http_listener, http_addr) = loopback_listener().await;
-        let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
-        cfg.remote_host = (i > 0).then(|| nodes[0].addr.clone());
-        cfg.bootstrap_backoff_max = Duration::from_millis(300);
-        let listeners = Listeners {
-            client,
-            peer: None,
-            http: Some(http_listener),
-        };
-        let node = GrpcNode::start(listeners, cfg).await;
-        node.handle.wait_joined().await;
-        nodes.push(node);
-        targets.push(http_addr);
-    }
+    let (nodes, targets) = common::network_with_http(3).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     let quoted: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();

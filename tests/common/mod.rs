@@ -203,6 +203,30 @@ impl GrpcNode {
     }
 }
 
+/// `n` nodes on loopback, each with an HTTP listener (`/metrics`), node 0 creating the
+/// network and the others joining through it; returns them with their HTTP addresses.
+pub async fn network_with_http(n: usize) -> (Vec<GrpcNode>, Vec<String>) {
+    let mut nodes: Vec<GrpcNode> = Vec::new();
+    let mut http_addrs = Vec::new();
+    for i in 0..n {
+        let (client, addr) = loopback_listener().await;
+        let (http_listener, http_addr) = loopback_listener().await;
+        let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
+        cfg.remote_host = (i > 0).then(|| nodes[0].addr.clone());
+        cfg.bootstrap_backoff_max = Duration::from_millis(300);
+        let listeners = kademlia::Listeners {
+            client,
+            peer: None,
+            http: Some(http_listener),
+        };
+        let node = GrpcNode::start(listeners, cfg).await;
+        node.handle.wait_joined().await;
+        nodes.push(node);
+        http_addrs.push(http_addr);
+    }
+    (nodes, http_addrs)
+}
+
 /// Binds a listener on 127.0.0.1 with an OS-chosen port; returns it with its address.
 pub async fn loopback_listener() -> (tokio::net::TcpListener, String) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
