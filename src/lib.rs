@@ -94,7 +94,7 @@ pub async fn run_with(
         request_timeout,
         peer_rate_limit,
         peer_tls,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics: handle.metrics(),
     };
     let result = net::grpc::serve(listeners, handle, inbound, options, shutdown).await;
     let _ = stop_tx.send(());

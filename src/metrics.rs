@@ -8,6 +8,8 @@
 //! - `rpc_server_call_duration_seconds`: every gRPC call this node served, peer and client,
 //!   by service, method and status code (its `_count` counts the calls, so calls shed with
 //!   RESOURCE_EXHAUSTED, code 8, show there too), recorded by [`MetricsLayer`];
+//! - `kademlia_lookup_rounds` and `kademlia_lookup_queries`: every lookup this node ran
+//!   (for its clients and its own maintenance), by `kind` and `outcome`, recorded by the driver;
 //! - `kademlia_routing_contacts{state}` and `kademlia_routing_bucket_contacts{bucket,state}`:
 //!   live and stale contacts, in all and per non-empty k-bucket;
 //! - `kademlia_store_records`; `kademlia_operations` (lookups, writes and joins running);
@@ -16,8 +18,10 @@
 //!   `kademlia_peer_requests_dropped_total` (their sender had stopped waiting);
 //!   `kademlia_maintenance_lookups` and `kademlia_maintenance_jobs_queued`.
 //!
-//! The node's state is read when a scrape comes (one `info` and one routing-table call to the
-//! driver), so no hot path pays for it.
+//! The node's state is read when a scrape comes (`net::http` asks the driver for its info and
+//! routing table and hands them over as a [`NodeState`]), so no hot path pays for it. This
+//! module knows nothing of the node: the node owns a [`Metrics`] and records its lookups in
+//! it.
 //!
 //! Why a crate: `prometheus-client` is the Prometheus project's own Rust client; it encodes
 //! OpenMetrics (what Prometheus prefers to scrape), escapes labels and keeps histograms
@@ -38,8 +42,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tonic::server::NamedService;
 
-use crate::node::NodeHandle;
-
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -49,6 +51,15 @@ struct CallLabels {
     rpc_service: &'static str,
     rpc_method: String,
     rpc_grpc_status_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    /// `find_node`, `find_value` or `survey` (a FIND_VALUE visit of the k closest).
+    kind: &'static str,
+    /// `found` (a record), `converged` (the k closest answered) or `gave_up` (deadline or
+    /// query cap).
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +91,8 @@ impl Mirrored {
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Histogram, fn() -> Histogram>,
+    lookup_rounds: Family<LookupLabels, Histogram, fn() -> Histogram>,
+    lookup_queries: Family<LookupLabels, Histogram, fn() -> Histogram>,
     contacts: Family<StateLabels, Gauge>,
     bucket_contacts: Family<BucketLabels, Gauge>,
     records: Gauge,
@@ -96,6 +109,16 @@ pub struct Metrics {
 /// microseconds, a put on a slow network seconds.
 fn call_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Rounds of a lookup: 1 to 10 (a network of n nodes needs about log2(n) / 5, section 2.3).
+fn rounds_histogram() -> Histogram {
+    Histogram::new((1..=10).map(f64::from))
+}
+
+/// RPCs of a lookup: 1 to 512, doubling (`lookup_max_queries` caps them, 200 by default).
+fn queries_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 10))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +138,8 @@ impl Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
             calls: Family::new_with_constructor(call_histogram),
+            lookup_rounds: Family::new_with_constructor(rounds_histogram),
+            lookup_queries: Family::new_with_constructor(queries_histogram),
             contacts: Family::default(),
             bucket_contacts: Family::default(),
             records: Gauge::default(),
@@ -131,6 +156,16 @@ impl Metrics {
             "rpc_server_call_duration_seconds",
             "gRPC calls served, by service, method and status code, and how long they took",
             m.calls.clone(),
+        );
+        r.register(
+            "kademlia_lookup_rounds",
+            "Rounds of the lookups this node ran (the hop of the farthest peer queried)",
+            m.lookup_rounds.clone(),
+        );
+        r.register(
+            "kademlia_lookup_queries",
+            "Peers the lookups this node ran queried",
+            m.lookup_queries.clone(),
         );
         r.register(
             "kademlia_routing_contacts",
@@ -181,6 +216,35 @@ impl Metrics {
         m
     }
 
+    /// Records one finished lookup.
+    pub fn observe_lookup(
+        &self,
+        mode: crate::kad::lookup::Mode,
+        outcome: &crate::kad::lookup::Outcome,
+    ) {
+        use crate::kad::lookup::Mode;
+        let labels = LookupLabels {
+            kind: match mode {
+                Mode::FindNode => "find_node",
+                Mode::FindValue => "find_value",
+                Mode::Survey => "survey",
+            },
+            outcome: if outcome.found.is_some() {
+                "found"
+            } else if outcome.gave_up {
+                "gave_up"
+            } else {
+                "converged"
+            },
+        };
+        self.lookup_rounds
+            .get_or_create(&labels)
+            .observe(f64::from(outcome.rounds));
+        self.lookup_queries
+            .get_or_create(&labels)
+            .observe(f64::from(outcome.queried));
+    }
+
     /// Records one served call.
     fn observe_call(&self, service: &'static str, method: &str, code: &str, seconds: f64) {
         let labels = CallLabels {
@@ -192,45 +256,56 @@ impl Metrics {
         self.calls.get_or_create(&labels).observe(seconds);
     }
 
-    /// Reads the node's state into the gauges, then encodes every metric.
-    pub async fn render(&self, node: &NodeHandle) -> Result<String, crate::DhtError> {
-        let info = node.info().await?;
-        let buckets = node.routes().await?;
+    /// Sets the gauges to `state`, then encodes every metric.
+    pub fn render(&self, state: &NodeState) -> String {
         self.contacts
             .get_or_create(&StateLabels { state: "live" })
-            .set(info.peers as i64);
+            .set(state.live as i64);
         self.contacts
             .get_or_create(&StateLabels { state: "stale" })
-            .set(info.stale_peers as i64);
+            .set(state.stale as i64);
         self.bucket_contacts.clear();
-        for b in &buckets {
-            let stale = b
-                .contacts
-                .iter()
-                .filter(|e| e.failures >= crate::kad::routing::MAX_FAILURES)
-                .count();
-            for (state, n) in [("live", b.contacts.len() - stale), ("stale", stale)] {
+        for &(index, live, stale) in &state.buckets {
+            for (label, n) in [("live", live), ("stale", stale)] {
                 let labels = BucketLabels {
-                    bucket: b.index.to_string(),
-                    state,
+                    bucket: index.to_string(),
+                    state: label,
                 };
                 self.bucket_contacts.get_or_create(&labels).set(n as i64);
             }
         }
-        self.records.set(info.records as i64);
-        let load = info.load;
-        self.operations.set(load.operations as i64);
-        self.rpcs_in_flight.set(load.rpcs.in_flight as i64);
-        self.rpcs_queued.set(load.rpcs.queued as i64);
-        self.rpcs_refused.follow(load.rpcs.refused);
-        self.requests_dropped.follow(load.rpcs.shed);
-        self.maintenance_lookups.set(load.jobs.running as i64);
-        self.maintenance_queued.set(load.jobs.queued as i64);
+        self.records.set(state.records as i64);
+        self.operations.set(state.operations as i64);
+        self.rpcs_in_flight.set(state.rpcs_in_flight as i64);
+        self.rpcs_queued.set(state.rpcs_queued as i64);
+        self.rpcs_refused.follow(state.rpcs_refused);
+        self.requests_dropped.follow(state.requests_dropped);
+        self.maintenance_lookups
+            .set(state.maintenance_running as i64);
+        self.maintenance_queued.set(state.maintenance_queued as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        Ok(out)
+        out
     }
+}
+
+/// What a scrape reads of the node (`net::http` fills it from the driver).
+#[derive(Clone, Debug, Default)]
+pub struct NodeState {
+    pub live: usize,
+    pub stale: usize,
+    /// `(bucket index, live contacts, stale contacts)` of every non-empty bucket.
+    pub buckets: Vec<(usize, usize, usize)>,
+    pub records: usize,
+    pub operations: usize,
+    pub rpcs_in_flight: usize,
+    pub rpcs_queued: usize,
+    /// Running totals, kept by the driver.
+    pub rpcs_refused: u64,
+    pub requests_dropped: u64,
+    pub maintenance_running: usize,
+    pub maintenance_queued: usize,
 }
 
 /// A tower layer that records every call of the service it wraps in

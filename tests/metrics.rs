@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{http, tools};
 use kademlia::pb;
 
@@ -21,12 +19,7 @@ async fn metrics_count_calls_and_show_the_node_and_parse_with_the_reference_pars
     let (nodes, http_addrs) = common::network_with_http(3).await;
     // Every node knows the other two.
     for n in &nodes {
-        for _ in 0..100 {
-            if n.handle.info().await.unwrap().peers == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert_eq!(common::peers_once(&n.handle, 2).await, 2);
     }
     let mut dht = nodes[0].client().await;
     for i in 0..5 {
@@ -111,12 +104,48 @@ async fn metrics_count_calls_and_show_the_node_and_parse_with_the_reference_pars
         .sum();
     assert_eq!(per_bucket, 2.0, "{text}");
 
+    // Lookups: the puts' surveys and the gets' FIND_VALUEs went one round at least, and
+    // queried a peer each.
+    let lookups = |name: &str, kind: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}_count{{kind=\"{kind}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        lookups("kademlia_lookup_rounds", "find_value") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        lookups("kademlia_lookup_queries", "find_node")
+            + lookups("kademlia_lookup_queries", "survey")
+            >= 5.0,
+        "{text}"
+    );
+    // The gets' lookups (read_quorum 2: each asks a peer for a second copy) went a round each.
+    let of_gets = |part: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "kademlia_lookup_rounds_{part}{{kind=\"find_value\""
+                ))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        of_gets("count") >= 5.0 && of_gets("sum") >= of_gets("count"),
+        "{text}"
+    );
+
     let families = tools::parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for name in [
         "rpc_server_call_duration_seconds",
         "kademlia_routing_contacts",
         "kademlia_store_records",
         "kademlia_peer_rpcs_refused",
+        "kademlia_lookup_rounds",
+        "kademlia_lookup_queries",
     ] {
         assert!(
             families.iter().any(|f| f == name),

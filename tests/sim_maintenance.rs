@@ -352,7 +352,7 @@ async fn a_node_advertising_a_dns_name_recognises_itself_behind_the_service_name
             .expect("joined");
     }
     for n in &sim.nodes {
-        let peers = n.handle.info().await.unwrap().peers;
+        let peers = common::peers_once(&n.handle, 3).await;
         assert_eq!(peers, 3, "{} knows {peers} peers", n.addr);
     }
     sim.shutdown().await;

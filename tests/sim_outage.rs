@@ -34,16 +34,9 @@ async fn a_node_cut_off_keeps_its_contacts_and_acknowledges_nothing_it_cannot_re
         })
         .expect("60 nodes, 20 replicas");
     let node = sim.nodes[x].handle.clone();
-    // A sender is learned once it proved its address, a PING after it is first heard: under
-    // load that can come after the build returns, so wait for x's table to fill.
-    let mut before = node.info().await.unwrap();
-    for _ in 0..100 {
-        if before.peers >= 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        before = node.info().await.unwrap();
-    }
+    // Under load x's table may fill a little after the build returns (`peers_once`).
+    common::peers_once(&node, 20).await;
+    let before = node.info().await.unwrap();
     assert!(before.peers >= 20, "{before:?}");
 
     // x's network goes down: nothing it sends arrives, nothing reaches it.

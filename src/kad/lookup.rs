@@ -100,6 +100,9 @@ pub struct Outcome {
     pub cache_at: Option<Contact>,
     /// RPCs sent.
     pub queried: u32,
+    /// Rounds the lookup went: the highest hop of a peer it queried (1: only contacts from
+    /// its own routing table; 0: it queried nobody).
+    pub rounds: u32,
     /// The lookup reached its deadline before it converged: `closest` may miss closer nodes.
     pub gave_up: bool,
 }
@@ -404,7 +407,15 @@ impl Lookup {
         let cache_at = answered()
             .find(|p| p.state == State::Succeeded { had_record: false })
             .map(|p| p.contact.clone());
+        let rounds = self
+            .peers
+            .values()
+            .filter(|p| p.state != State::NotContacted)
+            .map(|p| p.hop)
+            .max()
+            .unwrap_or(0);
         Outcome {
+            rounds,
             target: self.target,
             closest,
             found: self.found,
@@ -845,6 +856,7 @@ mod tests {
             holders: vec![],
             cache_at: cache_at.map(contact),
             queried,
+            rounds: 1,
             gave_up: false,
         }
     }

@@ -323,6 +323,7 @@ mod tests {
                 .collect(),
             cache_at: None,
             queried: closest.len() as u32,
+            rounds: 1,
             gave_up: false,
         }
     }

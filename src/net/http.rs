@@ -15,8 +15,40 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::{CONTENT_TYPE, Metrics};
+use crate::metrics::{CONTENT_TYPE, Metrics, NodeState};
 use crate::node::NodeHandle;
+
+/// The node's state as the metrics show it.
+async fn state(node: &NodeHandle) -> Result<NodeState, crate::DhtError> {
+    let info = node.info().await?;
+    let buckets = node
+        .routes()
+        .await?
+        .iter()
+        .map(|b| {
+            let stale = b
+                .contacts
+                .iter()
+                .filter(|e| e.failures >= crate::kad::routing::MAX_FAILURES)
+                .count();
+            (b.index, b.contacts.len() - stale, stale)
+        })
+        .collect();
+    let load = info.load;
+    Ok(NodeState {
+        live: info.peers,
+        stale: info.stale_peers,
+        buckets,
+        records: info.records,
+        operations: load.operations,
+        rpcs_in_flight: load.rpcs.in_flight,
+        rpcs_queued: load.rpcs.queued,
+        rpcs_refused: load.rpcs.refused,
+        requests_dropped: load.rpcs.shed,
+        maintenance_running: load.jobs.running,
+        maintenance_queued: load.jobs.queued,
+    })
+}
 
 async fn answer(
     req: Request<Incoming>,
@@ -32,8 +64,8 @@ async fn answer(
     };
     let text = "text/plain; charset=utf-8";
     Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => match metrics.render(&node).await {
-            Ok(body) => reply(StatusCode::OK, CONTENT_TYPE, body),
+        (&Method::GET, "/metrics") => match state(&node).await {
+            Ok(s) => reply(StatusCode::OK, CONTENT_TYPE, metrics.render(&s)),
             Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, text, format!("{e}\n")),
         },
         (_, "/metrics") => reply(

@@ -38,6 +38,7 @@ type InboundReply = tokio::sync::oneshot::Sender<Result<Reply, Rejection>>;
 pub(crate) struct Parts {
     pub cfg: NodeConfig,
     pub transport: Arc<dyn Transport>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub commands: mpsc::Receiver<Command>,
     pub joined: watch::Sender<bool>,
@@ -70,6 +71,8 @@ pub(crate) struct Driver {
     pub core: Core,
     pub cfg: NodeConfig,
     pub transport: Arc<dyn Transport>,
+    /// Where finished lookups are counted (the node's registry, `crate::metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub ops: HashMap<u64, Op>,
     pub next_op: u64,
     pub events: mpsc::UnboundedSender<Event>,
@@ -115,6 +118,7 @@ impl Driver {
     pub fn new(
         cfg: NodeConfig,
         transport: Arc<dyn Transport>,
+        metrics: Arc<crate::metrics::Metrics>,
         joined: watch::Sender<bool>,
         tick: Duration,
     ) -> (Driver, mpsc::UnboundedReceiver<Event>) {
@@ -146,6 +150,7 @@ impl Driver {
             core,
             cfg,
             transport,
+            metrics,
             ops: HashMap::new(),
             next_op: 0,
             events: events_tx,
@@ -531,7 +536,10 @@ impl Driver {
                     let Some(Op::Lookup { lookup, then, .. }) = self.ops.remove(&id) else {
                         return;
                     };
-                    self.finished.push((lookup.finish(), then));
+                    let mode = lookup.mode();
+                    let outcome = lookup.finish();
+                    self.metrics.observe_lookup(mode, &outcome);
+                    self.finished.push((outcome, then));
                     return;
                 }
             }

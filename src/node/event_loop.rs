@@ -27,12 +27,13 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
     let Parts {
         cfg,
         transport,
+        metrics,
         mut inbound,
         mut commands,
         joined,
     } = parts;
     let tick = maintenance_tick(&cfg);
-    let (mut d, mut events_rx) = Driver::new(cfg, transport, joined, tick);
+    let (mut d, mut events_rx) = Driver::new(cfg, transport, metrics, joined, tick);
     info!(node = %d.core.id(), addr = %d.cfg.addr, network = %d.cfg.network_id, "node starting");
     d.start_join();
     d.settle();

@@ -272,6 +272,7 @@ pub struct NodeHandle {
     joined: watch::Receiver<bool>,
     id: NodeId,
     addr: String,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn stopped() -> DhtError {
@@ -279,6 +280,11 @@ fn stopped() -> DhtError {
 }
 
 impl NodeHandle {
+    /// The node's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
+    }
+
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -372,15 +378,18 @@ impl PendingNode {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (joined_tx, joined_rx) = watch::channel(false);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let handle = NodeHandle {
             commands: cmd_tx,
             joined: joined_rx,
             id: cfg.id,
             addr: cfg.addr.clone(),
+            metrics: metrics.clone(),
         };
         let parts = driver::Parts {
             cfg,
             transport,
+            metrics,
             inbound: inbound_rx,
             commands: cmd_rx,
             joined: joined_tx,

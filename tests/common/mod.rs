@@ -203,6 +203,20 @@ impl GrpcNode {
     }
 }
 
+/// How many live peers `node` knows once it knows `want` (or after 10 s, whatever it knows
+/// then). A sender is learned once it proved its address, a PING after it was first heard, so
+/// under load a table can fill a little after a node has joined.
+pub async fn peers_once(node: &NodeHandle, want: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let peers = node.info().await.expect("info").peers;
+        if peers >= want || tokio::time::Instant::now() >= deadline {
+            return peers;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `n` nodes on loopback, each with an HTTP listener (`/metrics`), node 0 creating the
 /// network and the others joining through it; returns them with their HTTP addresses.
 pub async fn network_with_http(n: usize) -> (Vec<GrpcNode>, Vec<String>) {
