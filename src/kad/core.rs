@@ -29,7 +29,7 @@ use std::time::{Instant, SystemTime};
 
 use super::Params;
 use super::diversity::ip_of;
-use super::id::NodeId;
+use super::id::{NodeId, bit_position};
 use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
 use super::routing::{InsertResult, RoutingTable};
 use super::store::{NEVER, Owner, PutOutcome, Record, RecordStore, unix_ms, unix_us};
@@ -433,28 +433,29 @@ impl Core {
         let Some(j) = me.bucket_index(&newcomer.id) else {
             return Vec::new();
         };
-        let others: Vec<Contact> = self
+        let others: Vec<NodeId> = self
             .routing
-            .buckets()
-            .iter()
-            .flat_map(|b| &b.entries)
-            .filter(|e| !e.is_stale() && e.contact.id != newcomer.id)
-            .map(|e| e.contact.clone())
+            .live()
+            .map(|c| c.id)
+            .filter(|id| *id != newcomer.id)
             .collect();
         // Bit b set: bucket b holds another live contact (it is nearer than this node to every
         // key that differs from this node's id in bit b).
         let mut occupied = [0u8; super::id::ID_BYTES];
-        for c in &others {
-            let b = me.bucket_index(&c.id).expect("a contact is not this node");
-            occupied[super::id::ID_BYTES - 1 - b / 8] |= 1 << (b % 8);
+        for id in &others {
+            let (byte, mask) =
+                bit_position(me.bucket_index(id).expect("a contact is not this node"));
+            occupied[byte] |= mask;
         }
-        let occupied_at =
-            |b: usize| occupied[super::id::ID_BYTES - 1 - b / 8] & (1 << (b % 8)) != 0;
+        let occupied_at = |b: usize| {
+            let (byte, mask) = bit_position(b);
+            occupied[byte] & mask != 0
+        };
         let k = self.params.k;
         let mut ranges = Vec::new();
         let nearer = others
             .iter()
-            .filter(|c| me.bucket_index(&c.id).is_some_and(|b| b < j))
+            .filter(|id| me.bucket_index(id).is_some_and(|b| b < j))
             .count();
         if nearer < k {
             ranges.push(me.prefix_range(j));
@@ -472,7 +473,7 @@ impl Core {
             let theirs = newcomer.id.distance(key);
             others
                 .iter()
-                .filter(|c| c.id.distance(key) < theirs)
+                .filter(|id| id.distance(key) < theirs)
                 .take(k)
                 .count()
                 < k

@@ -152,7 +152,7 @@ impl Distance {
 }
 
 /// The byte and the mask of bit `bit` (counting from the least significant) of an id.
-fn bit_position(bit: usize) -> (usize, u8) {
+pub(crate) fn bit_position(bit: usize) -> (usize, u8) {
     (ID_BYTES - 1 - bit / 8, 1 << (bit % 8))
 }
 

@@ -26,11 +26,7 @@ async fn state(node: &NodeHandle) -> Result<NodeState, crate::DhtError> {
         .await?
         .iter()
         .map(|b| {
-            let stale = b
-                .contacts
-                .iter()
-                .filter(|e| e.failures >= crate::kad::routing::MAX_FAILURES)
-                .count();
+            let stale = b.contacts.iter().filter(|e| e.is_stale()).count();
             (b.index, b.contacts.len() - stale, stale)
         })
         .collect();

@@ -227,6 +227,13 @@ pub struct RouteEntry {
     pub failures: u32,
 }
 
+impl RouteEntry {
+    /// Stale: kept, but unused until heard from again (as `kad::routing::Entry::is_stale`).
+    pub fn is_stale(&self) -> bool {
+        self.failures >= crate::kad::routing::MAX_FAILURES
+    }
+}
+
 /// A non-empty k-bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketDump {
