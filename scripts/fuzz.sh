@@ -18,6 +18,9 @@ fi
 # No sanitizer: the stable toolchain builds the instrumentation for libFuzzer, not ASan (the
 # code is safe Rust); debug assertions on, so overflows and broken invariants panic.
 FUZZ=(--sanitizer none --debug-assertions --target-dir target/fuzz)
+start=$SECONDS
+cargo fuzz build "${FUZZ[@]}"
+echo "fuzz: targets built in $((SECONDS - start)) s"
 for target in $(cargo fuzz list); do
   regressions="fuzz/regressions/$target"
   if compgen -G "$regressions/*" >/dev/null; then
