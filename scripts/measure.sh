@@ -5,6 +5,8 @@
 # DATA_DIR=DIR gives every node a data dir under DIR (records fsynced before each ack);
 # empty (the default) measures the memory-only store.
 # TLS=1 runs peers over mTLS on ports of their own (devnet --tls-dir; peer ports BASE+1000+i).
+# TRACES=1 exports every node's spans over OTLP/gRPC to the tests' receiver
+# (tests/support/otlp_receiver.py, from scripts/setup-tools.sh), to measure tracing's cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-100}
@@ -18,7 +20,7 @@ BIN=${MEASURE_BIN:-target/release/kademlia}
 # node), so that two builds are measured by the same client.
 BENCH=${BENCH_BIN:-$BIN}
 LOG=$(mktemp -d)
-cleanup() { kill "${DEVNET:-}" "${SOLO:-}" 2>/dev/null || true; wait 2>/dev/null || true; if [ -n "${KEEP_LOGS:-}" ]; then echo "logs in $LOG"; else rm -rf "$LOG"; fi; }
+cleanup() { kill "${DEVNET:-}" "${SOLO:-}" "${RECEIVER:-}" 2>/dev/null || true; wait 2>/dev/null || true; if [ -n "${KEEP_LOGS:-}" ]; then echo "logs in $LOG"; else rm -rf "$LOG"; fi; }
 trap cleanup EXIT
 
 DEVNET_DIR=(); SOLO_DIR=()
@@ -28,6 +30,13 @@ if [ -n "${TLS:-}" ]; then
   DEVNET_DIR+=(--tls-dir "$LOG/ca" --peer-base-port $((BASE + 1000)))
   SEED="127.0.0.1:$((BASE + 1000))"
   SOLO_TLS=(--peer-port $((BASE + 1000 + NODES)) --set "tls_ca_cert=$LOG/ca/ca.pem" --set "tls_ca_key=$LOG/ca/ca-key.pem")
+fi
+if [ -n "${TRACES:-}" ]; then
+  .tools/venv/bin/python3 tests/support/otlp_receiver.py "$LOG/spans.jsonl" >"$LOG/receiver.out" &
+  RECEIVER=$!
+  for _ in $(seq 1 100); do grep -q '^grpc ' "$LOG/receiver.out" && break; sleep 0.1; done
+  export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(awk '/^grpc/ {print $2}' "$LOG/receiver.out")"
+  export OTEL_EXPORTER_OTLP_PROTOCOL=grpc
 fi
 "$BIN" devnet --nodes "$NODES" --base-port "$BASE" "${DEVNET_DIR[@]}" >"$LOG/devnet.out" 2>"$LOG/devnet.err" &
 DEVNET=$!
@@ -49,3 +58,7 @@ D=$(rss "$DEVNET"); S=$(rss "$SOLO")
 echo "== memory =="
 echo "devnet process: ${D} KiB RSS for ${NODES} nodes = $((D / NODES)) KiB per node (shared runtime)"
 echo "separate node process: ${S} KiB RSS ($("$BIN" info -a "127.0.0.1:$SOLO_PORT" | awk '/peers|records/ {printf "%s %s ", $1, $2}'))"
+if [ -n "${TRACES:-}" ]; then
+  echo "== traces =="
+  echo "spans received so far: $(wc -l <"$LOG/spans.jsonl")"
+fi

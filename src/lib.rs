@@ -6,7 +6,7 @@
 //!   ([`net::memory`]) implementations, and address selection.
 //! - [`node`]: the driver that owns a core, performs its effects and runs maintenance.
 //! - [`storage`]: the data dir (records, identity, contacts in redb) for `data_dir`.
-//! - [`config`]: typed, layered settings; [`telemetry`]: logging; [`metrics`]: the metrics
+//! - [`config`]: typed, layered settings; [`telemetry`]: logging and OTLP traces; [`metrics`]: the metrics
 //!   registry (served by [`net::http`]); [`error`]: error types and their gRPC statuses.
 //! - [`cli`]: the `kademlia` binary's subcommands (node, client calls, shell, devnet, bench).
 //!

@@ -222,20 +222,9 @@ impl Metrics {
         mode: crate::kad::lookup::Mode,
         outcome: &crate::kad::lookup::Outcome,
     ) {
-        use crate::kad::lookup::Mode;
         let labels = LookupLabels {
-            kind: match mode {
-                Mode::FindNode => "find_node",
-                Mode::FindValue => "find_value",
-                Mode::Survey => "survey",
-            },
-            outcome: if outcome.found.is_some() {
-                "found"
-            } else if outcome.gave_up {
-                "gave_up"
-            } else {
-                "converged"
-            },
+            kind: mode.label(),
+            outcome: outcome.label(),
         };
         self.lookup_rounds
             .get_or_create(&labels)
@@ -308,6 +297,21 @@ pub struct NodeState {
     pub maintenance_queued: usize,
 }
 
+/// The method of a gRPC request's path: "/kademlia.v1.Kademlia/Ping" -> "Ping".
+pub(crate) fn grpc_method(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or_default()
+}
+
+/// The status code of a served unary call, from its response's headers: a call that failed
+/// answers with its status there ("trailers-only"); one that succeeded sends status 0 in its
+/// trailers.
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> &str {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0")
+}
+
 /// A tower layer that records every call of the service it wraps in
 /// `rpc_server_call_duration_seconds`. Put it outermost, so that calls refused by the
 /// admission layers are counted with their status.
@@ -359,27 +363,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // "/kademlia.v1.Kademlia/Ping" -> "Ping".
-        let method = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let method = grpc_method(req.uri().path()).to_string();
         let started = Instant::now();
         let fut = self.inner.call(req);
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let response = fut.await;
             if let Ok(r) = &response {
-                // A unary call that failed answers with its status in the headers
-                // ("trailers-only"); one that succeeded sends status 0 in its trailers.
-                let code = r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0");
+                let code = grpc_status(r.headers());
                 metrics.observe_call(S::NAME, &method, code, started.elapsed().as_secs_f64());
             }
             response

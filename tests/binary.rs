@@ -4,28 +4,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::free_port;
+use common::process::{BIN, NodeProc, cli, sigterm, start_node_env, wait_exit};
 use common::tools::grpcurl;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kademlia");
-
-/// A node process, killed on drop.
-struct NodeProc {
-    child: Child,
-    addr: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start_node(remote: &str) -> NodeProc {
     start_node_with(remote, &[])
@@ -33,92 +18,7 @@ fn start_node(remote: &str) -> NodeProc {
 
 /// A node on a free client port, with more flags.
 fn start_node_with(remote: &str, flags: &[&str]) -> NodeProc {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["node", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(flags)
-        .env("P2P_REMOTE_HOST", remote)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kademlia node");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    NodeProc {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-        stderr: rx,
-    }
-}
-
-impl NodeProc {
-    /// Waits for a log line containing `needle`.
-    fn wait_log(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no log line containing {needle:?} within {timeout:?}");
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if cli(&["health", "-a", &self.addr]).status.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("node at {} never became healthy", self.addr);
-    }
-}
-
-/// Sends SIGTERM to `child`.
-fn sigterm(child: &Child) {
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
-/// Waits for `child` to exit after `signal`; fails the test if it is still running `within`.
-fn wait_exit(child: &mut Child, within: Duration, signal: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running {within:?} after {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("KADEMLIA_ADDR")
-        .output()
-        .expect("run kademlia")
+    start_node_env(remote, flags, &[])
 }
 
 fn stdout(o: &Output) -> String {

@@ -166,7 +166,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     let settings = Settings::load(None, &overrides)?;
     let format = crate::telemetry::LogFormat::parse(&settings.log_format).expect("validated");
-    crate::telemetry::init(&settings.log, format);
+    let telemetry = crate::telemetry::init_node(&settings.log, format)?;
     let started = Instant::now();
     let net = Devnet::start(
         args.nodes,
@@ -190,6 +190,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     );
     super::node::shutdown_signal().await;
     net.stop().await;
+    telemetry.shutdown().await;
     println!("devnet stopped");
     Ok(())
 }

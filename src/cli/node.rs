@@ -93,7 +93,10 @@ pub async fn shutdown_signal() {
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), &args.overrides())?;
     let format = crate::telemetry::LogFormat::parse(&settings.log_format).expect("validated");
-    crate::telemetry::init(&settings.log, format);
+    let telemetry = crate::telemetry::init_node(&settings.log, format)?;
+    if telemetry.exporting() {
+        info!("exporting traces over OTLP (OTEL_* variables)");
+    }
     let peer_port = (settings.peer_port != 0).then_some(settings.peer_port);
     let http_port = (settings.http_port != 0).then_some(settings.http_port);
     let listeners =
@@ -108,7 +111,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(dir) = &cfg.data_dir {
         info!(path = %dir.path().display(), node = %cfg.id, contacts = dir.saved_contacts().len(), "data dir open");
     }
-    crate::run(listeners, cfg, shutdown_signal(), |_| {}).await?;
+    let result = crate::run(listeners, cfg, shutdown_signal(), |_| {}).await;
+    telemetry.shutdown().await;
+    result?;
     info!("bye");
     Ok(())
 }

@@ -47,6 +47,17 @@ pub enum Mode {
     Survey,
 }
 
+impl Mode {
+    /// `find_node`, `find_value` or `survey` (metrics' and spans' name for it).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Mode::FindNode => "find_node",
+            Mode::FindValue => "find_value",
+            Mode::Survey => "survey",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     NotContacted,
@@ -224,6 +235,12 @@ impl Lookup {
 
     pub fn target(&self) -> NodeId {
         self.target
+    }
+
+    /// The round in which contact `id` was learned (1: from this node's routing table), if
+    /// the lookup knows it.
+    pub fn round_of(&self, id: &NodeId) -> Option<u32> {
+        self.peers.get(&self.target.distance(id)).map(|p| p.hop)
     }
 
     pub fn mode(&self) -> Mode {
@@ -438,6 +455,18 @@ pub fn replica_set(found: &[Contact], key: &NodeId, me: &Contact, k: usize) -> V
 }
 
 impl Outcome {
+    /// How it ended: `found` (a record), `gave_up` (deadline or query cap) or `converged`
+    /// (the k closest answered).
+    pub fn label(&self) -> &'static str {
+        if self.found.is_some() {
+            "found"
+        } else if self.gave_up {
+            "gave_up"
+        } else {
+            "converged"
+        }
+    }
+
     /// The lookup queried contacts and none of them answered. When some contact did answer
     /// this node before (`RoutingTable::any_answered`), the node is cut off, or every peer it
     /// knows is down: its answer says nothing about the network, so a write must not count
@@ -486,39 +515,50 @@ mod tests {
     const ALPHA: usize = 3;
 
     /// A static network where every node has seen every other node (buckets keep the first
-    /// `bucket_k`).
-    fn network(
-        n: usize,
-        seed: u64,
+    /// `bucket_k`). A node's table is built when it is first asked for: a lookup queries a
+    /// few dozen nodes, and building all n tables would cost n² inserts.
+    struct Tables {
+        ids: Vec<NodeId>,
         bucket_k: usize,
-    ) -> (Vec<NodeId>, HashMap<NodeId, RoutingTable>) {
-        let now = Instant::now();
+        built: std::cell::RefCell<HashMap<NodeId, RoutingTable>>,
+    }
+
+    impl Tables {
+        /// The `count` closest contacts to `target` in `node`'s table.
+        fn closest(&self, node: &NodeId, target: &NodeId, count: usize) -> Vec<Contact> {
+            let now = Instant::now();
+            let mut built = self.built.borrow_mut();
+            let table = built.entry(*node).or_insert_with(|| {
+                let mut t = RoutingTable::new(*node, self.bucket_k, now);
+                for other in &self.ids {
+                    let _ = t.insert(Contact::new(*other, other.to_hex()), now);
+                }
+                t
+            });
+            table.closest(target, count)
+        }
+    }
+
+    fn network(n: usize, seed: u64, bucket_k: usize) -> (Vec<NodeId>, Tables) {
         let mut rng = StdRng::seed_from_u64(seed);
         let ids: Vec<NodeId> = (0..n).map(|_| NodeId::random(&mut rng)).collect();
-        let mut tables = HashMap::new();
-        for me in &ids {
-            let mut t = RoutingTable::new(*me, bucket_k, now);
-            for other in &ids {
-                let _ = t.insert(Contact::new(*other, other.to_hex()), now);
-            }
-            tables.insert(*me, t);
-        }
+        let tables = Tables {
+            ids: ids.clone(),
+            bucket_k,
+            built: Default::default(),
+        };
         (ids, tables)
     }
 
     /// Answers the lookup's queries from the static tables; returns every id it was told of.
-    fn run(
-        lookup: &mut Lookup,
-        tables: &HashMap<NodeId, RoutingTable>,
-        dead: &[NodeId],
-    ) -> Vec<NodeId> {
+    fn run(lookup: &mut Lookup, tables: &Tables, dead: &[NodeId]) -> Vec<NodeId> {
         let now = Instant::now();
         let mut learned = Vec::new();
         loop {
             match lookup.poll(now) {
                 Poll::Query(c) if dead.contains(&c.id) => lookup.on_failure(&c.id),
                 Poll::Query(c) => {
-                    let closer = tables[&c.id].closest(&lookup.target(), K);
+                    let closer = tables.closest(&c.id, &lookup.target(), K);
                     learned.extend(closer.iter().map(|c| c.id));
                     lookup.on_success(&c.id, closer, None);
                 }
@@ -537,7 +577,7 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(seed ^ 0xabcdef);
             let origin = ids[0];
             let target = NodeId::random(&mut rng);
-            let seeds = tables[&origin].closest(&target, K);
+            let seeds = tables.closest(&origin, &target, K);
             let mut learned: Vec<NodeId> = seeds.iter().map(|c| c.id).collect();
             let mut l = Lookup::new(origin, target, seeds, K, ALPHA, Duration::from_secs(1), Mode::FindNode);
             learned.extend(run(&mut l, &tables, &[]));
@@ -561,7 +601,7 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(seed);
             let dead: Vec<NodeId> = ids[1..].iter().copied().filter(|_| rand::Rng::random_bool(&mut rng, 0.3)).collect();
             let target = NodeId::random(&mut rng);
-            let seeds = tables[&ids[0]].closest(&target, K);
+            let seeds = tables.closest(&ids[0], &target, K);
             let mut learned: Vec<NodeId> = seeds.iter().map(|c| c.id).collect();
             let mut l = Lookup::new(ids[0], target, seeds, K, ALPHA, Duration::from_secs(1), Mode::FindNode);
             learned.extend(run(&mut l, &tables, &dead));
@@ -907,7 +947,7 @@ mod tests {
         for _ in 0..20 {
             let me = ids[rng.random_range(0..ids.len())];
             let target = NodeId::random(&mut rng);
-            let seeds = tables[&me].closest(&target, K);
+            let seeds = tables.closest(&me, &target, K);
             let mut l = Lookup::new(
                 me,
                 target,
@@ -924,7 +964,7 @@ mod tests {
                 match l.poll(now) {
                     Poll::Query(c) => {
                         assert!(queried.insert(c.id), "{} queried twice", c.id);
-                        let closer = tables[&c.id].closest(&target, K);
+                        let closer = tables.closest(&c.id, &target, K);
                         l.on_success(&c.id, closer, None);
                     }
                     Poll::Wait(_) => panic!("synchronous replies never leave the lookup waiting"),

@@ -48,6 +48,19 @@ impl TransportError {
             _ => Some(false),
         }
     }
+
+    /// A short name for the kind of failure (on trace spans).
+    pub fn label(&self) -> &'static str {
+        match self {
+            TransportError::Unreachable(..) => "unreachable",
+            TransportError::Timeout(..) => "timeout",
+            TransportError::Rejected(..) => "rejected",
+            TransportError::Invalid(..) => "invalid",
+            TransportError::Resolve(..) => "unresolved",
+            TransportError::Overloaded(..) => "overloaded",
+            TransportError::NotSent(..) => "not_sent",
+        }
+    }
 }
 
 /// Sends peer requests.

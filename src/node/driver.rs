@@ -9,11 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::flow::{Admit, Flow, Outgoing};
 use super::jobs::Jobs;
 use super::state::{AfterLookup, JoinState, Op, Purpose};
+use super::trace::{self, LookupTrace};
 use super::{Command, NodeConfig};
 use crate::kad::clock::HybridClock;
 use crate::kad::lookup::{Lookup, Mode, Outcome, Poll};
@@ -40,7 +41,7 @@ pub(crate) struct Parts {
     pub transport: Arc<dyn Transport>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub inbound: mpsc::Receiver<Inbound>,
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::Receiver<(Command, tracing::Span)>,
     pub joined: watch::Sender<bool>,
 }
 
@@ -108,8 +109,9 @@ pub(crate) struct Driver {
     pub commit_failed: Option<StoreError>,
     /// Keys of each replication group whose job is queued (see `replicate_due`).
     pub replication_groups: HashMap<NodeId, Vec<NodeId>>,
-    /// Lookups that finished, for the event loop to hand on (`event_loop::after_lookup`).
-    pub finished: Vec<(Outcome, AfterLookup)>,
+    /// Lookups that finished, for the event loop to hand on (`event_loop::after_lookup`), with
+    /// the span that started each.
+    pub finished: Vec<(Outcome, AfterLookup, tracing::Span)>,
 }
 
 impl Driver {
@@ -334,6 +336,8 @@ impl Driver {
             addr: addr.to_string(),
             to_id,
             body,
+            parent: tracing::Span::current(),
+            round: None,
         };
         match self.flow.offer(rpc) {
             Admit::Send(rpc) => self.transmit(rpc),
@@ -355,6 +359,14 @@ impl Driver {
     /// Sends an RPC that holds a flow-control slot. Every RPC is bounded by the RPC timeout
     /// here, whatever the transport does, so a slot always comes back.
     fn transmit(&self, rpc: Outgoing) {
+        let span = trace::rpc_span(
+            &rpc.parent,
+            &self.core.id(),
+            &rpc.body,
+            &rpc.addr,
+            rpc.to_id,
+            rpc.round,
+        );
         let env = Envelope {
             sender: self.core.me().clone(),
             network_id: self.cfg.network_id.clone(),
@@ -364,11 +376,13 @@ impl Driver {
         let timeout = self.cfg.params.rpc_timeout;
         let events = self.events.clone();
         let (op, purpose, to_id, addr) = (rpc.op, rpc.purpose, rpc.to_id, rpc.addr);
-        tokio::spawn(async move {
+        let traced = span.clone();
+        let rpc = async move {
             let result = match tokio::time::timeout(timeout, fut).await {
                 Ok(result) => result,
                 Err(_) => Err(TransportError::Timeout(addr.clone())),
             };
+            trace::rpc_done(&traced, &result);
             let _ = events.send(Event::Rpc(Box::new(RpcDone {
                 op,
                 purpose,
@@ -377,7 +391,8 @@ impl Driver {
                 result,
                 sent: true,
             })));
-        });
+        };
+        tokio::spawn(rpc.instrument(span));
     }
 
     /// A slot came back: send what waits in the outbox, then resume parked lookups.
@@ -480,6 +495,7 @@ impl Driver {
         .with_query_cap(self.cfg.lookup_max_queries)
         .with_disjoint_paths(self.cfg.lookup_disjoint_paths)
         .wanting(wanted);
+        let trace = LookupTrace::start(self.core.id(), target, mode);
         let id = self.next_op;
         self.next_op += 1;
         self.ops.insert(
@@ -488,6 +504,7 @@ impl Driver {
                 lookup: Box::new(lookup),
                 then,
                 wait_until: None,
+                trace,
             },
         );
         self.advance(id);
@@ -499,7 +516,10 @@ impl Driver {
         loop {
             let may_send = self.flow.lookup_may_send();
             let Some(Op::Lookup {
-                lookup, wait_until, ..
+                lookup,
+                wait_until,
+                trace,
+                ..
             }) = self.ops.get_mut(&id)
             else {
                 return;
@@ -519,6 +539,8 @@ impl Driver {
                             key: lookup.target(),
                         },
                     };
+                    let round = lookup.round_of(&contact.id).unwrap_or(1);
+                    let parent = trace.query(round);
                     self.flow.take_slot();
                     self.transmit(Outgoing {
                         op: Some(id),
@@ -526,6 +548,8 @@ impl Driver {
                         addr: contact.addr,
                         to_id: Some(contact.id),
                         body,
+                        parent,
+                        round: Some(round),
                     });
                 }
                 Poll::Wait(t) => {
@@ -533,13 +557,20 @@ impl Driver {
                     return;
                 }
                 Poll::Done => {
-                    let Some(Op::Lookup { lookup, then, .. }) = self.ops.remove(&id) else {
+                    let Some(Op::Lookup {
+                        lookup,
+                        then,
+                        trace,
+                        ..
+                    }) = self.ops.remove(&id)
+                    else {
                         return;
                     };
                     let mode = lookup.mode();
                     let outcome = lookup.finish();
                     self.metrics.observe_lookup(mode, &outcome);
-                    self.finished.push((outcome, then));
+                    let started_by = trace.finish(&outcome);
+                    self.finished.push((outcome, then, started_by));
                     return;
                 }
             }

@@ -64,7 +64,8 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
                     }
                 }
             }
-            Some(cmd) = commands.recv() => d.on_command(cmd),
+            // A client call's span is current while its command is handled (`super::trace`).
+            Some((cmd, span)) = commands.recv() => span.in_scope(|| d.on_command(cmd)),
             _ = ticker.tick() => d.maintenance(),
             _ = sleep => d.on_wake(),
         }
@@ -150,8 +151,8 @@ impl Driver {
     /// finish more).
     fn settle(&mut self) {
         while !self.finished.is_empty() {
-            for (outcome, then) in std::mem::take(&mut self.finished) {
-                self.after_lookup(outcome, then);
+            for (outcome, then, started_by) in std::mem::take(&mut self.finished) {
+                started_by.in_scope(|| self.after_lookup(outcome, then));
             }
         }
     }
@@ -185,9 +186,12 @@ impl Driver {
         match done.purpose {
             Purpose::Lookup => {
                 let Some(op) = done.op else { return };
-                let Some(Op::Lookup { lookup, .. }) = self.ops.get_mut(&op) else {
+                let Some(Op::Lookup { lookup, trace, .. }) = self.ops.get_mut(&op) else {
                     return;
                 };
+                if let Some(round) = done.to_id.and_then(|id| lookup.round_of(&id)) {
+                    trace.answered(round);
+                }
                 match (&done.result, done.to_id) {
                     (Ok(reply), Some(id)) => {
                         let (closer, record) = match &reply.body {

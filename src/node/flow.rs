@@ -39,6 +39,9 @@ pub(crate) struct Outgoing {
     pub addr: String,
     pub to_id: Option<NodeId>,
     pub body: Request,
+    /// The span it is sent under (`super::trace`), and its lookup round, if a lookup's.
+    pub parent: tracing::Span,
+    pub round: Option<u32>,
 }
 
 /// What [`Flow::offer`] decided.
@@ -158,6 +161,8 @@ mod tests {
             addr: format!("n{n}:1"),
             to_id: None,
             body: Request::Ping,
+            parent: tracing::Span::none(),
+            round: None,
         }
     }
 

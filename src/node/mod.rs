@@ -24,6 +24,7 @@ mod ops;
 mod persist;
 mod repair;
 mod state;
+mod trace;
 
 pub use flow::{FlowStats, MAX_OPERATIONS, MAX_RPCS_IN_FLIGHT, OUTBOX_CAPACITY};
 pub use jobs::{JOB_QUEUE_CAPACITY, JobStats, MAX_MAINTENANCE_LOOKUPS};
@@ -275,7 +276,8 @@ pub(crate) enum Command {
 /// A cloneable handle to a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
-    commands: mpsc::Sender<Command>,
+    /// Commands, each with the span of the call that sent it (`trace`).
+    commands: mpsc::Sender<(Command, tracing::Span)>,
     joined: watch::Receiver<bool>,
     id: NodeId,
     addr: String,
@@ -318,7 +320,8 @@ impl NodeHandle {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DhtError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| stopped())?;
+        let command = (make(tx), tracing::Span::current());
+        self.commands.send(command).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -352,7 +355,7 @@ impl NodeHandle {
     pub async fn info(&self) -> Result<NodeInfo, DhtError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Info { reply: tx })
+            .send((Command::Info { reply: tx }, tracing::Span::none()))
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())
@@ -361,7 +364,7 @@ impl NodeHandle {
     pub async fn routes(&self) -> Result<Vec<BucketDump>, DhtError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Routes { reply: tx })
+            .send((Command::Routes { reply: tx }, tracing::Span::none()))
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())

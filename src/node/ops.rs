@@ -436,6 +436,9 @@ impl Driver {
             record: write.record().clone(),
             cached: false,
         };
+        // The STOREs' spans are this write's children (`super::trace`).
+        let span = super::trace::write_span(replicas.len(), self.cfg.quorum);
+        let _in_write = span.enter();
         for holder in &also {
             self.send(None, Purpose::Oneway, holder, store.clone());
         }

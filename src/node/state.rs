@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::trace::LookupTrace;
 use super::{GetResult, Located, WriteResult};
 use crate::error::DhtError;
 use crate::kad::lookup::Lookup;
@@ -61,6 +62,7 @@ pub(crate) enum Op {
         lookup: Box<Lookup>,
         then: AfterLookup,
         wait_until: Option<Instant>,
+        trace: LookupTrace,
     },
     /// A put's or delete's STOREs (see [`crate::kad::write`]).
     Write {

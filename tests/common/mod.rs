@@ -2,6 +2,7 @@
 //! real gRPC nodes on loopback.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod tools;
 
 use std::sync::Arc;

@@ -118,6 +118,14 @@ impl GrpcTransport {
     }
 }
 
+/// A request carrying the trace context of the span it is sent in (the driver's span for
+/// this RPC; see `crate::telemetry::propagation`).
+fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    crate::telemetry::propagation::inject(&tracing::Span::current(), request.metadata_mut());
+    request
+}
+
 /// The transport error a peer's gRPC status stands for (shared with the in-memory transport,
 /// so that both report a peer's refusals alike).
 pub(crate) fn status_error(addr: &str, s: tonic::Status) -> TransportError {
@@ -145,13 +153,15 @@ impl Transport for GrpcTransport {
                 .max_encoding_message_size(this.max_message_bytes);
             let call = async {
                 Ok::<_, tonic::Status>(match convert::request_to_pb(&env) {
-                    PbRequest::Ping(m) => PbReply::Ping(client.ping(m).await?.into_inner()),
-                    PbRequest::Store(m) => PbReply::Store(client.store(m).await?.into_inner()),
+                    PbRequest::Ping(m) => PbReply::Ping(client.ping(traced(m)).await?.into_inner()),
+                    PbRequest::Store(m) => {
+                        PbReply::Store(client.store(traced(m)).await?.into_inner())
+                    }
                     PbRequest::FindNode(m) => {
-                        PbReply::FindNode(client.find_node(m).await?.into_inner())
+                        PbReply::FindNode(client.find_node(traced(m)).await?.into_inner())
                     }
                     PbRequest::FindValue(m) => {
-                        PbReply::FindValue(client.find_value(m).await?.into_inner())
+                        PbReply::FindValue(client.find_value(traced(m)).await?.into_inner())
                     }
                 })
             };

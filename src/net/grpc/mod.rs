@@ -8,6 +8,7 @@ pub mod dht_service;
 pub mod peer_service;
 pub mod rate;
 pub mod server;
+pub mod trace;
 
 /// Code generated from proto/kademlia/v1 by tonic-prost-build.
 #[allow(clippy::all, missing_docs)]

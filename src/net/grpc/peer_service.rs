@@ -44,6 +44,9 @@ impl PeerService {
         };
         let env = convert(req.into_inner())
             .inspect_err(|e| debug!(error = %e, "rejected malformed peer request"))?;
+        // The sender, on this call's span (`super::trace`).
+        tracing::Span::current()
+            .record("kademlia.peer.id", tracing::field::display(&env.sender.id));
         if let Some(id) = certified.filter(|id| *id != env.sender.id) {
             debug!(claimed = %env.sender.id, certified = %id, "refused a request for another node's id");
             return Err(Status::unauthenticated(format!(

@@ -33,6 +33,7 @@ use super::dht_service::DhtService;
 use super::pb;
 use super::peer_service::PeerService;
 use super::rate::RateLimitLayer;
+use super::trace::TraceLayer;
 use crate::metrics::MetricsLayer;
 use crate::net::Inbound;
 use crate::node::NodeHandle;
@@ -171,23 +172,28 @@ pub async fn serve(
 
     let max = options.max_message_bytes;
     let measured = MetricsLayer::new(options.metrics.clone());
+    let traced = TraceLayer::new(node.id());
     let peer = measured.layer(
-        RateLimitLayer::new(options.peer_rate_limit).layer(
-            AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
-                pb::kademlia_server::KademliaServer::new(PeerService::new(
-                    inbound,
-                    options.peer_tls.is_some(),
-                ))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+        traced.layer(
+            RateLimitLayer::new(options.peer_rate_limit).layer(
+                AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
+                    pb::kademlia_server::KademliaServer::new(PeerService::new(
+                        inbound,
+                        options.peer_tls.is_some(),
+                    ))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+                ),
             ),
         ),
     );
     let dht = measured.layer(
-        AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
-            pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+        traced.layer(
+            AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
+                pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            ),
         ),
     );
 
