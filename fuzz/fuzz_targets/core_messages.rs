@@ -16,9 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kademlia::kad::diversity::DiversityLimits;
 use kademlia::kad::lookup::{Lookup, Mode, Poll};
-use kademlia::kad::{
-    Contact, Core, MemoryStore, NodeId, Params, RecordStore, Response, StoreLimits,
-};
+use kademlia::kad::{Contact, Core, MemoryStore, NodeId, Params, Response, StoreLimits};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mod.rs"]
