@@ -17,7 +17,7 @@ COPY --chown=65532:65532 .docker/data/ /data/
 # Where Compose mounts the cluster CA's volume (a new volume takes this directory's owner).
 COPY --chown=65532:65532 .docker/ca/ /ca/
 USER 65532:65532
-EXPOSE 50051 50052
+EXPOSE 50051 50052 9464
 ENV KADEMLIA_HOST=0.0.0.0 KADEMLIA_PORT=50051
 # The binary checks its own health (grpc.health.v1 on KADEMLIA_PORT): no shell or tool needed.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/kademlia", "health"]

@@ -270,6 +270,14 @@ fn manifests_agree_with_the_binary() {
         };
         assert_eq!(container_port("grpc"), port);
         assert_eq!(container_port("peer"), peer_port);
+        // Prometheus finds /metrics on the HTTP port, through the pod's annotations.
+        let http_port = u64::from(settings.http_port);
+        assert_ne!(http_port, 0, "{overlay}: the HTTP listener is on");
+        assert_eq!(container_port("metrics"), http_port);
+        let annotations = &spec["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{overlay}");
+        assert_eq!(annotations["prometheus.io/port"], http_port.to_string());
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
         assert_eq!(
             c["readinessProbe"]["grpc"]["port"], port,
             "{overlay}: readiness probe port"

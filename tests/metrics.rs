@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{http, tools};
 use kademlia::pb;
 
@@ -158,4 +160,30 @@ async fn metrics_count_calls_and_show_the_node_and_parse_with_the_reference_pars
     for n in nodes {
         n.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_request_is_closed_and_others_are_served() {
+    use tokio::io::AsyncReadExt;
+    let (_nodes, http_addrs) = common::network_with_http(1).await;
+    let mut silent = tokio::net::TcpStream::connect(&http_addrs[0])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Served meanwhile.
+    let (status, _, _) = http(&http_addrs[0], "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        kademlia::net::http::HEADER_READ_TIMEOUT + Duration::from_secs(5),
+        silent.read_to_end(&mut buf),
+    )
+    .await
+    .expect("the node closes a connection that sends no request");
+    assert!(read.is_ok() || buf.is_empty(), "{read:?}");
+    assert!(
+        started.elapsed() >= kademlia::net::http::HEADER_READ_TIMEOUT - Duration::from_millis(500),
+        "closed after {:?}, before the timeout",
+        started.elapsed()
+    );
 }

@@ -1,7 +1,10 @@
 //! The node's HTTP listener (setting `http_port`), beside gRPC: `GET /metrics` answers the
 //! node's metrics in the OpenMetrics text format (`crate::metrics`), for Prometheus; any
 //! other path is 404 and any other method 405. HTTP/1.1 on hyper (already in the tree under
-//! tonic), one task per connection, stopped with the node.
+//! tonic), one task per connection, stopped with the node. A client that does not send its
+//! request headers within [`HEADER_READ_TIMEOUT`] is disconnected, and at most
+//! [`MAX_CONNECTIONS`] connections are served at once (more are closed at once): the listener
+//! is for a few scrapers, and idle or slow connections must not pile up.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +20,12 @@ use tokio::net::TcpListener;
 
 use crate::metrics::{CONTENT_TYPE, Metrics, NodeState};
 use crate::node::NodeHandle;
+
+/// How long a connection may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// HTTP connections served at once at most.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// The node's state as the metrics show it.
 async fn state(node: &NodeHandle) -> Result<NodeState, crate::DhtError> {
@@ -81,6 +90,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => return,
@@ -93,10 +103,17 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("HTTP connection refused: {MAX_CONNECTIONS} already open");
+            continue;
+        };
         let (metrics, node) = (metrics.clone(), node.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| answer(req, metrics.clone(), node.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
