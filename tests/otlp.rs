@@ -150,9 +150,9 @@ async fn client(addr: &str) -> pb::dht_client::DhtClient<tonic::transport::Chann
         .unwrap()
 }
 
-/// Checks that every peer call the node at `instance` sent in `spans` (client spans under
-/// `under`) that the peer served has its server span on another process, parented on it;
-/// returns how many did.
+/// Checks that each of `client_spans` (peer calls of `method` that one node sent) is a
+/// well-formed client span, and that every server span under it in `spans` is the peer's, on
+/// another process; returns how many server spans there were.
 fn check_hops(spans: &[Value], client_spans: &[&Value], method: &str) -> usize {
     let mut hops = 0;
     for sent in client_spans {
