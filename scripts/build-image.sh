@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE=${1:-kademlia:latest}
+# Run from a test (the p2p_setup walkthrough runs this script), the environment holds what
+# cargo-nextest sets for a test: OUT_DIR, CARGO_MANIFEST_DIR, CARGO_PKG_*... ring's build
+# script reruns when any of them changes, and the whole build after it: clear them.
+for var in $(compgen -e | grep -E '^(OUT_DIR|CARGO_(MANIFEST_|PKG_|CRATE_NAME|BIN_|PRIMARY_PACKAGE|TARGET_TMPDIR|RUSTC_CURRENT_DIR|CFG_|FEATURE_))'); do
+  unset "$var"
+done
 RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release --locked --quiet --target x86_64-unknown-linux-gnu
 # The classic builder (no BuildKit plugin needed); it stops at the requested stage.
