@@ -28,6 +28,15 @@ if [ ! -x "$PROMETHEUS" ]; then
   rm -rf "$download"
 fi
 "$PROMETHEUS" --version 2>&1 | head -1
+# Chromium's headless shell (Debian's package), which loads the node's page in tests/page.rs.
+# A browser needs its libraries, so it is installed, not unpacked (as root, as on CI).
+if ! command -v chromium-headless-shell >/dev/null; then
+  echo "installing Debian's chromium-headless-shell (for tests/page.rs)" >&2
+  apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null &&
+      apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null; }
+fi
+chromium-headless-shell --version
 if ! command -v kubectl >/dev/null; then
   echo "kubectl is missing: the deploy/ tests render manifests with 'kubectl kustomize'" >&2
   exit 1
