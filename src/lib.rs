@@ -20,6 +20,7 @@ pub mod kad;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod picture;
 pub mod storage;
 pub mod telemetry;
 

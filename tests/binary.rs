@@ -3,13 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::free_port;
-use common::process::{BIN, NodeProc, cli, sigterm, start_node_env, wait_exit};
+use common::process::{
+    BIN, Devnet, NodeProc, cli, free_port_range, sigterm, start_node_env, wait_exit,
+};
 use common::tools::grpcurl;
 
 fn start_node(remote: &str) -> NodeProc {
@@ -365,7 +367,7 @@ fn invalid_settings_are_refused_with_the_setting_named() {
 
 #[test]
 fn devnet_starts_serves_and_stops() {
-    let base = free_port_range();
+    let base = free_port_range(6);
     let info = devnet_round_trip(base, &[]);
     assert!(
         info.contains(&format!("address:  127.0.0.1:{}", base + 5)),
@@ -375,7 +377,7 @@ fn devnet_starts_serves_and_stops() {
 
 #[test]
 fn devnet_with_peer_mtls_starts_serves_and_stops() {
-    let base = free_port_range();
+    let base = free_port_range(6);
     let ca = tempfile::tempdir().unwrap();
     let info = devnet_round_trip(base, &["--tls-dir", ca.path().to_str().unwrap()]);
     // Peers are on base + 1000 + i; the CA was made in the dir.
@@ -386,55 +388,15 @@ fn devnet_with_peer_mtls_starts_serves_and_stops() {
     assert!(ca.path().join("ca.pem").exists() && ca.path().join("ca-key.pem").exists());
 }
 
-/// A base port below the kernel's ephemeral range with `base..base + 6` and
-/// `base + 1000..base + 1006` free right now (tests run side by side in other processes).
-fn free_port_range() -> u16 {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    loop {
-        let base = 20_000 + rng.random_range(0..700u16) * 16;
-        let free = (0..6u16)
-            .flat_map(|i| [base + i, base + 1000 + i])
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if free {
-            return base;
-        }
-    }
-}
-
 /// Starts a 6-node devnet with `extra` flags, puts through the first node and gets through
 /// the last, checks the last knows the other 5, stops it with ctrl-c; returns the last's info.
 fn devnet_round_trip(base: u16, extra: &[&str]) -> String {
-    let mut child = Command::new(BIN)
-        .args(["devnet", "--nodes", "6", "--base-port", &base.to_string()])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn devnet");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lines
-        .iter()
-        .any(|l: &String| l.starts_with("ready: 6 nodes"))
-    {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .expect("devnet did not get ready in 30 s");
-        lines.push(rx.recv_timeout(left).expect("devnet output"));
-    }
+    let mut net = Devnet::start(6, base, extra);
     assert_eq!(
-        lines.iter().filter(|l| l.starts_with("node ")).count(),
+        net.lines.iter().filter(|l| l.starts_with("node ")).count(),
         6,
-        "{lines:?}"
+        "{:?}",
+        net.lines
     );
     let first = format!("127.0.0.1:{base}");
     let last = format!("127.0.0.1:{}", base + 5);
@@ -442,14 +404,7 @@ fn devnet_round_trip(base: u16, extra: &[&str]) -> String {
     assert_eq!(stdout(&cli(&["get", "dev", "-a", &last])), "net\n");
     let info = stdout(&cli(&["info", "-a", &last]));
     assert!(info.contains("peers:    5"), "{info}");
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(&mut child, Duration::from_secs(10), "ctrl-c");
+    let status = net.interrupt();
     assert!(status.success(), "devnet exited with {status}");
     info
 }

@@ -233,6 +233,30 @@ pub async fn routes(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `routes --svg FILE`: the node's picture (`crate::picture`), as its page draws it.
+pub async fn picture(
+    addr: &str,
+    file: &std::path::Path,
+    highlight: Option<String>,
+) -> anyhow::Result<()> {
+    let r = connect(addr)
+        .await?
+        .picture(pb::PictureRequest {
+            highlight_key: highlight.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if file == std::path::Path::new("-") {
+        print!("{}", r.svg);
+    } else {
+        std::fs::write(file, &r.svg)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+        eprintln!("wrote {} ({} bytes)", file.display(), r.svg.len());
+    }
+    Ok(())
+}
+
 pub fn format_routes(r: &pb::RoutingTableResponse) -> String {
     let total: usize = r.buckets.iter().map(|b| b.contacts.len()).sum();
     let mut out = format!(

@@ -1,6 +1,7 @@
 //! `kademlia devnet`: N real gRPC nodes in one process on consecutive loopback ports.
 //! Node 0 creates the network; the others join through it, all started at once. With
-//! `--tls-dir`, peers talk mTLS on ports of their own (`--peer-base-port`).
+//! `--tls-dir`, peers talk mTLS on ports of their own (`--peer-base-port`). With
+//! `--http-base-port`, node i serves `/metrics` and its page on that port + i.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ pub struct DevnetArgs {
     /// With --tls-dir: node i's peer port is peer-base-port + i [default: base-port + 1000]
     #[arg(long)]
     pub peer_base_port: Option<u16>,
+    /// Node i serves its HTTP listener (`/metrics`, the page at `/`) on http-base-port + i
+    #[arg(long)]
+    pub http_base_port: Option<u16>,
     /// Any node setting, as name=value (repeatable), e.g. --set k=8
     #[arg(long = "set", value_parser = super::parse_kv)]
     pub set: Vec<(String, String)>,
@@ -46,12 +50,14 @@ pub struct Devnet {
 
 impl Devnet {
     /// Starts `n` nodes on `host:base_port..`; returns once all are listening. With
-    /// `peer_base_port`, node i serves peers on `peer_base_port + i` (its advertised address).
+    /// `peer_base_port`, node i serves peers on `peer_base_port + i` (its advertised address);
+    /// with `http_base_port`, HTTP on `http_base_port + i`.
     pub async fn start(
         n: u16,
         host: &str,
         base_port: u16,
         peer_base_port: Option<u16>,
+        http_base_port: Option<u16>,
         settings: &Settings,
     ) -> anyhow::Result<Devnet> {
         anyhow::ensure!(n >= 1, "--nodes must be at least 1");
@@ -64,6 +70,20 @@ impl Devnet {
                 p > last || p + (n - 1) < base_port,
                 "peer ports overlap the client ports"
             );
+        }
+        if let Some(p) = http_base_port {
+            let http_last = p.checked_add(n - 1).context("HTTP ports run past 65535")?;
+            let overlaps = |lo: u16, hi: u16| p <= hi && lo <= http_last;
+            anyhow::ensure!(
+                !overlaps(base_port, last),
+                "HTTP ports overlap the client ports"
+            );
+            if let Some(q) = peer_base_port {
+                anyhow::ensure!(
+                    !overlaps(q, q + (n - 1)),
+                    "HTTP ports overlap the peer ports"
+                );
+            }
         }
         let (stop, stop_rx) = watch::channel(false);
         let mut handles = Vec::new();
@@ -78,7 +98,8 @@ impl Devnet {
         );
         for port in base_port..=last {
             let peer_port = peer_base_port.map(|p| p + (port - base_port));
-            let listeners = super::bind_listeners(host, port, peer_port, None).await?;
+            let http_port = http_base_port.map(|p| p + (port - base_port));
+            let listeners = super::bind_listeners(host, port, peer_port, http_port).await?;
             let mut s = settings.clone();
             s.port = port;
             s.peer_port = peer_port.unwrap_or(0);
@@ -173,11 +194,21 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         &args.host,
         args.base_port,
         peer_base_port,
+        args.http_base_port,
         &settings,
     )
     .await?;
     for (i, h) in net.handles.iter().enumerate() {
-        println!("node {i:>3}  {}  {}", h.addr(), h.id());
+        match args.http_base_port {
+            Some(p) => println!(
+                "node {i:>3}  {}  {}  http://{}:{}/",
+                h.addr(),
+                h.id(),
+                args.host,
+                p + i as u16
+            ),
+            None => println!("node {i:>3}  {}  {}", h.addr(), h.id()),
+        }
     }
     net.wait_joined(Duration::from_secs(120)).await?;
     println!(

@@ -106,10 +106,16 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Show a node's routing table
+    /// Show a node's routing table; with --svg, write its picture (the page's drawing)
     Routes {
         #[command(flatten)]
         target: Target,
+        /// Write the node's picture as SVG to this file ("-": standard output)
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
+        /// With --svg: the newest lookup for this key stands out
+        #[arg(long, value_name = "KEY", requires = "svg")]
+        highlight: Option<String>,
     },
     /// Exit 0 when the node reports SERVING on grpc.health.v1 (for container health checks)
     Health {
@@ -143,7 +149,7 @@ impl Command {
             | Command::Locate { target, .. }
             | Command::Ping { target }
             | Command::Info { target }
-            | Command::Routes { target }
+            | Command::Routes { target, .. }
             | Command::Health { target, .. }
             | Command::Shell { target } => Some(target),
             Command::Node(_) | Command::Devnet(_) | Command::Bench(_) | Command::Cert(_) => None,
@@ -185,7 +191,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Locate { key, target } => client::locate(&target.addr(), key).await,
         Command::Ping { target } => client::ping(&target.addr()).await,
         Command::Info { target } => client::info(&target.addr()).await,
-        Command::Routes { target } => client::routes(&target.addr()).await,
+        Command::Routes {
+            target, svg: None, ..
+        } => client::routes(&target.addr()).await,
+        Command::Routes {
+            target,
+            svg: Some(file),
+            highlight,
+        } => client::picture(&target.addr(), &file, highlight).await,
         Command::Health { target, timeout_ms } => client::health(&target.addr(), timeout_ms).await,
         Command::Shell { target } => {
             shell::run(&target.addr(), tokio::io::stdin(), tokio::io::stdout()).await

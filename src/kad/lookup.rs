@@ -118,6 +118,16 @@ pub struct Outcome {
     pub gave_up: bool,
 }
 
+/// A contact a lookup queried: what the node's page draws as the lookup's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Visit {
+    pub id: NodeId,
+    /// The round in which it was learned (1: from this node's routing table).
+    pub round: u32,
+    /// It answered (else it failed, timed out or is still awaited).
+    pub answered: bool,
+}
+
 /// One iterative lookup.
 #[derive(Debug)]
 pub struct Lookup {
@@ -245,6 +255,19 @@ impl Lookup {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The contacts queried so far, closest to the target first.
+    pub fn visits(&self) -> Vec<Visit> {
+        self.peers
+            .values()
+            .filter(|p| p.state != State::NotContacted)
+            .map(|p| Visit {
+                id: p.contact.id,
+                round: p.hop,
+                answered: matches!(p.state, State::Succeeded { .. }),
+            })
+            .collect()
     }
 
     fn add(&mut self, contacts: Vec<Contact>, hop: u32, path: usize) {
@@ -567,6 +590,57 @@ mod tests {
             }
         }
         learned
+    }
+
+    #[test]
+    fn visits_list_the_queried_contacts_closest_first_with_their_rounds() {
+        // Two contacts a bucket: the origin's table holds few near the target, so the lookup
+        // needs more than one round.
+        let (ids, tables) = network(300, 7, 2);
+        let target = NodeId::random(&mut StdRng::seed_from_u64(8));
+        let seeds = tables.closest(&ids[0], &target, K);
+        let seed_ids: Vec<NodeId> = seeds.iter().map(|c| c.id).collect();
+        let dead = vec![seed_ids[0]];
+        let mut l = Lookup::new(
+            ids[0],
+            target,
+            seeds,
+            K,
+            ALPHA,
+            Duration::from_secs(1),
+            Mode::FindNode,
+        );
+        run(&mut l, &tables, &dead);
+        let visits = l.visits();
+        let queried = l.queried as usize;
+        assert_eq!(visits.len(), queried, "one visit per RPC sent");
+        assert!(
+            visits
+                .windows(2)
+                .all(|w| w[0].id.distance(&target) < w[1].id.distance(&target))
+        );
+        let dead_visit = visits
+            .iter()
+            .find(|v| v.id == dead[0])
+            .expect("the dead seed was queried");
+        assert!(!dead_visit.answered);
+        assert_eq!(dead_visit.round, 1);
+        assert!(
+            visits
+                .iter()
+                .filter(|v| v.id != dead[0])
+                .all(|v| v.answered)
+        );
+        // Rounds past the first exist; round 1 is the seeds.
+        let rounds = visits.iter().map(|v| v.round).max().unwrap();
+        assert!(rounds >= 2, "{visits:?}");
+        assert!(
+            visits
+                .iter()
+                .filter(|v| v.round == 1)
+                .all(|v| seed_ids.contains(&v.id))
+        );
+        assert_eq!(rounds, l.finish().rounds);
     }
 
     proptest! {

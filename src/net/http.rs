@@ -1,6 +1,15 @@
-//! The node's HTTP listener (setting `http_port`), beside gRPC: `GET /metrics` answers the
-//! node's metrics in the OpenMetrics text format (`crate::metrics`), for Prometheus; any
-//! other path is 404 and any other method 405. HTTP/1.1 on hyper (already in the tree under
+//! The node's HTTP listener (setting `http_port`), beside gRPC:
+//! - `GET /metrics`: the node's metrics in the OpenMetrics text format (`crate::metrics`),
+//!   for Prometheus;
+//! - `GET /`: a self-contained page (`page.html`: no external script, style or font) that
+//!   shows the node's picture (`crate::picture`) and redraws it every 2 s;
+//! - `GET /picture.svg[?highlight=ID]`: the picture, with the newest lookup for target ID
+//!   (40 hex digits) standing out;
+//! - `POST /lookup` with a key as the body: runs a lookup for the key (as `locate` does) and
+//!   answers the picture with that lookup drawn round by round; the headers
+//!   `x-lookup-target` (the key's id) and `x-lookup-summary` say what it found.
+//!
+//! Any other path is 404 and any other method 405. HTTP/1.1 on hyper (already in the tree under
 //! tonic), one task per connection, stopped with the node. A client that does not send its
 //! request headers within [`HEADER_READ_TIMEOUT`] is disconnected, and at most
 //! [`MAX_CONNECTIONS`] connections are served at once (more are closed at once): the listener
@@ -11,15 +20,21 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::DhtError;
+use crate::kad::NodeId;
 use crate::metrics::{CONTENT_TYPE, Metrics, NodeState};
-use crate::node::NodeHandle;
+use crate::node::{MAX_KEY_BYTES, NodeHandle};
+
+/// The page at `/`.
+const PAGE: &str = include_str!("page.html");
+const SVG: &str = "image/svg+xml";
 
 /// How long a connection may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -55,30 +70,140 @@ async fn state(node: &NodeHandle) -> Result<NodeState, crate::DhtError> {
     })
 }
 
+type Answer = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Answer {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .header(hyper::header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn failed(e: &DhtError) -> Answer {
+    let status = match e {
+        DhtError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        DhtError::NotFound(_) => StatusCode::NOT_FOUND,
+        DhtError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+        DhtError::Unavailable(_) | DhtError::Aborted(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    reply(status, TEXT, format!("{e}\n"))
+}
+
+/// `GET /picture.svg`, with `highlight=ID` in the query if any.
+async fn picture(node: &NodeHandle, query: Option<&str>) -> Answer {
+    let mut highlight = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("highlight", hex)) => match NodeId::from_hex(hex) {
+                Some(id) => highlight = Some(id),
+                None => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        TEXT,
+                        format!("highlight must be an id of 40 hex digits, got {hex:?}\n"),
+                    );
+                }
+            },
+            _ => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    format!("unknown query parameter {pair:?} (only highlight=ID)\n"),
+                );
+            }
+        }
+    }
+    match node.snapshot().await {
+        Ok(s) => reply(
+            StatusCode::OK,
+            SVG,
+            crate::picture::render(&s, highlight, false),
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `POST /lookup`: the body is the key.
+async fn lookup(node: &NodeHandle, body: Incoming) -> Answer {
+    let bytes = match Limited::new(body, MAX_KEY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                TEXT,
+                format!("a key is at most {MAX_KEY_BYTES} bytes\n"),
+            );
+        }
+    };
+    let Ok(key) = String::from_utf8(bytes.to_vec()) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            TEXT,
+            "the key must be UTF-8 text\n".into(),
+        );
+    };
+    let (target, located) = match node.locate(key).await {
+        Ok(l) => l,
+        Err(e) => return failed(&e),
+    };
+    let holders = located
+        .iter()
+        .filter(|l| l.has_value && !l.tombstone)
+        .count();
+    let summary = format!(
+        "{} nodes closest to the key answered, {holders} hold its value",
+        located.len()
+    );
+    match node.snapshot().await {
+        Ok(s) => {
+            let mut r = reply(
+                StatusCode::OK,
+                SVG,
+                crate::picture::render(&s, Some(target), true),
+            );
+            let headers = r.headers_mut();
+            headers.insert(
+                "x-lookup-target",
+                target.to_hex().parse().expect("hex is a valid header"),
+            );
+            headers.insert(
+                "x-lookup-summary",
+                summary.parse().expect("ASCII is a valid header"),
+            );
+            r
+        }
+        Err(e) => failed(&e),
+    }
+}
+
 async fn answer(
     req: Request<Incoming>,
     metrics: Arc<Metrics>,
     node: NodeHandle,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        Response::builder()
-            .status(status)
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("a valid response")
-    };
-    let text = "text/plain; charset=utf-8";
-    Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => match state(&node).await {
-            Ok(s) => reply(StatusCode::OK, CONTENT_TYPE, metrics.render(&s)),
-            Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, text, format!("{e}\n")),
-        },
-        (_, "/metrics") => reply(
+) -> Result<Answer, Infallible> {
+    let only = |allowed: &str| {
+        reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            text,
-            "only GET is served\n".into(),
-        ),
-        (_, path) => reply(StatusCode::NOT_FOUND, text, format!("no page at {path}\n")),
+            TEXT,
+            format!("only {allowed} is served here\n"),
+        )
+    };
+    let path = req.uri().path().to_owned();
+    Ok(match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/metrics") => match state(&node).await {
+            Ok(s) => reply(StatusCode::OK, CONTENT_TYPE, metrics.render(&s)),
+            Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{e}\n")),
+        },
+        (Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
+        (Method::GET, "/picture.svg") => picture(&node, req.uri().query()).await,
+        (Method::POST, "/lookup") => lookup(&node, req.into_body()).await,
+        (_, "/metrics" | "/" | "/picture.svg") => only("GET"),
+        (_, "/lookup") => only("POST"),
+        (_, path) => reply(StatusCode::NOT_FOUND, TEXT, format!("no page at {path}\n")),
     })
 }
 

@@ -112,6 +112,8 @@ pub(crate) struct Driver {
     /// Lookups that finished, for the event loop to hand on (`event_loop::after_lookup`), with
     /// the span that started each.
     pub finished: Vec<(Outcome, AfterLookup, tracing::Span)>,
+    /// The last lookups, for the node's picture.
+    pub recent: super::recent::Recent,
 }
 
 impl Driver {
@@ -175,6 +177,7 @@ impl Driver {
             commit_failed: None,
             replication_groups: HashMap::new(),
             finished: Vec::new(),
+            recent: Default::default(),
         };
         (d, events_rx)
     }
@@ -567,7 +570,11 @@ impl Driver {
                         return;
                     };
                     let mode = lookup.mode();
+                    let visits = lookup.visits();
                     let outcome = lookup.finish();
+                    let found = outcome.found.is_some();
+                    self.recent
+                        .record(outcome.target, mode.label(), visits, found);
                     self.metrics.observe_lookup(mode, &outcome);
                     let started_by = trace.finish(&outcome);
                     self.finished.push((outcome, then, started_by));

@@ -22,12 +22,14 @@ mod jobs;
 mod maintenance;
 mod ops;
 mod persist;
+mod recent;
 mod repair;
 mod state;
 mod trace;
 
 pub use flow::{FlowStats, MAX_OPERATIONS, MAX_RPCS_IN_FLIGHT, OUTBOX_CAPACITY};
 pub use jobs::{JOB_QUEUE_CAPACITY, JobStats, MAX_MAINTENANCE_LOOKUPS};
+pub use recent::{LookupPath, RECENT_LOOKUPS};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,6 +245,23 @@ pub struct BucketDump {
     pub replacements: Vec<RouteEntry>,
 }
 
+/// What the node's picture shows (`crate::picture`): its routing table, the keys it holds
+/// (the first [`MAX_PICTURE_RECORDS`]) and its last lookups.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub id: NodeId,
+    pub k: usize,
+    pub buckets: Vec<BucketDump>,
+    pub keys: Vec<crate::kad::Key>,
+    /// Records held, all of them (`keys` may list fewer).
+    pub records: usize,
+    /// Oldest first.
+    pub lookups: Vec<LookupPath>,
+}
+
+/// Keys a [`Snapshot`] lists at most.
+pub const MAX_PICTURE_RECORDS: usize = 2000;
+
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 
 /// Client commands handled by the driver.
@@ -270,6 +289,9 @@ pub(crate) enum Command {
     },
     Routes {
         reply: oneshot::Sender<Vec<BucketDump>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
     },
 }
 
@@ -365,6 +387,16 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send((Command::Routes { reply: tx }, tracing::Span::none()))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// What the node's picture draws.
+    pub async fn snapshot(&self) -> Result<Snapshot, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send((Command::Snapshot { reply: tx }, tracing::Span::none()))
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())

@@ -18,8 +18,8 @@ use tracing::{debug, warn};
 use super::driver::{Driver, RpcDone};
 use super::state::{AfterLookup, Op, Purpose, Reply};
 use super::{
-    BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, MAX_OPERATIONS, NodeInfo, NodeLoad,
-    RouteEntry, WriteResult,
+    BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, MAX_OPERATIONS, MAX_PICTURE_RECORDS,
+    NodeInfo, NodeLoad, RouteEntry, Snapshot, WriteResult,
 };
 use crate::error::DhtError;
 use crate::kad::lookup::{Mode, Outcome};
@@ -110,6 +110,7 @@ impl Driver {
             },
             Command::Info { reply } => drop(reply.send(self.info())),
             Command::Routes { reply } => drop(reply.send(self.routes())),
+            Command::Snapshot { reply } => drop(reply.send(self.snapshot())),
         }
     }
 
@@ -130,6 +131,22 @@ impl Driver {
                 rpcs: self.flow.stats(),
                 jobs: self.jobs.stats(),
             },
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let store = self.core.store();
+        Snapshot {
+            id: self.core.id(),
+            k: self.core.params().k,
+            buckets: self.routes(),
+            keys: store
+                .iter()
+                .take(MAX_PICTURE_RECORDS)
+                .map(|s| s.record.key)
+                .collect(),
+            records: store.len(),
+            lookups: self.recent.list(),
         }
     }
 

@@ -116,3 +116,84 @@ pub fn cli(args: &[&str]) -> Output {
         .output()
         .expect("run kademlia")
 }
+
+/// A base port below the kernel's ephemeral range with `base..base + n` and
+/// `base + 1000..base + 1000 + n` free right now (tests run side by side in other processes).
+pub fn free_port_range(n: u16) -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let base = 20_000 + rng.random_range(0..700u16) * 16;
+        let free = (0..n)
+            .flat_map(|i| [base + i, base + 1000 + i])
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+/// A `kademlia devnet` process, killed on drop.
+pub struct Devnet {
+    pub child: Child,
+    /// What it printed up to its "ready:" line.
+    pub lines: Vec<String>,
+}
+
+impl Devnet {
+    /// Starts `n` nodes on `base..` with `extra` flags; returns once it prints "ready:"
+    /// (30 s at most).
+    pub fn start(n: u16, base: u16, extra: &[&str]) -> Devnet {
+        let mut child = Command::new(BIN)
+            .args([
+                "devnet",
+                "--nodes",
+                &n.to_string(),
+                "--base-port",
+                &base.to_string(),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn devnet");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        let ready = format!("ready: {n} nodes");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lines.iter().any(|l: &String| l.starts_with(&ready)) {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("devnet did not get ready in 30 s");
+            lines.push(rx.recv_timeout(left).expect("devnet output"));
+        }
+        Devnet { child, lines }
+    }
+
+    /// Stops it with ctrl-c (SIGINT); returns how it exited (10 s at most).
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        wait_exit(&mut self.child, Duration::from_secs(10), "ctrl-c")
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -136,4 +136,16 @@ impl pb::dht_server::Dht for DhtService {
                 .collect(),
         }))
     }
+
+    async fn picture(
+        &self,
+        req: Request<pb::PictureRequest>,
+    ) -> Result<Response<pb::PictureResponse>, Status> {
+        let key = req.into_inner().highlight_key;
+        let highlight = (!key.is_empty()).then(|| crate::kad::NodeId::hash(key.as_bytes()));
+        let snapshot = self.node.snapshot().await?;
+        Ok(Response::new(pb::PictureResponse {
+            svg: crate::picture::render(&snapshot, highlight, false),
+        }))
+    }
 }
