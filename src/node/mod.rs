@@ -375,28 +375,26 @@ impl NodeHandle {
     }
 
     pub async fn info(&self) -> Result<NodeInfo, DhtError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send((Command::Info { reply: tx }, tracing::Span::none()))
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())
+        self.ask(|reply| Command::Info { reply }).await
     }
 
     pub async fn routes(&self) -> Result<Vec<BucketDump>, DhtError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send((Command::Routes { reply: tx }, tracing::Span::none()))
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())
+        self.ask(|reply| Command::Routes { reply }).await
     }
 
     /// What the node's picture draws.
     pub async fn snapshot(&self) -> Result<Snapshot, DhtError> {
+        self.ask(|reply| Command::Snapshot { reply }).await
+    }
+
+    /// A question about the node's state, which cannot fail once asked (no client span).
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send((Command::Snapshot { reply: tx }, tracing::Span::none()))
+            .send((make(tx), tracing::Span::none()))
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())

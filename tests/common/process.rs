@@ -39,20 +39,25 @@ pub fn start_node_env(remote: &str, flags: &[&str], env: &[(&str, &str)]) -> Nod
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn kademlia node");
-    let stderr = child.stderr.take().unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    NodeProc {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        stderr,
+    }
+}
+
+/// The lines of `output`, read on a thread of their own until it ends or nobody listens.
+fn lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    NodeProc {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-        stderr: rx,
-    }
+    rx
 }
 
 impl NodeProc {
@@ -138,6 +143,8 @@ pub struct Devnet {
     pub child: Child,
     /// What it printed up to its "ready:" line.
     pub lines: Vec<String>,
+    /// What it prints after (kept, so that its standard output stays open).
+    pub output: mpsc::Receiver<String>,
 }
 
 impl Devnet {
@@ -158,13 +165,7 @@ impl Devnet {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn devnet");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = lines(child.stdout.take().unwrap());
         let mut lines = Vec::new();
         let ready = format!("ready: {n} nodes");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -174,7 +175,11 @@ impl Devnet {
                 .expect("devnet did not get ready in 30 s");
             lines.push(rx.recv_timeout(left).expect("devnet output"));
         }
-        Devnet { child, lines }
+        Devnet {
+            child,
+            lines,
+            output: rx,
+        }
     }
 
     /// Stops it with ctrl-c (SIGINT); returns how it exited (10 s at most).
