@@ -13,9 +13,6 @@
 # dependency serial. (With cargo-fuzz installed, `cargo fuzz run TARGET` works on fuzz/ too.)
 # No sanitizer: the stable toolchain builds this instrumentation, not ASan, and the code is
 # safe Rust; debug assertions on, so overflows and broken invariants panic.
-#
-# `scripts/fuzz.sh --build` only builds the targets (scripts/test.sh builds them beside the
-# image and clippy, and fuzzes after the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
@@ -30,7 +27,6 @@ start=$SECONDS
 RUSTFLAGS="${FLAGS[*]}" cargo build --manifest-path fuzz/Cargo.toml --locked --release \
   --target "$TRIPLE" --target-dir target/fuzz --bins --quiet
 echo "fuzz: targets built in $((SECONDS - start)) s"
-if [ "${1:-}" = --build ]; then exit 0; fi
 BINS=target/fuzz/$TRIPLE/release
 TARGETS=$(sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | grep -v '^kademlia-fuzz$')
 for target in $TARGETS; do

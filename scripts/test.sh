@@ -11,42 +11,12 @@ step() {
   "$@"
   echo "== step '$name' took $((SECONDS - start)) s (total $SECONDS s)" >&2
 }
-# Runs NAME=COMMAND steps side by side, each with its output in a log printed when it ends;
-# fails if any failed. Three builds that need nothing from each other use the two cores
-# better together: each spends minutes on one crate at a time (its last crates, a link).
-side_by_side() {
-  local spec names=() pids=() logs=() failed=0 i start=$SECONDS
-  for spec in "$@"; do
-    names+=("${spec%%=*}")
-    logs+=("$(mktemp)")
-    (
-      begun=$SECONDS
-      bash -c "${spec#*=}" >"${logs[-1]}" 2>&1
-      status=$?
-      echo "== step '${spec%%=*}' took $((SECONDS - begun)) s, beside the others" >>"${logs[-1]}"
-      exit $status
-    ) &
-    pids+=($!)
-  done
-  for i in "${!pids[@]}"; do
-    if wait "${pids[$i]}"; then cat "${logs[$i]}" >&2; else
-      cat "${logs[$i]}" >&2
-      echo "== step '${names[$i]}' FAILED" >&2
-      failed=1
-    fi
-    rm -f "${logs[$i]}"
-  done
-  echo "== steps ${names[*]} took $((SECONDS - start)) s together (total $SECONDS s)" >&2
-  return $failed
-}
 step tools scripts/setup-tools.sh
 export GRPCURL="$PWD/.tools/venv/bin/grpcurl"
 step fmt cargo fmt --all -- --check
-# The container tests run against the image, built offline from this checkout; the fuzz
-# targets are built here and fuzzed after the tests.
-side_by_side image=scripts/build-image.sh \
-  "clippy=cargo clippy --all-targets --locked -- -D warnings" \
-  "fuzz-build=scripts/fuzz.sh --build"
+# The container tests run against this image, built offline from this checkout.
+step image scripts/build-image.sh
+step clippy cargo clippy --all-targets --locked -- -D warnings
 # cargo-nextest bounds every test's runtime (.config/nextest.toml): a hang fails within
 # minutes and names the test. The machines have it; a fresh one without it gets it here.
 if ! cargo nextest --version >/dev/null 2>&1; then
