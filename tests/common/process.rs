@@ -88,14 +88,14 @@ impl NodeProc {
 
 /// Sends SIGTERM to `child`.
 pub fn sigterm(child: &Child) {
+    signal(child, "-TERM");
+}
+
+/// Sends a signal (`-TERM`, `-INT`) to `child` with kill(1).
+fn signal(child: &Child, which: &str) {
     let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let sent = Command::new("kill").args([which, &pid]).status().unwrap();
+    assert!(sent.success(), "kill {which} {pid}: {sent}");
 }
 
 /// Waits for `child` to exit after `signal`; fails the test if it is still running `within`.
@@ -184,14 +184,7 @@ impl Devnet {
 
     /// Stops it with ctrl-c (SIGINT); returns how it exited (10 s at most).
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&self.child, "-INT");
         wait_exit(&mut self.child, Duration::from_secs(10), "ctrl-c")
     }
 }
