@@ -122,7 +122,8 @@ pub fn render(s: &Snapshot, highlight: Option<NodeId>, animate: bool) -> String 
         s.lookups.len()
     );
     records(&mut out, s);
-    lookups(&mut out, s, highlight, animate);
+    let chosen = highlighted(s, highlight);
+    lookups(&mut out, s, chosen, animate);
     contacts(&mut out, s);
     let (x, y) = point(&s.id, RING);
     let _ = write!(
@@ -131,7 +132,7 @@ pub fn render(s: &Snapshot, highlight: Option<NodeId>, animate: bool) -> String 
         s.id.to_hex()
     );
     buckets(&mut out, s);
-    lookup_list(&mut out, s, highlight);
+    lookup_list(&mut out, s, chosen);
     out.push_str("</svg>\n");
     out
 }
@@ -187,8 +188,8 @@ fn highlighted(s: &Snapshot, highlight: Option<NodeId>) -> Option<u64> {
         .map(|l| l.seq)
 }
 
-fn lookups(out: &mut String, s: &Snapshot, highlight: Option<NodeId>, animate: bool) {
-    let chosen = highlighted(s, highlight);
+/// `chosen`: the `seq` of the highlighted lookup.
+fn lookups(out: &mut String, s: &Snapshot, chosen: Option<u64>, animate: bool) {
     let newest: Vec<&LookupPath> = s.lookups.iter().rev().take(DRAWN_LOOKUPS).collect();
     for l in s.lookups.iter() {
         let lit = Some(l.seq) == chosen;
@@ -295,8 +296,7 @@ fn buckets(out: &mut String, s: &Snapshot) {
     );
 }
 
-fn lookup_list(out: &mut String, s: &Snapshot, highlight: Option<NodeId>) {
-    let chosen = highlighted(s, highlight);
+fn lookup_list(out: &mut String, s: &Snapshot, chosen: Option<u64>) {
     let x = CHART_X;
     let mut y = CHART_Y + CHART_H + 60.0;
     let _ = write!(
