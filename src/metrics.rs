@@ -16,7 +16,16 @@
 //!   `kademlia_peer_rpcs_in_flight`, `kademlia_peer_rpcs_queued`,
 //!   `kademlia_peer_rpcs_refused_total` (the outbox was full) and
 //!   `kademlia_peer_requests_dropped_total` (their sender had stopped waiting);
-//!   `kademlia_maintenance_lookups` and `kademlia_maintenance_jobs_queued`.
+//!   `kademlia_maintenance_lookups` and `kademlia_maintenance_jobs_queued`;
+//! - replication (paper section 2.5): `kademlia_replication_backlog_records` (records due
+//!   whose STOREs were not sent yet) and `kademlia_replication_lag_seconds` (how long ago the
+//!   oldest of them fell due: a node falling behind shows it growing), read from the driver's
+//!   `node::backlog`; `kademlia_replication_delay_seconds` (per record replicated, from due to
+//!   sent) and `kademlia_replication_stores_total{outcome}` (replication STOREs answered or
+//!   failed), recorded by the driver;
+//! - `kademlia_peer_tls_handshakes_total{outcome}`: TLS handshakes on the peer port (with peer
+//!   mTLS on), `accepted`, `failed` (no certificate from the cluster CA, or a broken exchange)
+//!   or `timed_out`, recorded by `net::tls::incoming`.
 //!
 //! The node's state is read when a scrape comes (`net::http` asks the driver for its info and
 //! routing table and hands them over as a [`NodeState`]), so no hot path pays for it. This
@@ -39,7 +48,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use tonic::server::NamedService;
 
 /// The content type of [`Metrics::render`]'s output.
@@ -59,6 +68,13 @@ struct LookupLabels {
     kind: &'static str,
     /// `found` (a record), `converged` (the k closest answered) or `gave_up` (deadline or
     /// query cap).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// What happened: `ok` or `failed` for replication STOREs; `accepted`, `failed` or
+    /// `timed_out` for TLS handshakes.
     outcome: &'static str,
 }
 
@@ -103,6 +119,11 @@ pub struct Metrics {
     requests_dropped: Mirrored,
     maintenance_lookups: Gauge,
     maintenance_queued: Gauge,
+    replication_backlog: Gauge,
+    replication_lag: Gauge<f64, AtomicU64>,
+    replication_delay: Histogram,
+    replication_stores: Family<OutcomeLabels, Counter>,
+    tls_handshakes: Family<OutcomeLabels, Counter>,
 }
 
 /// Latency buckets from 100 µs to about 3.3 s, doubling: a loopback ping is a few hundred
@@ -112,6 +133,12 @@ fn call_histogram() -> Histogram {
 }
 
 /// Rounds of a lookup: 1 to 10 (a network of n nodes needs about log2(n) / 5, section 2.3).
+/// Replication delays from 100 ms to about 1.8 h, quadrupling: on time is well under a
+/// second late, a node falling behind is minutes to hours late (the interval is an hour).
+fn delay_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 4.0, 9))
+}
+
 fn rounds_histogram() -> Histogram {
     Histogram::new((1..=10).map(f64::from))
 }
@@ -150,6 +177,11 @@ impl Metrics {
             requests_dropped: Mirrored::default(),
             maintenance_lookups: Gauge::default(),
             maintenance_queued: Gauge::default(),
+            replication_backlog: Gauge::default(),
+            replication_lag: Gauge::default(),
+            replication_delay: delay_histogram(),
+            replication_stores: Family::default(),
+            tls_handshakes: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -213,6 +245,33 @@ impl Metrics {
             "Maintenance jobs waiting",
             m.maintenance_queued.clone(),
         );
+        r.register(
+            "kademlia_replication_backlog_records",
+            "Records due for replication whose STOREs were not sent yet",
+            m.replication_backlog.clone(),
+        );
+        r.register_with_unit(
+            "kademlia_replication_lag",
+            "How long ago the oldest record of the replication backlog fell due",
+            Unit::Seconds,
+            m.replication_lag.clone(),
+        );
+        r.register_with_unit(
+            "kademlia_replication_delay",
+            "Per record replicated: from the moment it fell due to its STOREs being sent",
+            Unit::Seconds,
+            m.replication_delay.clone(),
+        );
+        r.register(
+            "kademlia_replication_stores",
+            "Replication STOREs sent, by outcome (ok: the peer answered)",
+            m.replication_stores.clone(),
+        );
+        r.register(
+            "kademlia_peer_tls_handshakes",
+            "TLS handshakes on the peer port, by outcome (accepted, failed, timed_out)",
+            m.tls_handshakes.clone(),
+        );
         m
     }
 
@@ -232,6 +291,26 @@ impl Metrics {
         self.lookup_queries
             .get_or_create(&labels)
             .observe(f64::from(outcome.queried));
+    }
+
+    /// Records one record's replication, `delay` after it fell due.
+    pub fn observe_replication(&self, delay: std::time::Duration) {
+        self.replication_delay.observe(delay.as_secs_f64());
+    }
+
+    /// Records one replication STORE's outcome.
+    pub fn observe_replication_store(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.replication_stores
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Records the end of one TLS handshake on the peer port (`net::tls::Handshake::label`).
+    pub fn observe_tls_handshake(&self, outcome: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Records one served call.
@@ -272,6 +351,10 @@ impl Metrics {
         self.maintenance_lookups
             .set(state.maintenance_running as i64);
         self.maintenance_queued.set(state.maintenance_queued as i64);
+        self.replication_backlog
+            .set(state.replication_backlog as i64);
+        self.replication_lag
+            .set(state.replication_lag.as_secs_f64());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -295,6 +378,8 @@ pub struct NodeState {
     pub requests_dropped: u64,
     pub maintenance_running: usize,
     pub maintenance_queued: usize,
+    pub replication_backlog: usize,
+    pub replication_lag: std::time::Duration,
 }
 
 /// The method of a gRPC request's path: "/kademlia.v1.Kademlia/Ping" -> "Ping".

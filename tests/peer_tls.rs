@@ -27,6 +27,15 @@ fn tls_for(ca: &ClusterCa) -> Arc<PeerTls> {
 
 /// A node with its own peer port; `tls` sets its id to its key's.
 async fn start(remote: Option<String>, tls: Option<Arc<PeerTls>>) -> GrpcNode {
+    start_with_http(remote, tls, None).await
+}
+
+/// [`start`] with an HTTP listener (`/metrics`).
+async fn start_with_http(
+    remote: Option<String>,
+    tls: Option<Arc<PeerTls>>,
+    http: Option<tokio::net::TcpListener>,
+) -> GrpcNode {
     let (client, _) = loopback_listener().await;
     let (peer, addr) = loopback_listener().await;
     let id = tls
@@ -39,7 +48,7 @@ async fn start(remote: Option<String>, tls: Option<Arc<PeerTls>>) -> GrpcNode {
     let listeners = Listeners {
         client,
         peer: Some(peer),
-        http: None,
+        http,
     };
     GrpcNode::start(listeners, cfg).await
 }
@@ -194,7 +203,8 @@ async fn nodes_with_certificates_from_the_cluster_ca_form_a_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_a_certificate_from_the_cluster_ca_cannot_join_or_store() {
     let ca = ca();
-    let seed = start(None, Some(tls_for(&ca))).await;
+    let (http, metrics_addr) = loopback_listener().await;
+    let seed = start_with_http(None, Some(tls_for(&ca)), Some(http)).await;
     let member = start(Some(seed.addr.clone()), Some(tls_for(&ca))).await;
     joined(&member).await;
 
@@ -223,6 +233,18 @@ async fn a_node_without_a_certificate_from_the_cluster_ca_cannot_join_or_store()
     };
     let err = foreign.send(&seed.addr, store).await.unwrap_err();
     assert!(matches!(err, TransportError::Unreachable(..)), "{err}");
+
+    // The seed counted the member's handshakes as accepted and the outsiders' as failed.
+    let (_, _, text) = common::http(&metrics_addr, "GET", "/metrics").await;
+    let count = |outcome: &str| -> f64 {
+        let series = format!("kademlia_peer_tls_handshakes_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    assert!(count("accepted") >= 1.0, "{text}");
+    // The other CA's node, the plaintext node (each retrying its join) and the foreign STORE.
+    assert!(count("failed") >= 3.0, "{text}");
     for n in [seed, member, outsider, plaintext] {
         n.stop().await;
     }

@@ -399,3 +399,60 @@ async fn a_rolling_restart_of_every_node_keeps_every_value() {
     }
     sim.shutdown().await;
 }
+
+/// The replication backlog (`NodeLoad::replication`): records due for replication whose
+/// STOREs were not sent yet. While every peer answers slowly (each request costs its receiver
+/// 20 ms, one at a time) the holders of 200 records fall behind: the backlog holds many of
+/// them and the oldest is late. Once the network is fast again the backlog empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_backlog_grows_on_a_slow_network_and_empties_when_it_recovers() {
+    let sim = build_quick(31, 4).await;
+    let writer = sim.nodes[0].handle.clone();
+    for i in 0..200 {
+        writer
+            .put(format!("due-{i}"), b"v".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    // Fewer than k nodes: every node holds every record.
+    for n in &sim.nodes {
+        assert_eq!(n.handle.info().await.unwrap().records, 200);
+    }
+    let backlogs = || async {
+        let mut all = Vec::new();
+        for n in &sim.nodes {
+            all.push(n.handle.info().await.unwrap().load.replication);
+        }
+        all
+    };
+    sim.net.set_service_time(Duration::from_millis(20));
+    let (mut most, mut latest) = (0, Duration::ZERO);
+    let slow_until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < slow_until {
+        for b in backlogs().await {
+            most = most.max(b.records);
+            latest = latest.max(b.lag);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(most >= 50, "a backlog of {most} records at most");
+    assert!(
+        latest >= Duration::from_millis(500),
+        "lag {latest:?} at most"
+    );
+
+    sim.net.set_service_time(Duration::ZERO);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = backlogs().await;
+        if now.iter().all(|b| b.records == 0 && b.lag.is_zero()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog did not empty: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.shutdown().await;
+}

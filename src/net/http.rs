@@ -67,6 +67,8 @@ async fn state(node: &NodeHandle) -> Result<NodeState, crate::DhtError> {
         requests_dropped: load.rpcs.shed,
         maintenance_running: load.jobs.running,
         maintenance_queued: load.jobs.queued,
+        replication_backlog: load.replication.records,
+        replication_lag: load.replication.lag,
     })
 }
 

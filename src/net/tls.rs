@@ -329,27 +329,54 @@ impl tower_service::Service<http::Uri> for PeerConnector {
     }
 }
 
+/// How a peer's TLS handshake on the peer port ended (counted in the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    Accepted,
+    /// The client's certificate did not chain to the cluster CA, or the TLS exchange failed.
+    Failed,
+    /// Not finished within [`HANDSHAKE_TIMEOUT`].
+    TimedOut,
+}
+
+impl Handshake {
+    pub fn label(self) -> &'static str {
+        match self {
+            Handshake::Accepted => "accepted",
+            Handshake::Failed => "failed",
+            Handshake::TimedOut => "timed_out",
+        }
+    }
+}
+
 /// Accepted peer connections after their TLS handshake. Handshakes run side by side (at most
 /// `MAX_HANDSHAKES` at once, each within [`HANDSHAKE_TIMEOUT`]), so a slow or silent client
-/// delays no one; failed ones are logged at debug and dropped.
+/// delays no one; failed ones are logged at debug and dropped. Every handshake's end is told
+/// to `ended`.
 pub fn incoming(
     tcp: impl tokio_stream::Stream<Item = std::io::Result<TcpStream>> + Send + 'static,
     acceptor: TlsAcceptor,
+    ended: impl Fn(Handshake) + Clone + Send + 'static,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
     use futures::StreamExt;
     const MAX_HANDSHAKES: usize = 256;
     tcp.filter_map(|r| async move { r.ok() })
         .map(move |stream| {
-            let acceptor = acceptor.clone();
+            let (acceptor, ended) = (acceptor.clone(), ended.clone());
             async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => Some(Ok(s)),
+                    Ok(Ok(s)) => {
+                        ended(Handshake::Accepted);
+                        Some(Ok(s))
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "peer TLS handshake failed");
+                        ended(Handshake::Failed);
                         None
                     }
                     Err(_) => {
                         tracing::debug!("peer TLS handshake timed out");
+                        ended(Handshake::TimedOut);
                         None
                     }
                 }

@@ -109,6 +109,8 @@ pub(crate) struct Driver {
     pub commit_failed: Option<StoreError>,
     /// Keys of each replication group whose job is queued (see `replicate_due`).
     pub replication_groups: HashMap<NodeId, Vec<NodeId>>,
+    /// Records due for replication whose STOREs were not sent yet.
+    pub backlog: super::backlog::Backlog,
     /// Lookups that finished, for the event loop to hand on (`event_loop::after_lookup`), with
     /// the span that started each.
     pub finished: Vec<(Outcome, AfterLookup, tracing::Span)>,
@@ -176,6 +178,7 @@ impl Driver {
             held_replies: Vec::new(),
             commit_failed: None,
             replication_groups: HashMap::new(),
+            backlog: Default::default(),
             finished: Vec::new(),
             recent: Default::default(),
         };

@@ -326,12 +326,13 @@ impl Driver {
                 }
                 Job::Replicate(group) => {
                     let keys = self.replication_groups.remove(&group).unwrap_or_default();
-                    let records: Vec<Record> = keys
-                        .iter()
-                        .filter_map(|key| self.core.store().get(key, wall))
-                        .filter(|s| !s.cached)
-                        .map(|s| s.record.clone())
-                        .collect();
+                    let mut records: Vec<Record> = Vec::with_capacity(keys.len());
+                    for key in &keys {
+                        match self.core.store().get(key, wall) {
+                            Some(s) if !s.cached => records.push(s.record.clone()),
+                            _ => self.backlog.forget(key),
+                        }
+                    }
                     match records.first() {
                         // One lookup for the group, from its first key.
                         Some(first) => {
@@ -415,22 +416,25 @@ impl Driver {
         let me = self.core.id();
         let reach = replication::reach_bits(self.core.routing());
         let bits = replication::group_bits(reach, self.cfg.params.k);
-        let due: Vec<Key> = self
+        let now_ms = unix_ms(wall);
+        // Each due record with the moment it fell due (for the backlog's lag).
+        let due: Vec<(Key, u64)> = self
             .core
             .store()
             .iter()
             .filter(|s| !s.cached && s.refreshed_at_ms <= cutoff)
-            .filter(|s| {
+            .filter_map(|s| {
                 // Records marked due at once (`mark_due`: refreshed at 0) do not wait.
-                s.refreshed_at_ms == 0
-                    || s.refreshed_at_ms
-                        + replication::stagger(&me, &s.record.key, reach, spread_ms)
-                        <= cutoff
+                if s.refreshed_at_ms == 0 {
+                    return Some((s.record.key, now_ms));
+                }
+                let wait = interval_ms + replication::stagger(&me, &s.record.key, reach, spread_ms);
+                let due_ms = s.refreshed_at_ms + wait;
+                (due_ms <= now_ms).then_some((s.record.key, due_ms))
             })
-            .map(|s| s.record.key)
             .collect();
-        let mut queued = 0;
-        for key in due {
+        let (mut queued, mut left, mut left_oldest) = (0, 0, None::<u64>);
+        for (key, due_ms) in due {
             let group = replication::group_of(&key, bits);
             // A group still waiting takes more keys; a new one needs room in the queue (the
             // keys of groups that find none stay due).
@@ -439,11 +443,15 @@ impl Driver {
             } else if self.jobs.push(Job::Replicate(group)) {
                 self.replication_groups.insert(group, vec![key]);
             } else {
+                left += 1;
+                left_oldest = Some(left_oldest.map_or(due_ms, |o| o.min(due_ms)));
                 continue;
             }
             self.core.store_mut().touch(&key, wall);
+            self.backlog.queue(key, due_ms);
             queued += 1;
         }
+        self.backlog.left_due(left, left_oldest);
         if queued > 0 {
             debug!(
                 records = queued,

@@ -15,6 +15,7 @@
 //! and peer requests whose sender stopped waiting are dropped unanswered. [`NodeInfo::load`]
 //! reports where a node stands.
 
+mod backlog;
 mod driver;
 mod event_loop;
 mod flow;
@@ -27,6 +28,7 @@ mod repair;
 mod state;
 mod trace;
 
+pub use backlog::BacklogStats;
 pub use flow::{FlowStats, MAX_OPERATIONS, MAX_RPCS_IN_FLIGHT, OUTBOX_CAPACITY};
 pub use jobs::{JOB_QUEUE_CAPACITY, JobStats, MAX_MAINTENANCE_LOOKUPS};
 pub use recent::{LookupPath, RECENT_LOOKUPS};
@@ -220,6 +222,8 @@ pub struct NodeLoad {
     pub operations: usize,
     pub rpcs: FlowStats,
     pub jobs: JobStats,
+    /// Records due for replication not yet stored again, and how late (`node::backlog`).
+    pub replication: BacklogStats,
 }
 
 /// A contact in a routing-table dump.

@@ -130,6 +130,7 @@ impl Driver {
                 operations: self.ops.len(),
                 rpcs: self.flow.stats(),
                 jobs: self.jobs.stats(),
+                replication: self.backlog.stats(unix_ms(self.wall())),
             },
         }
     }

@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 use super::driver::{Driver, RpcDone};
 use super::state::{Op, Purpose};
 use crate::kad::lookup::replica_set;
-use crate::kad::store::PutOutcome;
+use crate::kad::store::{PutOutcome, unix_ms};
 use crate::kad::{Key, Request, Response};
 
 /// A replication group's STOREs in flight at most (one record's worth, beyond which the next
@@ -45,6 +45,10 @@ impl Driver {
             let mut found = replica_set(closest, &record.key, &me, k);
             found.retain(|c| c.id != me.id);
             *in_flight += found.len();
+            let now_ms = unix_ms(self.wall());
+            if let Some(delay) = self.backlog.sent(&record.key, now_ms) {
+                self.metrics.observe_replication(delay);
+            }
             for c in found {
                 let body = Request::Store {
                     record: record.clone(),
@@ -57,6 +61,7 @@ impl Driver {
 
     /// A replication STORE of `key` was answered.
     pub(crate) fn on_replicated(&mut self, key: Key, done: &RpcDone) {
+        self.metrics.observe_replication_store(done.result.is_ok());
         let Ok(reply) = &done.result else { return };
         let Response::Stored {
             stored: false,

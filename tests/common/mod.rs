@@ -221,6 +221,14 @@ pub async fn peers_once(node: &NodeHandle, want: usize) -> usize {
 /// `n` nodes on loopback, each with an HTTP listener (`/metrics`), node 0 creating the
 /// network and the others joining through it; returns them with their HTTP addresses.
 pub async fn network_with_http(n: usize) -> (Vec<GrpcNode>, Vec<String>) {
+    network_with_http_tweaked(n, |_| {}).await
+}
+
+/// [`network_with_http`] with `tweak` applied to every node's configuration.
+pub async fn network_with_http_tweaked(
+    n: usize,
+    tweak: fn(&mut NodeConfig),
+) -> (Vec<GrpcNode>, Vec<String>) {
     let mut nodes: Vec<GrpcNode> = Vec::new();
     let mut http_addrs = Vec::new();
     for i in 0..n {
@@ -229,6 +237,7 @@ pub async fn network_with_http(n: usize) -> (Vec<GrpcNode>, Vec<String>) {
         let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
         cfg.remote_host = (i > 0).then(|| nodes[0].addr.clone());
         cfg.bootstrap_backoff_max = Duration::from_millis(300);
+        tweak(&mut cfg);
         let listeners = kademlia::Listeners {
             client,
             peer: None,

@@ -249,12 +249,17 @@ pub async fn serve(
         Some(peer_listener) => {
             let peers = builder().add_service(health).add_service(peer);
             let peers = match &options.peer_tls {
-                Some(tls) => peers
-                    .serve_with_incoming_shutdown(
-                        crate::net::tls::incoming(incoming(peer_listener), tls.acceptor()),
-                        signal.clone(),
-                    )
-                    .boxed(),
+                Some(tls) => {
+                    let metrics = options.metrics.clone();
+                    let ended = move |h: crate::net::tls::Handshake| {
+                        metrics.observe_tls_handshake(h.label())
+                    };
+                    let accepted =
+                        crate::net::tls::incoming(incoming(peer_listener), tls.acceptor(), ended);
+                    peers
+                        .serve_with_incoming_shutdown(accepted, signal.clone())
+                        .boxed()
+                }
                 None => peers
                     .serve_with_incoming_shutdown(incoming(peer_listener), signal.clone())
                     .boxed(),
