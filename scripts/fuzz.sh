@@ -7,9 +7,8 @@
 # fuzz/regressions/TARGET/ so that every later run replays it. scripts/test.sh (CI) runs this.
 #
 # The targets are built as `cargo fuzz build --sanitizer none --debug-assertions` builds them
-# (the same sanitizer-coverage instrumentation for libFuzzer, `--cfg fuzzing`; but see below:
-# on the fuzzed crates only), with plain
-# cargo: a fresh machine needs no cargo-fuzz, whose install took CI several minutes, and the
+# (the same sanitizer-coverage instrumentation for libFuzzer, `--cfg fuzzing`), but on the
+# fuzzed crates only (below), and with plain cargo: a fresh machine needs no cargo-fuzz, whose install took CI several minutes, and the
 # default codegen units instead of cargo fuzz's one per crate, which made the build of every
 # dependency serial. (With cargo-fuzz installed, `cargo fuzz run TARGET` works on fuzz/ too.)
 # No sanitizer: the stable toolchain builds this instrumentation, not ASan, and the code is

@@ -132,13 +132,13 @@ fn call_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
-/// Rounds of a lookup: 1 to 10 (a network of n nodes needs about log2(n) / 5, section 2.3).
 /// Replication delays from 100 ms to about 1.8 h, quadrupling: on time is well under a
 /// second late, a node falling behind is minutes to hours late (the interval is an hour).
 fn delay_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.1, 4.0, 9))
 }
 
+/// Rounds of a lookup: 1 to 10 (a network of n nodes needs about log2(n) / 5, section 2.3).
 fn rounds_histogram() -> Histogram {
     Histogram::new((1..=10).map(f64::from))
 }
