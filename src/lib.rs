@@ -8,7 +8,9 @@
 //! - [`storage`]: the data dir (records, identity, contacts in redb) for `data_dir`.
 //! - [`config`]: typed, layered settings; [`telemetry`]: logging and OTLP traces; [`metrics`]: the metrics
 //!   registry (served by [`net::http`]); [`error`]: error types and their gRPC statuses.
-//! - [`cli`]: the `kademlia` binary's subcommands (node, client calls, shell, devnet, bench).
+//! - [`cli`]: the `kademlia` binary's subcommands (node, client calls, shell, devnet, bench,
+//!   simulate).
+//! - [`sim`]: many nodes in one process on a simulated clock (`kademlia simulate`).
 //!
 //! [`run`] serves one node on a listener until a shutdown future completes: `main` and the
 //! tests use it the same way.
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod picture;
+pub mod sim;
 pub mod storage;
 pub mod telemetry;
 

@@ -23,6 +23,9 @@
 //!   `node::backlog`; `kademlia_replication_delay_seconds` (per record replicated, from due to
 //!   sent) and `kademlia_replication_stores_total{outcome}` (replication STOREs answered or
 //!   failed), recorded by the driver;
+//! - `kademlia_write_stores_total{phase,outcome}`: the STOREs of client puts and deletes. A
+//!   write answers its client once its quorum has stored it; `phase="background"` counts the
+//!   STOREs that answered after that;
 //! - `kademlia_peer_tls_handshakes_total{outcome}`: TLS handshakes on the peer port (with peer
 //!   mTLS on), `accepted`, `failed` (no certificate from the cluster CA, or a broken exchange)
 //!   or `timed_out`, recorded by `net::tls::incoming`.
@@ -68,6 +71,15 @@ struct LookupLabels {
     kind: &'static str,
     /// `found` (a record), `converged` (the k closest answered) or `gave_up` (deadline or
     /// query cap).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteStoreLabels {
+    /// `quorum`: answered before the client's answer (these decide it); `background`:
+    /// answered after the quorum had answered the client.
+    phase: &'static str,
+    /// `ok` (stored) or `failed` (refused, a newer version held, or no answer).
     outcome: &'static str,
 }
 
@@ -123,6 +135,7 @@ pub struct Metrics {
     replication_lag: Gauge<f64, AtomicU64>,
     replication_delay: Histogram,
     replication_stores: Family<OutcomeLabels, Counter>,
+    write_stores: Family<WriteStoreLabels, Counter>,
     tls_handshakes: Family<OutcomeLabels, Counter>,
 }
 
@@ -181,6 +194,7 @@ impl Metrics {
             replication_lag: Gauge::default(),
             replication_delay: delay_histogram(),
             replication_stores: Family::default(),
+            write_stores: Family::default(),
             tls_handshakes: Family::default(),
         };
         let r = &mut m.registry;
@@ -268,6 +282,12 @@ impl Metrics {
             m.replication_stores.clone(),
         );
         r.register(
+            "kademlia_write_stores",
+            "STOREs of client puts and deletes, by outcome and phase (quorum: answered before the \
+             client was; background: after)",
+            m.write_stores.clone(),
+        );
+        r.register(
             "kademlia_peer_tls_handshakes",
             "TLS handshakes on the peer port, by outcome (accepted, failed, timed_out)",
             m.tls_handshakes.clone(),
@@ -304,6 +324,16 @@ impl Metrics {
         self.replication_stores
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Records one answered STORE of a client write; `background`: the client had been
+    /// answered at the quorum before it came.
+    pub fn observe_write_store(&self, ok: bool, background: bool) {
+        let labels = WriteStoreLabels {
+            phase: if background { "background" } else { "quorum" },
+            outcome: if ok { "ok" } else { "failed" },
+        };
+        self.write_stores.get_or_create(&labels).inc();
     }
 
     /// Records the end of one TLS handshake on the peer port (`net::tls::Handshake::label`).

@@ -1,5 +1,5 @@
 //! The `kademlia` command line: run a node, call one, open a shell, start a local network,
-//! benchmark a network, make the cluster CA.
+//! benchmark a network, simulate a large one, make the cluster CA.
 
 pub mod bench;
 pub mod cert;
@@ -7,6 +7,7 @@ pub mod client;
 pub mod devnet;
 pub mod node;
 pub mod shell;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -134,6 +135,8 @@ pub enum Command {
     Devnet(devnet::DevnetArgs),
     /// Drive a running network with puts and gets, print latency percentiles and throughput
     Bench(bench::BenchArgs),
+    /// Simulate a network of many nodes in this process on a simulated clock (churn, lookups, keys)
+    Simulate(simulate::SimulateArgs),
     /// Make the cluster CA for peer mTLS
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -152,7 +155,11 @@ impl Command {
             | Command::Routes { target, .. }
             | Command::Health { target, .. }
             | Command::Shell { target } => Some(target),
-            Command::Node(_) | Command::Devnet(_) | Command::Bench(_) | Command::Cert(_) => None,
+            Command::Node(_)
+            | Command::Devnet(_)
+            | Command::Bench(_)
+            | Command::Simulate(_)
+            | Command::Cert(_) => None,
         }
     }
 }
@@ -205,6 +212,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Devnet(args) => devnet::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
         Command::Cert(cmd) => cert::run(cmd),
     }
 }

@@ -12,7 +12,9 @@
 //!   nodes that did not answer do not lower it.
 //!
 //! The driver then feeds each STORE's answer to [`Write::on_ack`], performs what
-//! [`Write::poll`] asks for, and answers the client with the [`Verdict`].
+//! [`Write::poll`] asks for, and answers the client with the [`Verdict`]: as soon as the
+//! quorum has stored the record ([`Step::Answer`]), while the other replicas' STOREs finish in
+//! the background, and otherwise once every replica has answered ([`Step::Done`]).
 //!
 //! This node's own copy is written only after a peer accepted the record (or at once when no
 //! peer is in the replica set). Every peer checks the version against its own clock; a node
@@ -23,7 +25,10 @@
 //! Implementation notes (departures from the paper): the paper's STORE is fire-and-forget
 //! with no quorum and no versions. Here a write is acknowledged only at a quorum, and a
 //! write that misses it is reported as possibly partially applied; it is not rolled back
-//! (versions order it, and a retry or a later write supersedes it).
+//! (versions order it, and a retry or a later write supersedes it). The client is answered
+//! at the quorum rather than after all k STOREs: the slowest of k replicas (one far away, one
+//! busy, one dead and timing out) no longer sets the latency of every put; the rest still
+//! get the record, and replication repairs any that did not.
 
 use super::clock::HybridClock;
 use super::lookup::Outcome;
@@ -88,6 +93,12 @@ pub enum Step {
     StoreLocal,
     /// Wait for STORE answers.
     Wait,
+    /// The quorum has stored the record (and this node's own copy, when it is a replica, is
+    /// settled): answer the client with this [`Verdict::Acknowledged`] now. The write goes on
+    /// until the other STOREs have answered, then says [`Step::Done`].
+    Answer(Verdict),
+    /// Every STORE has answered. After an [`Step::Answer`], the verdict only reports how the
+    /// background STOREs went (the client has its answer).
     Done(Verdict),
 }
 
@@ -129,6 +140,8 @@ pub struct Write {
     exhausted: Option<String>,
     other_failure: bool,
     local: Local,
+    /// [`Step::Answer`] was given.
+    answered: bool,
 }
 
 impl Write {
@@ -189,6 +202,7 @@ impl Write {
             exhausted: None,
             other_failure: false,
             local: local_step,
+            answered: false,
         };
         Plan {
             write,
@@ -205,6 +219,12 @@ impl Write {
     /// STOREs that must succeed.
     pub fn needed(&self) -> usize {
         self.needed
+    }
+
+    /// The client has been answered ([`Step::Answer`]); the STOREs still awaited run in the
+    /// background.
+    pub fn answered(&self) -> bool {
+        self.answered
     }
 
     /// The answer of replica `addr` to its STORE.
@@ -252,6 +272,12 @@ impl Write {
         }
         match (self.pending, self.local) {
             (0, Local::NotReplica | Local::Settled) => Step::Done(self.verdict()),
+            (_, Local::NotReplica | Local::Settled)
+                if !self.answered && self.stored_at.len() >= self.needed =>
+            {
+                self.answered = true;
+                Step::Answer(self.verdict())
+            }
             _ => Step::Wait,
         }
     }
@@ -434,6 +460,56 @@ mod tests {
             panic!("not acknowledged");
         };
         assert_eq!(stored_at, vec!["n2:1", "n1:1", "n3:1"]);
+    }
+
+    #[test]
+    fn the_client_is_answered_at_the_quorum_and_the_rest_finish_after() {
+        // Five replicas and this node; a quorum of 2.
+        let o = survey(&[2, 3, 4, 5, 6], &[]);
+        let mut p = plan(record(false), &o, None, 1, settings(20, 2, 6));
+        let w = &mut p.write;
+        w.on_ack("n2:1", Ack::Stored);
+        assert_eq!(w.poll(), Step::StoreLocal);
+        assert_eq!(w.poll(), Step::Wait, "the own copy is not settled yet");
+        w.on_local(Ack::Stored);
+        assert_eq!(
+            w.poll(),
+            Step::Answer(Verdict::Acknowledged {
+                stored_at: vec!["n2:1".into(), "n1:1".into()]
+            })
+        );
+        assert!(w.answered());
+        assert_eq!(w.poll(), Step::Wait, "answered once; 4 STOREs still out");
+        w.on_ack("n3:1", Ack::Stored);
+        w.on_ack("n4:1", Ack::Failed);
+        w.on_ack("n5:1", Ack::Stored);
+        assert_eq!(w.poll(), Step::Wait);
+        w.on_ack("n6:1", Ack::Stored);
+        let Step::Done(Verdict::Acknowledged { stored_at }) = w.poll() else {
+            panic!("not done");
+        };
+        assert_eq!(
+            stored_at.len(),
+            5,
+            "every STORE that succeeded: {stored_at:?}"
+        );
+    }
+
+    #[test]
+    fn a_write_that_is_not_a_replica_is_answered_at_the_quorum_too() {
+        // k = 3: the replicas are 1, 2 and 3; this node (9) is not one of them.
+        let o = survey(&[1, 2, 3], &[]);
+        let mut p = plan(record(false), &o, None, 9, settings(3, 2, 4));
+        let w = &mut p.write;
+        w.on_ack("n1:1", Ack::Stored);
+        assert_eq!(w.poll(), Step::Wait);
+        w.on_ack("n3:1", Ack::Stored);
+        assert!(matches!(
+            w.poll(),
+            Step::Answer(Verdict::Acknowledged { .. })
+        ));
+        w.on_ack("n2:1", Ack::Failed);
+        assert!(matches!(w.poll(), Step::Done(Verdict::Acknowledged { .. })));
     }
 
     #[test]

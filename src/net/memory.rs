@@ -4,7 +4,8 @@
 //! same conversions and validation as the gRPC transport. Nodes can be taken down and links
 //! cut (one way or both) to inject failures; names can be registered to stand for several
 //! addresses, like a DNS name with many A records. Nodes can be made slow (each request costs
-//! its receiver a service time, as on a CPU-starved machine), and the network counts the
+//! its receiver a service time, as on a CPU-starved machine), STOREs to some nodes can be
+//! delayed (a slow disk, a far-away replica), and the network counts the
 //! messages it carries, so that tests can bound a network's traffic.
 
 use std::collections::{HashMap, HashSet};
@@ -37,6 +38,8 @@ struct State {
     service_time: Duration,
     /// When each node is done with the requests already sent to it.
     busy_until: HashMap<String, Instant>,
+    /// STOREs to these nodes reach them this much later (a slow disk, a far-away replica).
+    store_delay: HashMap<String, Duration>,
 }
 
 impl State {
@@ -133,6 +136,17 @@ impl MemoryNetwork {
         }
     }
 
+    /// Delays every STORE sent to `addr` by `delay` before it reaches it (other requests are
+    /// not delayed): a replica with a slow disk, or far away. `Duration::ZERO` ends it.
+    pub fn delay_stores(&self, addr: &str, delay: Duration) {
+        let mut st = self.lock();
+        if delay.is_zero() {
+            st.store_delay.remove(addr);
+        } else {
+            st.store_delay.insert(addr.to_string(), delay);
+        }
+    }
+
     /// Message counts so far.
     pub fn stats(&self) -> NetStats {
         let c = &self.counters;
@@ -174,14 +188,18 @@ pub struct MemoryTransport {
 impl Transport for MemoryTransport {
     fn send(&self, addr: &str, env: Envelope) -> BoxFuture<'static, Result<Reply, TransportError>> {
         let addr = addr.to_string();
-        let (target, slot) = {
+        let (target, slot, delay) = {
             let mut st = self.net.lock();
+            let delay = match env.body {
+                Request::Store { .. } => st.store_delay.get(&addr).copied(),
+                _ => None,
+            };
             if st.cut.contains(&(env.sender.addr.clone(), addr.clone())) {
-                (None, Ok(None))
+                (None, Ok(None), delay)
             } else {
                 let target = st.nodes.get(&addr).cloned();
                 let slot = st.reserve(&addr, Instant::now());
-                (target, slot)
+                (target, slot, delay)
             }
         };
         let counters = self.net.counters.clone();
@@ -207,6 +225,9 @@ impl Transport for MemoryTransport {
                 }
                 Ok(Some(at)) => tokio::time::sleep_until(at).await,
                 Ok(None) => {}
+            }
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
             }
             // Round-trip through the wire format, as the gRPC transport would.
             let env = convert::roundtrip_request(&env)

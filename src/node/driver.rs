@@ -128,9 +128,9 @@ impl Driver {
         joined: watch::Sender<bool>,
         tick: Duration,
     ) -> (Driver, mpsc::UnboundedReceiver<Event>) {
-        let now = Instant::now();
+        let now = super::clock::now();
         let limits = cfg.store_limits();
-        let incarnation = crate::kad::store::unix_ms(SystemTime::now());
+        let incarnation = crate::kad::store::unix_ms(super::clock::wall());
         let me = Contact::new(cfg.id, cfg.addr.clone()).with_incarnation(incarnation);
         let store: Box<dyn RecordStore> = match &cfg.data_dir {
             Some(dir) => Box::new(
@@ -188,16 +188,16 @@ impl Driver {
 
 impl Driver {
     pub fn now(&self) -> Instant {
-        Instant::now()
+        super::clock::now()
     }
 
     /// This node's wall clock (the system's, moved by `NodeConfig::clock_offset_ms`).
     pub fn wall(&self) -> SystemTime {
         let offset = Duration::from_millis(self.cfg.clock_offset_ms.unsigned_abs());
         if self.cfg.clock_offset_ms >= 0 {
-            SystemTime::now() + offset
+            super::clock::wall() + offset
         } else {
-            SystemTime::now() - offset
+            super::clock::wall() - offset
         }
     }
 

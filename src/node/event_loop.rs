@@ -166,6 +166,7 @@ impl Driver {
             } => self.finish_get(key, outcome, reply, started),
             AfterLookup::Write { record, reply } => self.write_replicas(record, outcome, reply),
             AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
+            AfterLookup::FindNode { reply } => self.finish_find_node(outcome, reply),
             AfterLookup::Join => self.joined_lookup_done(outcome),
             AfterLookup::Refresh => self.job_done(),
             AfterLookup::Replicate { records } => {

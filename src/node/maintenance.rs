@@ -8,7 +8,10 @@
 //! A name that resolves only to this node, three times in a row, means this node is the
 //! first: it creates the network. A joined node re-resolves the name every `rebootstrap_interval` and pings any
 //! address it does not know, so that nodes which started apart (or were partitioned) merge
-//! into one network.
+//! into one network. An address counts as known when a live contact advertises it or when
+//! the node that answered a ping there is a live contact (on Kubernetes the name resolves to
+//! pod IPs and nodes advertise DNS names: without that second rule every node would ping every
+//! pod, and look itself up, at every re-bootstrap).
 //!
 //! Implementation notes (departures from the paper):
 //! - The join's self-lookup and bucket refresh run a second time [`POST_JOIN_REFRESH`] later
@@ -47,7 +50,7 @@ use super::jobs::Job;
 use super::state::{AfterLookup, Op, Purpose};
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::store::unix_ms;
-use crate::kad::{Contact, Key, Record, Request, replication};
+use crate::kad::{Contact, Key, NodeId, Record, Request, replication};
 use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
@@ -155,8 +158,24 @@ impl Driver {
             addrs.dedup();
         }
         // Stale contacts count as unknown: pinging them again is how a node that lost touch
-        // with everyone finds its way back.
-        let known: HashSet<String> = self.core.routing().live().map(|c| c.addr.clone()).collect();
+        // with everyone finds its way back. An address is known when a live contact
+        // advertises it, or when the node that answered there before is a live contact.
+        let live: Vec<(String, NodeId)> = self
+            .core
+            .routing()
+            .live()
+            .map(|c| (c.addr.clone(), c.id))
+            .collect();
+        let live_ids: HashSet<NodeId> = live.iter().map(|(_, id)| *id).collect();
+        let mut known: HashSet<String> = live.into_iter().map(|(a, _)| a).collect();
+        self.join.aliases.retain(|a, _| addrs.contains(a));
+        known.extend(
+            self.join
+                .aliases
+                .iter()
+                .filter(|(_, id)| live_ids.contains(id))
+                .map(|(a, _)| a.clone()),
+        );
         let others: Vec<String> = addrs
             .into_iter()
             .filter(|a| *a != self.cfg.addr && !self.join.own_addrs.contains(a))
@@ -208,7 +227,11 @@ impl Driver {
                 *selves += 1;
                 self.join.own_addrs.insert(done.addr.clone());
             }
-            Ok(_) => *answered += 1,
+            Ok(reply) => {
+                *answered += 1;
+                let id = reply.responder.id;
+                self.join.aliases.insert(done.addr.clone(), id);
+            }
             Err(e) => debug!(error = %e, "bootstrap ping failed"),
         }
         if *pending > 0 {

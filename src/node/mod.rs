@@ -16,6 +16,7 @@
 //! reports where a node stands.
 
 mod backlog;
+pub mod clock;
 mod driver;
 mod event_loop;
 mod flow;
@@ -186,6 +187,19 @@ pub struct GetResult {
     pub queried: u32,
 }
 
+/// What a node lookup ([`NodeHandle::find_node`]) found.
+#[derive(Clone, Debug)]
+pub struct NodeLookup {
+    /// The k closest nodes that answered, closest first (this node not among them).
+    pub closest: Vec<crate::kad::Contact>,
+    /// Rounds the lookup went (see [`crate::kad::lookup::Outcome::rounds`]).
+    pub rounds: u32,
+    /// RPCs it sent.
+    pub queried: u32,
+    /// It reached its deadline before it converged.
+    pub gave_up: bool,
+}
+
 /// One node in a Locate answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Located {
@@ -288,6 +302,10 @@ pub(crate) enum Command {
         key: String,
         reply: Reply<(NodeId, Vec<Located>)>,
     },
+    FindNode {
+        target: NodeId,
+        reply: Reply<NodeLookup>,
+    },
     Info {
         reply: oneshot::Sender<NodeInfo>,
     },
@@ -376,6 +394,12 @@ impl NodeHandle {
 
     pub async fn locate(&self, key: String) -> Result<(NodeId, Vec<Located>), DhtError> {
         self.call(|reply| Command::Locate { key, reply }).await
+    }
+
+    /// A FIND_NODE lookup of `target` (paper section 2.3): the k closest nodes this node can
+    /// find. What joins, refreshes and replication run; the simulation measures it.
+    pub async fn find_node(&self, target: NodeId) -> Result<NodeLookup, DhtError> {
+        self.call(|reply| Command::FindNode { target, reply }).await
     }
 
     pub async fn info(&self) -> Result<NodeInfo, DhtError> {

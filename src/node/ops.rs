@@ -19,7 +19,7 @@ use super::driver::{Driver, RpcDone};
 use super::state::{AfterLookup, Op, Purpose, Reply};
 use super::{
     BucketDump, Command, GetResult, Located, MAX_KEY_BYTES, MAX_OPERATIONS, MAX_PICTURE_RECORDS,
-    NodeInfo, NodeLoad, RouteEntry, Snapshot, WriteResult,
+    NodeInfo, NodeLoad, NodeLookup, RouteEntry, Snapshot, WriteResult,
 };
 use crate::error::DhtError;
 use crate::kad::lookup::{Mode, Outcome};
@@ -108,6 +108,10 @@ impl Driver {
                 Ok(_) if let Some(e) = self.cannot_start() => drop(reply.send(Err(e))),
                 Ok(id) => self.start_lookup(id, Mode::Survey, AfterLookup::Locate { reply }),
             },
+            Command::FindNode { target, reply } => match self.cannot_start() {
+                Some(e) => drop(reply.send(Err(e))),
+                None => self.start_lookup(target, Mode::FindNode, AfterLookup::FindNode { reply }),
+            },
             Command::Info { reply } => drop(reply.send(self.info())),
             Command::Routes { reply } => drop(reply.send(self.routes())),
             Command::Snapshot { reply } => drop(reply.send(self.snapshot())),
@@ -125,7 +129,7 @@ impl Driver {
             joined: self.is_joined(),
             k: self.cfg.params.k,
             alpha: self.cfg.params.alpha,
-            uptime: self.started.elapsed(),
+            uptime: self.now() - self.started,
             load: NodeLoad {
                 operations: self.ops.len(),
                 rpcs: self.flow.stats(),
@@ -362,7 +366,7 @@ impl Driver {
             return drop(reply.send(Err(DhtError::NotFound(key))));
         }
         let hops = outcome.found.as_ref().map_or(0, |f| f.hop);
-        debug!(key, hops, queried = outcome.queried, elapsed = ?started.elapsed(), "get: found");
+        debug!(key, hops, queried = outcome.queried, elapsed = ?(self.now() - started), "get: found");
         let placement = outcome.cache_placement(self.cfg.cache_ttl.as_millis() as u64);
         if let Some((target, life)) = placement {
             let mut cached = newest.clone();
@@ -382,6 +386,18 @@ impl Driver {
             local: false,
             hops,
             queried: outcome.queried,
+        }));
+    }
+
+    pub(crate) fn finish_find_node(&mut self, outcome: Outcome, reply: Reply<NodeLookup>) {
+        if let Some(e) = self.cut_off(&outcome, "cannot tell which nodes are closest") {
+            return drop(reply.send(Err(e)));
+        }
+        let _ = reply.send(Ok(NodeLookup {
+            closest: outcome.closest,
+            rounds: outcome.rounds,
+            queried: outcome.queried,
+            gave_up: outcome.gave_up,
         }));
     }
 
@@ -462,7 +478,7 @@ impl Driver {
         }
         let op = self.new_op(Op::Write {
             write: Box::new(write),
-            reply,
+            reply: Some(reply),
         });
         for c in &replicas {
             self.send(Some(op), Purpose::Store, c, store.clone());
@@ -491,6 +507,8 @@ impl Driver {
             Err(TransportError::Overloaded(_, why)) => Ack::Exhausted(why.clone()),
             _ => Ack::Failed,
         };
+        self.metrics
+            .observe_write_store(ack == Ack::Stored, write.answered());
         write.on_ack(&done.addr, ack);
         self.step_write(op);
     }
@@ -523,11 +541,26 @@ impl Driver {
                         write.on_local(ack);
                     }
                 }
+                Step::Answer(verdict) => {
+                    // The quorum has it: the client need not wait for the slower replicas.
+                    if let Some(Op::Write { write, reply }) = self.ops.get_mut(&op)
+                        && let Some(reply) = reply.take()
+                    {
+                        let _ = reply.send(write_answer(write.record(), verdict));
+                    }
+                }
                 Step::Done(verdict) => {
                     let Some(Op::Write { write, reply }) = self.ops.remove(&op) else {
                         return;
                     };
-                    let _ = reply.send(write_answer(write.record(), verdict));
+                    match reply {
+                        Some(reply) => drop(reply.send(write_answer(write.record(), verdict))),
+                        None => debug!(
+                            key = %write.record().key.short(),
+                            ?verdict,
+                            "write: the STOREs after the quorum's answer are done"
+                        ),
+                    }
                     return;
                 }
             }

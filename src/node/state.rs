@@ -2,13 +2,13 @@
 //! a finished lookup feeds, and the progress of joining. Types only: the driver
 //! (`driver`) and the handlers (`ops`, `maintenance`, `repair`) build on them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::trace::LookupTrace;
-use super::{GetResult, Located, WriteResult};
+use super::{GetResult, Located, NodeLookup, WriteResult};
 use crate::error::DhtError;
 use crate::kad::lookup::Lookup;
 use crate::kad::write::Write;
@@ -48,6 +48,9 @@ pub(crate) enum AfterLookup {
     Locate {
         reply: Reply<(NodeId, Vec<Located>)>,
     },
+    FindNode {
+        reply: Reply<NodeLookup>,
+    },
     Join,
     Refresh,
     /// Records of one replication group (see `crate::kad::replication`).
@@ -67,7 +70,8 @@ pub(crate) enum Op {
     /// A put's or delete's STOREs (see [`crate::kad::write`]).
     Write {
         write: Box<Write>,
-        reply: Reply<WriteResult>,
+        /// Taken when the client is answered (at the quorum: the other STOREs go on).
+        reply: Option<Reply<WriteResult>>,
     },
     /// The STOREs of a replication group, sent a record at a time while fewer than
     /// [`REPLICATION_STORES_IN_FLIGHT`] are in flight.
@@ -101,4 +105,9 @@ pub(crate) struct JoinState {
     pub post_refresh_done: bool,
     /// Addresses at which this node answered its own bootstrap ping.
     pub own_addrs: HashSet<String>,
+    /// The node that answered a bootstrap ping at each address P2P_REMOTE_HOST resolved to
+    /// (the addresses of the last resolution only). On Kubernetes the name resolves to pod IPs
+    /// while nodes advertise DNS names, so the contacts' addresses never match what the
+    /// name resolves to; this is how a re-bootstrap knows those nodes already.
+    pub aliases: HashMap<String, NodeId>,
 }

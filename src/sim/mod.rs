@@ -1,0 +1,604 @@
+//! `kademlia simulate`: a whole network in one process, on a simulated clock.
+//!
+//! Every node is the real node (its driver, core, maintenance and client operations) over the
+//! in-memory transport ([`crate::net::memory`]), so every message still goes through protobuf
+//! encoding and validation. The runtime is tokio's single-threaded one with its clock paused:
+//! whenever every node waits, tokio moves the clock to the next timer, and the node's clocks
+//! follow it ([`crate::node::clock`]). Time passes only in timers, never in computation, so
+//! hours of refreshes and replication run in seconds and a busy process does not make RPCs
+//! time out.
+//!
+//! A run:
+//! 1. **Build:** node 0 creates the network; the others join through a random live node, a
+//!    wave at a time.
+//! 2. **Idle:** five simulated minutes for the joins to settle, then an hour (one refresh
+//!    interval, or `idle`; zero skips the phase) of nothing but maintenance; the messages sent
+//!    in it give the background traffic per node per minute.
+//! 3. **Store:** `keys` puts through random nodes (32 in flight).
+//! 4. **Churn and lookups:** over `duration`, `churn × nodes` nodes leave without notice and as
+//!    many new ones join, at evenly spread moments; `lookups` FIND_NODE lookups of random
+//!    targets start from random live nodes, spread the same way. A lookup succeeds when the
+//!    nodes it returns are exactly the k closest live nodes to its target (the node that ran
+//!    it left out: it does not return itself), as the simulation knows them when it ends.
+//! 5. **Check:** every key stored is read back through a random live node; one whose get fails
+//!    or answers another value is lost.
+//!
+//! A node counts as live from the moment its join completed until it is killed. The figures
+//! are in [`Report`]; [`sweep`] runs several sizes for the log n curve ([`svg`]).
+//!
+//! Implementation notes: node ids, the choice of nodes, keys and targets follow `seed`; the
+//! nodes' own random choices (lookup timers' jitter, refresh targets) and the order in which
+//! tokio runs tasks that are ready together do not, so two runs with one seed agree closely,
+//! not exactly.
+
+pub mod svg;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::kad::NodeId;
+use crate::net::memory::MemoryNetwork;
+use crate::node::{NodeConfig, NodeHandle, PendingNode};
+
+/// Puts and gets in flight at once in the store and check phases.
+const CONCURRENCY: usize = 32;
+/// Nodes that join at once while the network is built.
+const JOIN_WAVE: usize = 100;
+/// The start of the idle phase that is not measured: the joins' own follow-up lookups (the
+/// first maintenance tick's refresh of the buckets they left empty) settle in it.
+const SETTLE: Duration = Duration::from_secs(300);
+/// The idle phase measured by default: one bucket refresh interval (the hourly refresh of
+/// section 2.3 is most of a quiet network's traffic).
+pub const IDLE: Duration = Duration::from_secs(3600);
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    /// The fraction of `nodes` that leave (and as many that join) during the run.
+    pub churn: f64,
+    pub lookups: usize,
+    pub keys: usize,
+    pub seed: u64,
+    /// Simulated time over which churn and lookups are spread.
+    pub duration: Duration,
+    /// The idle phase's measured span ([`IDLE`] by default); zero skips the phase.
+    pub idle: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 1000,
+            churn: 0.0,
+            lookups: 1000,
+            keys: 100,
+            seed: 1,
+            duration: Duration::from_secs(3600),
+            idle: IDLE,
+        }
+    }
+}
+
+/// What a run measured (the `--json` output).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Nodes at the start (as many are live at the end).
+    pub nodes: usize,
+    /// Nodes that left during the run (as many joined).
+    pub churned: usize,
+    pub lookups: usize,
+    /// Lookups that returned exactly the k closest live nodes.
+    pub lookup_success_pct: f64,
+    pub rounds_p50: u32,
+    pub rounds_p99: u32,
+    pub rounds_max: u32,
+    /// RPCs a lookup sent, on average.
+    pub messages_per_lookup: f64,
+    /// Lookups that failed outright (an error instead of an answer).
+    pub lookup_errors: usize,
+    pub keys: usize,
+    /// Puts acknowledged (stored on their quorum).
+    pub keys_stored: usize,
+    /// Keys stored whose get at the end failed or answered another value.
+    pub keys_lost: usize,
+    /// Rounds of the gets at the end (value lookups), median.
+    pub get_rounds_p50: u32,
+    /// Messages per node per minute during the idle phase (nothing but maintenance ran);
+    /// `None` when the phase was skipped.
+    pub idle_messages_per_node_minute: Option<f64>,
+    /// Messages the network carried in all.
+    pub messages: u64,
+    /// Simulated time the run covered.
+    pub simulated_seconds: u64,
+    /// Wall-clock time the run took.
+    pub seconds: f64,
+}
+
+/// A phase of a run, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Build,
+    Idle,
+    Store,
+    Run,
+    Check,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Build => "joining",
+            Phase::Idle => "idle",
+            Phase::Store => "storing",
+            Phase::Run => "churn+lookups",
+            Phase::Check => "checking",
+        }
+    }
+}
+
+/// Called with (phase, done, total) as the run goes.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(Phase, usize, usize);
+
+/// Runs one simulation on a runtime of its own (single-threaded, its clock paused): call it
+/// from a plain thread, not from inside a tokio runtime.
+pub fn run(cfg: &SimConfig, progress: ProgressFn<'_>) -> anyhow::Result<Report> {
+    anyhow::ensure!(cfg.nodes >= 2, "a simulation needs at least 2 nodes");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&cfg.churn),
+        "churn is a fraction of the nodes, from 0 to 1 (got {})",
+        cfg.churn
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    let started = std::time::Instant::now();
+    let mut report = rt.block_on(async {
+        crate::node::clock::simulate_wall_clock();
+        Sim::new(cfg).run(progress).await
+    })?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Runs `base` at every size in `sizes` (without churn or keys), for the log n curve.
+pub fn sweep(
+    base: &SimConfig,
+    sizes: &[usize],
+    progress: ProgressFn<'_>,
+) -> anyhow::Result<Vec<Report>> {
+    sizes
+        .iter()
+        .map(|&nodes| {
+            let cfg = SimConfig {
+                nodes,
+                churn: 0.0,
+                keys: 0,
+                ..base.clone()
+            };
+            run(&cfg, progress)
+        })
+        .collect()
+}
+
+/// One node of the simulated network.
+struct SimNode {
+    handle: NodeHandle,
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// The nodes that count as live (ids and indexes), shared with the lookups that check
+/// against them.
+type Live = Arc<Mutex<LiveSet>>;
+
+#[derive(Default)]
+struct LiveSet {
+    ids: Vec<NodeId>,
+    nodes: Vec<usize>,
+    /// Where each id is in `ids`.
+    at: HashMap<NodeId, usize>,
+}
+
+impl LiveSet {
+    fn insert(&mut self, id: NodeId, node: usize) {
+        if self.at.contains_key(&id) {
+            return;
+        }
+        self.at.insert(id, self.ids.len());
+        self.ids.push(id);
+        self.nodes.push(node);
+    }
+
+    fn remove(&mut self, id: &NodeId) {
+        let Some(i) = self.at.remove(id) else { return };
+        self.ids.swap_remove(i);
+        self.nodes.swap_remove(i);
+        if let Some(moved) = self.ids.get(i) {
+            self.at.insert(*moved, i);
+        }
+    }
+}
+
+struct Sim {
+    cfg: SimConfig,
+    net: MemoryNetwork,
+    nodes: Vec<SimNode>,
+    live: Live,
+    rng: StdRng,
+}
+
+/// What one lookup of the run found, checked when it ended.
+struct Checked {
+    ok: bool,
+    rounds: u32,
+    queried: u32,
+}
+
+impl Sim {
+    fn new(cfg: &SimConfig) -> Sim {
+        Sim {
+            cfg: cfg.clone(),
+            net: MemoryNetwork::new(),
+            nodes: Vec::new(),
+            live: Arc::default(),
+            rng: StdRng::seed_from_u64(cfg.seed),
+        }
+    }
+
+    async fn run(mut self, progress: ProgressFn<'_>) -> anyhow::Result<Report> {
+        let t0 = tokio::time::Instant::now();
+        self.build(progress).await?;
+        let idle = self.idle(progress).await;
+        let keys_stored = self.store(progress).await;
+        let (checked, errors, churned) = self.churn_and_lookups(progress).await;
+        let (keys_lost, get_rounds) = self.check(&keys_stored, progress).await;
+        let mut rounds: Vec<u32> = checked.iter().map(|c| c.rounds).collect();
+        rounds.sort_unstable();
+        let lookups = checked.len() + errors;
+        let report = Report {
+            nodes: self.cfg.nodes,
+            churned,
+            lookups,
+            lookup_success_pct: pct(checked.iter().filter(|c| c.ok).count(), lookups),
+            rounds_p50: percentile(&rounds, 0.50),
+            rounds_p99: percentile(&rounds, 0.99),
+            rounds_max: rounds.last().copied().unwrap_or(0),
+            messages_per_lookup: mean(checked.iter().map(|c| f64::from(c.queried))),
+            lookup_errors: errors,
+            keys: self.cfg.keys,
+            keys_stored: keys_stored.len(),
+            keys_lost,
+            get_rounds_p50: percentile(&get_rounds, 0.50),
+            idle_messages_per_node_minute: idle,
+            messages: self.net.stats().sent,
+            simulated_seconds: t0.elapsed().as_secs(),
+            seconds: 0.0,
+        };
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        Ok(report)
+    }
+
+    /// Starts a node that joins through `via` (or creates the network).
+    fn spawn(&mut self, via: Option<String>) -> usize {
+        let i = self.nodes.len();
+        let addr = format!("sim-{i}:50051");
+        let mut cfg = NodeConfig::new(NodeId::random(&mut self.rng), &addr);
+        cfg.remote_host = via;
+        let pending = PendingNode::new(cfg, Arc::new(self.net.transport()));
+        self.net.attach(&addr, pending.inbound.clone());
+        let handle = pending.handle.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        pending.start(async move {
+            let _ = stopped.await;
+        });
+        self.nodes.push(SimNode {
+            handle,
+            addr,
+            stop: Some(stop),
+        });
+        i
+    }
+
+    /// A node (its index) that joined and has not been killed, at random.
+    fn random_live(&mut self) -> usize {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.nodes[self.rng.random_range(0..live.nodes.len())]
+    }
+
+    fn via(&mut self) -> String {
+        let i = self.random_live();
+        self.nodes[i].addr.clone()
+    }
+
+    /// Kills node `i` without notice: it vanishes from the network and its driver stops.
+    fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        self.net.detach(&node.addr);
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node.handle.id());
+    }
+
+    fn mark_live(&self, i: usize) {
+        let id = self.nodes[i].handle.id();
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, i);
+    }
+
+    async fn build(&mut self, progress: ProgressFn<'_>) -> anyhow::Result<()> {
+        let first = self.spawn(None);
+        anyhow::ensure!(
+            self.nodes[first].handle.wait_joined().await,
+            "the first node stopped"
+        );
+        self.mark_live(first);
+        while self.nodes.len() < self.cfg.nodes {
+            let start = self.nodes.len();
+            let batch = JOIN_WAVE.min(self.cfg.nodes - start);
+            for _ in 0..batch {
+                let via = self.via();
+                self.spawn(Some(via));
+            }
+            let joins = self.nodes[start..].iter().map(|n| n.handle.wait_joined());
+            let joined = futures::future::join_all(joins).await;
+            anyhow::ensure!(joined.iter().all(|j| *j), "a node stopped before joining");
+            for i in start..self.nodes.len() {
+                self.mark_live(i);
+            }
+            progress(Phase::Build, self.nodes.len(), self.cfg.nodes);
+        }
+        Ok(())
+    }
+
+    /// Messages per node per minute over the idle phase (nothing but maintenance).
+    async fn idle(&mut self, progress: ProgressFn<'_>) -> Option<f64> {
+        let idle = self.cfg.idle;
+        if idle.is_zero() {
+            return None;
+        }
+        tokio::time::sleep(SETTLE).await;
+        let before = self.net.stats().sent;
+        tokio::time::sleep(idle).await;
+        progress(Phase::Idle, 1, 1);
+        let sent = self.net.stats().sent - before;
+        Some(sent as f64 / self.cfg.nodes as f64 / (idle.as_secs_f64() / 60.0))
+    }
+
+    /// Puts every key; returns the indexes of those acknowledged.
+    async fn store(&mut self, progress: ProgressFn<'_>) -> Vec<usize> {
+        let mut puts = Vec::new();
+        for k in 0..self.cfg.keys {
+            let i = self.random_live();
+            let h = self.nodes[i].handle.clone();
+            puts.push(async move {
+                let r = h.put(key(k), value(k), None).await;
+                (k, r.is_ok())
+            });
+        }
+        let mut stored = Vec::new();
+        let mut results = futures::stream::iter(puts).buffer_unordered(CONCURRENCY);
+        let mut done = 0;
+        while let Some((k, ok)) = results.next().await {
+            done += 1;
+            if ok {
+                stored.push(k);
+            }
+            if done % 100 == 0 || done == self.cfg.keys {
+                progress(Phase::Store, done, self.cfg.keys);
+            }
+        }
+        stored.sort_unstable();
+        stored
+    }
+
+    /// The run proper: churn and lookups spread over the configured duration.
+    async fn churn_and_lookups(
+        &mut self,
+        progress: ProgressFn<'_>,
+    ) -> (Vec<Checked>, usize, usize) {
+        let churn = (self.cfg.churn * self.cfg.nodes as f64).round() as usize;
+        // Every event at its moment: churn (true) and lookups (false), in time order.
+        let at = |i: usize, n: usize| self.cfg.duration.mul_f64((i as f64 + 0.5) / n as f64);
+        let mut events: Vec<(Duration, bool)> = (0..churn)
+            .map(|i| (at(i, churn), true))
+            .chain((0..self.cfg.lookups).map(|i| (at(i, self.cfg.lookups), false)))
+            .collect();
+        events.sort_by_key(|(t, _)| *t);
+        let start = tokio::time::Instant::now();
+        let mut lookups = Vec::new();
+        let mut joining: Vec<(usize, tokio::task::JoinHandle<bool>)> = Vec::new();
+        let total = events.len();
+        for (n, (t, is_churn)) in events.into_iter().enumerate() {
+            tokio::time::sleep_until(start + t).await;
+            // Nodes whose join has completed count as live from now on.
+            let (done, still): (Vec<_>, Vec<_>) =
+                joining.into_iter().partition(|(_, j)| j.is_finished());
+            joining = still;
+            for (i, j) in done {
+                if j.await.unwrap_or(false) {
+                    self.mark_live(i);
+                }
+            }
+            if is_churn {
+                let gone = self.random_live();
+                self.kill(gone);
+                let via = self.via();
+                let i = self.spawn(Some(via));
+                let h = self.nodes[i].handle.clone();
+                joining.push((i, tokio::spawn(async move { h.wait_joined().await })));
+            } else {
+                let from = self.random_live();
+                let h = self.nodes[from].handle.clone();
+                let target = NodeId::random(&mut self.rng);
+                lookups.push(tokio::spawn(check_lookup(h, target, self.live.clone())));
+            }
+            if (n + 1) % 50 == 0 || n + 1 == total {
+                progress(Phase::Run, n + 1, total);
+            }
+        }
+        tokio::time::sleep_until(start + self.cfg.duration).await;
+        let (mut checked, mut errors) = (Vec::new(), 0);
+        for l in lookups {
+            match l.await {
+                Ok(Some(c)) => checked.push(c),
+                _ => errors += 1,
+            }
+        }
+        for (i, j) in joining {
+            if j.await.unwrap_or(false) {
+                self.mark_live(i);
+            }
+        }
+        (checked, errors, churn)
+    }
+
+    /// Reads every stored key back; returns how many are lost, and the gets' rounds.
+    async fn check(&mut self, stored: &[usize], progress: ProgressFn<'_>) -> (usize, Vec<u32>) {
+        let mut gets = Vec::new();
+        for &k in stored {
+            let i = self.random_live();
+            let h = self.nodes[i].handle.clone();
+            gets.push(async move {
+                match h.get(key(k)).await {
+                    Ok(r) if r.value == value(k) => Some(r.hops),
+                    _ => None,
+                }
+            });
+        }
+        let mut results = futures::stream::iter(gets).buffer_unordered(CONCURRENCY);
+        let (mut lost, mut rounds, mut done) = (0, Vec::new(), 0);
+        while let Some(r) = results.next().await {
+            done += 1;
+            match r {
+                Some(hops) => rounds.push(hops),
+                None => lost += 1,
+            }
+            if done % 100 == 0 || done == stored.len() {
+                progress(Phase::Check, done, stored.len());
+            }
+        }
+        rounds.sort_unstable();
+        (lost, rounds)
+    }
+}
+
+/// Runs a FIND_NODE lookup of `target` from `h`, and checks what it found against the live
+/// nodes when it ends (`None`: the lookup failed).
+async fn check_lookup(h: NodeHandle, target: NodeId, live: Live) -> Option<Checked> {
+    let found = h.find_node(target).await.ok()?;
+    let want = closest_live(&live, &target, h.id(), crate::K);
+    let mut got: Vec<NodeId> = found.closest.iter().map(|c| c.id).collect();
+    got.sort_by_key(|id| id.distance(&target));
+    Some(Checked {
+        ok: got == want,
+        rounds: found.rounds,
+        queried: found.queried,
+    })
+}
+
+/// The `k` closest live nodes to `target`, closest first, `me` left out.
+fn closest_live(live: &Live, target: &NodeId, me: NodeId, k: usize) -> Vec<NodeId> {
+    let live = live.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ids: Vec<NodeId> = live.ids.iter().copied().filter(|id| *id != me).collect();
+    let k = k.min(ids.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    ids.select_nth_unstable_by_key(k - 1, |id| id.distance(target));
+    ids.truncate(k);
+    ids.sort_by_key(|id| id.distance(target));
+    ids
+}
+
+fn key(k: usize) -> String {
+    format!("sim-key-{k}")
+}
+
+fn value(k: usize) -> Vec<u8> {
+    format!("sim-value-{k}").into_bytes()
+}
+
+fn pct(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        return 100.0;
+    }
+    100.0 * part as f64 / whole as f64
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// The value at quantile `q` of `sorted` (nearest rank), 0 when empty.
+fn percentile(sorted: &[u32], q: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let xs: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&xs, 0.50), 50);
+        assert_eq!(percentile(&xs, 0.99), 99);
+        assert_eq!(percentile(&[3], 0.99), 3);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn the_closest_live_leave_out_the_asker() {
+        let live: Live = Arc::default();
+        for b in [1u8, 2, 3, 8] {
+            live.lock().unwrap().insert(NodeId([b; 20]), b as usize);
+        }
+        let got = closest_live(&live, &NodeId([0; 20]), NodeId([1; 20]), 2);
+        assert_eq!(got, vec![NodeId([2; 20]), NodeId([3; 20])]);
+    }
+
+    #[test]
+    fn a_small_network_finds_its_nodes_and_keeps_its_keys_through_churn() {
+        let cfg = SimConfig {
+            nodes: 60,
+            churn: 0.3,
+            lookups: 60,
+            keys: 20,
+            seed: 7,
+            duration: Duration::from_secs(1800),
+            idle: IDLE,
+        };
+        let r = run(&cfg, &mut |_, _, _| {}).unwrap();
+        assert_eq!(r.churned, 18);
+        assert_eq!(r.lookups, 60);
+        assert_eq!(r.keys_stored, 20);
+        assert_eq!(r.keys_lost, 0, "{r:?}");
+        // The goal is 99.9 %; under churn the lookups miss a node at the edge of the
+        // k closest now and then (see the closing notes), so this only guards against worse.
+        assert!(r.lookup_success_pct >= 85.0, "{r:?}");
+        assert!(r.idle_messages_per_node_minute.is_some_and(|m| m > 0.0));
+        assert!(r.simulated_seconds >= 1800 + 3900, "{r:?}");
+        assert!(r.messages_per_lookup > 0.0);
+    }
+}

@@ -1,0 +1,118 @@
+//! `kademlia simulate`: the binary runs a 2,000-node network with 30 % churn on a simulated
+//! clock and reports what it measured as JSON; `--svg` draws the sweep of sizes.
+//!
+//! The figures asserted here are floors that catch a regression, not the goals (those
+//! are for `kademlia simulate --nodes 10000 --churn 0.3`, reported in the closing notes).
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn simulate(args: &[&str]) -> (Value, String) {
+    let out = Command::new(common::process::BIN)
+        .arg("simulate")
+        .args(args)
+        .output()
+        .expect("run kademlia simulate");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "simulate failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let report = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    (report, stderr)
+}
+
+#[test]
+fn two_thousand_nodes_with_churn_keep_every_key_and_find_their_nodes() {
+    let (r, stderr) = simulate(&[
+        "--nodes",
+        "2000",
+        "--churn",
+        "0.3",
+        "--lookups",
+        "300",
+        "--keys",
+        "200",
+        "--minutes",
+        "30",
+        "--idle-minutes",
+        "0",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    eprintln!("{r}");
+    let n = |f: &str| {
+        r[f].as_f64()
+            .unwrap_or_else(|| panic!("{f} is missing or not a number: {r}"))
+    };
+    assert_eq!(n("nodes"), 2000.0);
+    assert_eq!(n("churned"), 600.0, "30 % of the nodes left");
+    assert_eq!(n("lookups"), 300.0);
+    assert_eq!(n("lookup_errors"), 0.0);
+    assert_eq!(n("keys_stored"), 200.0, "every put reached its quorum");
+    assert_eq!(n("keys_lost"), 0.0, "no key lost to churn");
+    assert!(n("lookup_success_pct") >= 75.0, "{r}");
+    assert!(n("rounds_p50") >= 1.0 && n("rounds_p99") <= 6.0, "{r}");
+    let per_lookup = n("messages_per_lookup");
+    assert!((10.0..=60.0).contains(&per_lookup), "{r}");
+    assert!(
+        n("simulated_seconds") >= 1800.0,
+        "the run covered 30 simulated minutes: {r}"
+    );
+    assert!(
+        r["idle_messages_per_node_minute"].is_null(),
+        "the idle phase was skipped"
+    );
+    assert!(
+        stderr.contains("churn+lookups"),
+        "progress is shown: {stderr}"
+    );
+}
+
+#[test]
+fn the_sweep_draws_rounds_and_messages_against_network_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("curve.svg");
+    let (r, stderr) = simulate(&[
+        "--nodes",
+        "300",
+        "--lookups",
+        "60",
+        "--keys",
+        "20",
+        "--idle-minutes",
+        "10",
+        "--minutes",
+        "5",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--sizes",
+        "75,150,300",
+        "--json",
+    ]);
+    assert!(
+        r["idle_messages_per_node_minute"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0),
+        "{r}"
+    );
+    assert_eq!(
+        r["lookup_success_pct"].as_f64(),
+        Some(100.0),
+        "no churn: {r}"
+    );
+    let text = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    // Three sizes, three series (rounds p50, rounds p99, RPCs per lookup).
+    assert_eq!(text.matches("class=\"point\"").count(), 9, "{text}");
+    for n in ["75", "150", "300"] {
+        assert!(
+            text.contains(&format!("data-nodes=\"{n}\"")),
+            "size {n} drawn"
+        );
+        assert!(stderr.contains(&format!("sweep: {n:>6} nodes")), "{stderr}");
+    }
+}
