@@ -106,10 +106,15 @@ async fn delete_then_get_is_not_found_and_old_versions_never_return() {
     let a = sim.random_live();
     let b = sim.random_live();
     a.put("doomed".into(), b"v1".to_vec(), None).await.unwrap();
-    assert_eq!(b.get("doomed".into()).await.unwrap().value, b"v1");
+    common::reads_eventually(&b, "doomed", Some(b"v1"), &[None]).await;
     b.put("doomed".into(), b"v2".to_vec(), None).await.unwrap();
     let c = sim.random_live();
     c.delete("doomed".into()).await.unwrap();
+    // The delete answered at its quorum; once its other STOREs landed (a moment), every node
+    // answers NOT_FOUND, and from then on no read brings an old version back.
+    for n in &sim.nodes {
+        common::reads_eventually(&n.handle, "doomed", None, &[Some(b"v2")]).await;
+    }
     for _ in 0..20 {
         let h = sim.random_live();
         assert_eq!(
@@ -119,6 +124,9 @@ async fn delete_then_get_is_not_found_and_old_versions_never_return() {
     }
     // A put after the delete brings the key back with the new value only.
     a.put("doomed".into(), b"v3".to_vec(), None).await.unwrap();
+    for n in &sim.nodes {
+        common::reads_eventually(&n.handle, "doomed", Some(b"v3"), &[None]).await;
+    }
     for _ in 0..10 {
         let h = sim.random_live();
         assert_eq!(h.get("doomed".into()).await.unwrap().value, b"v3");
@@ -130,20 +138,30 @@ async fn delete_then_get_is_not_found_and_old_versions_never_return() {
 async fn locate_marks_the_holders() {
     let mut sim = SimNet::build(4, 40, 20).await;
     let h = sim.random_live();
-    h.put("where".into(), b"here".to_vec(), None).await.unwrap();
-    let (key, nodes) = sim.random_live().locate("where".into()).await.unwrap();
-    assert_eq!(key, kademlia::NodeId::hash(b"where"));
-    assert_eq!(nodes.len(), 20);
-    assert!(
-        nodes
-            .windows(2)
-            .all(|w| w[0].contact.id.distance(&key) < w[1].contact.id.distance(&key))
-    );
-    let holders = nodes.iter().filter(|n| n.has_value).count();
-    assert!(
-        holders >= 18,
-        "only {holders} of the 20 closest hold the value"
-    );
+    let put = h.put("where".into(), b"here".to_vec(), None).await.unwrap();
+    assert!(put.stored_at.len() >= 3, "{:?}", put.stored_at);
+    // The put answered at its quorum; its other STOREs land a moment later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let l = sim.random_live();
+    loop {
+        let (key, nodes) = l.locate("where".into()).await.unwrap();
+        assert_eq!(key, kademlia::NodeId::hash(b"where"));
+        assert_eq!(nodes.len(), 20);
+        assert!(
+            nodes
+                .windows(2)
+                .all(|w| w[0].contact.id.distance(&key) < w[1].contact.id.distance(&key))
+        );
+        let holders = nodes.iter().filter(|n| n.has_value).count();
+        if holders >= 18 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {holders} of the 20 closest hold the value 10 s after the put"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sim.shutdown().await;
 }
 

@@ -218,6 +218,41 @@ pub async fn peers_once(node: &NodeHandle, want: usize) -> usize {
     }
 }
 
+/// What `node` answers for `key` once it answers `want` (`None`: NOT_FOUND), retrying for up
+/// to 10 s. A put or delete answers at its quorum while its other STOREs are still on their
+/// way, so a get through another node may answer the version before it for a moment (README,
+/// "Consistency"); every answer on the way must be one of `older`, and any other answer, or
+/// no convergence, fails the test.
+pub async fn reads_eventually(
+    node: &NodeHandle,
+    key: &str,
+    want: Option<&[u8]>,
+    older: &[Option<&[u8]>],
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = match node.get(key.into()).await {
+            Ok(g) => Some(g.value),
+            Err(kademlia::DhtError::NotFound(_)) => None,
+            Err(e) => panic!("{} reading {key}: {e}", node.addr()),
+        };
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            older.contains(&got.as_deref()),
+            "{} reading {key}: {got:?}, neither {want:?} nor an earlier version {older:?}",
+            node.addr()
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} still reads {got:?} for {key} 10 s after {want:?} was written",
+            node.addr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `n` nodes on loopback, each with an HTTP listener (`/metrics`), node 0 creating the
 /// network and the others joining through it; returns them with their HTTP addresses.
 pub async fn network_with_http(n: usize) -> (Vec<GrpcNode>, Vec<String>) {
