@@ -388,6 +388,54 @@ fn devnet_with_peer_mtls_starts_serves_and_stops() {
     assert!(ca.path().join("ca.pem").exists() && ca.path().join("ca-key.pem").exists());
 }
 
+/// `kademlia bench --json` against a devnet: every ping, put and get counted, none wrong, and
+/// the put and get latencies also given in pings measured in the same run.
+#[test]
+fn bench_reports_json_with_latencies_in_pings() {
+    let base = free_port_range(4);
+    let mut net = Devnet::start(4, base, &[]);
+    let out = cli(&[
+        "bench",
+        "--nodes",
+        "4",
+        "--base-port",
+        &base.to_string(),
+        "--pings",
+        "30",
+        "--puts",
+        "30",
+        "--gets",
+        "30",
+        "-c",
+        "4",
+        "--quiet",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["nodes"], 4);
+    for phase in ["ping", "put", "get"] {
+        assert_eq!(r[phase]["ok"], 30, "{phase}: {r}");
+        assert_eq!(r[phase]["errors"], 0, "{phase}: {r}");
+        assert!(r[phase]["p50_ms"].as_f64().unwrap() > 0.0, "{phase}: {r}");
+    }
+    assert_eq!(r["get"]["wrong"], 0, "{r}");
+    let ping = r["ping"]["p50_ms"].as_f64().unwrap();
+    for phase in ["put", "get"] {
+        let in_pings = r[phase]["p50_pings"].as_f64().expect("p50 in pings");
+        let ms = r[phase]["p50_ms"].as_f64().unwrap();
+        assert!(
+            (in_pings * ping - ms).abs() < 1e-6 * ms.max(1.0),
+            "{phase}: {r}"
+        );
+    }
+    assert!(net.interrupt().success());
+}
+
 /// Starts a 6-node devnet with `extra` flags, puts through the first node and gets through
 /// the last, checks the last knows the other 5, stops it with ctrl-c; returns the last's info.
 fn devnet_round_trip(base: u16, extra: &[&str]) -> String {

@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// No progress bar
     #[arg(long)]
     pub quiet: bool,
+    /// One JSON object on stdout instead of the text report (latencies in ms and in pings)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Results of one phase.
@@ -118,6 +121,32 @@ impl PhaseStats {
             s.push_str(&format!("\n     error: {e}"));
         }
         s
+    }
+
+    /// The phase's figures as JSON; `ping_ms` adds the latencies in pings.
+    pub fn to_json(&self, ping_ms: Option<f64>) -> serde_json::Value {
+        let q = |p: f64| self.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        let mut v = serde_json::json!({
+            "ok": self.ok,
+            "errors": self.errors,
+            "wrong": self.wrong,
+            "ops_per_sec": self.ops_per_sec(),
+            "p50_ms": q(0.50),
+            "p95_ms": q(0.95),
+            "p99_ms": q(0.99),
+            "max_ms": self.latency_us.max() as f64 / 1000.0,
+        });
+        if let Some(ping) = ping_ms.filter(|p| *p > 0.0) {
+            v["p50_pings"] = (q(0.50) / ping).into();
+            v["p99_pings"] = (q(0.99) / ping).into();
+        }
+        if self.name == "get" {
+            let remote = (self.ok - self.local).max(1) as f64;
+            v["local"] = self.local.into();
+            v["rounds_per_get"] = (self.hops_total as f64 / remote).into();
+            v["rpcs_per_get"] = (self.queried_total as f64 / remote).into();
+        }
+        v
     }
 }
 
@@ -298,15 +327,29 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let nodes = args.addrs.len() + args.nodes.unwrap_or(0) as usize;
-    println!(
-        "bench: {} pings, {} puts, {} gets, concurrency {}, {}-byte values, {} node(s)",
-        args.pings, args.puts, args.gets, args.concurrency, args.value_size, nodes
-    );
+    if !args.json {
+        println!(
+            "bench: {} pings, {} puts, {} gets, concurrency {}, {}-byte values, {} node(s)",
+            args.pings, args.puts, args.gets, args.concurrency, args.value_size, nodes
+        );
+    }
     let r = bench(&args).await?;
     let ping = (r.ping.ok > 0).then(|| r.ping.p50_ms());
-    println!("{}", r.ping.report(None));
-    println!("{}", r.put.report(ping));
-    println!("{}", r.get.report(ping));
+    if args.json {
+        let out = serde_json::json!({
+            "nodes": nodes,
+            "concurrency": args.concurrency,
+            "value_size": args.value_size,
+            "ping": r.ping.to_json(None),
+            "put": r.put.to_json(ping),
+            "get": r.get.to_json(ping),
+        });
+        println!("{out}");
+    } else {
+        println!("{}", r.ping.report(None));
+        println!("{}", r.put.report(ping));
+        println!("{}", r.get.report(ping));
+    }
     anyhow::ensure!(
         r.get.wrong == 0,
         "{} gets returned a wrong value",
