@@ -125,6 +125,7 @@ async fn a_flood_is_shed_clearly_with_bounded_memory_and_no_acknowledged_write_l
                 let req = pb::FindNodeRequest {
                     header: header(i),
                     target,
+                    count: 0,
                 };
                 peer.find_node(req).await.map(|_| ())
             };

@@ -288,6 +288,7 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .find_node(pb::FindNodeRequest {
             header: header(vec![1; 20], "127.0.0.1:9", "kademlia"),
             target: vec![0; 21],
+            count: 0,
         })
         .await
         .unwrap_err();

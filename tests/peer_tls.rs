@@ -229,7 +229,10 @@ async fn a_node_without_a_certificate_from_the_cluster_ca_cannot_join_or_store()
     let store = Envelope {
         sender: Contact::new(tls.id(), "127.0.0.1:9"),
         network_id: "kademlia".into(),
-        body: Request::FindNode { target: tls.id() },
+        body: Request::FindNode {
+            target: tls.id(),
+            count: 0,
+        },
     };
     let err = foreign.send(&seed.addr, store).await.unwrap_err();
     assert!(matches!(err, TransportError::Unreachable(..)), "{err}");

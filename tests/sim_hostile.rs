@@ -179,8 +179,8 @@ async fn a_peer_answering_lookups_with_made_up_contacts_does_not_mislead_them() 
         move |env| {
             let me = Contact::new(liar_id, liar_addr);
             let target = match &env.body {
-                Request::FindNode { target } => Some(*target),
-                Request::FindValue { key } => Some(*key),
+                Request::FindNode { target, .. } => Some(*target),
+                Request::FindValue { key, .. } => Some(*key),
                 _ => None,
             };
             let Some(target) = target else {

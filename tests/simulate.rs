@@ -54,8 +54,10 @@ fn two_thousand_nodes_with_churn_keep_every_key_and_find_their_nodes() {
     assert_eq!(n("lookup_errors"), 0.0);
     assert_eq!(n("keys_stored"), 200.0, "every put reached its quorum");
     assert_eq!(n("keys_lost"), 0.0, "no key lost to churn");
-    assert!(n("lookup_success_pct") >= 75.0, "{r}");
-    assert!(n("rounds_p50") >= 1.0 && n("rounds_p99") <= 6.0, "{r}");
+    // Issue 12's goal is 99.9 % (measured at 10,000 nodes); 300 lookups here, so at most 3
+    // may miss. Before lookups asked for spare contacts this run found 75-88 %.
+    assert!(n("lookup_success_pct") >= 99.0, "{r}");
+    assert!(n("rounds_p50") >= 1.0 && n("rounds_p99") <= 5.0, "{r}");
     let per_lookup = n("messages_per_lookup");
     assert!((10.0..=60.0).contains(&per_lookup), "{r}");
     assert!(

@@ -30,7 +30,7 @@ use std::time::{Instant, SystemTime};
 use super::Params;
 use super::diversity::ip_of;
 use super::id::{NodeId, bit_position};
-use super::message::{Contact, Envelope, Rejection, Reply, Request, Response};
+use super::message::{Contact, Envelope, Rejection, Reply, Request, Response, reply_count};
 use super::routing::{InsertResult, RoutingTable};
 use super::store::{NEVER, Owner, PutOutcome, Record, RecordStore, unix_ms, unix_us};
 
@@ -181,14 +181,14 @@ impl Core {
                     Err(e) => Err(Rejection::Store(e)),
                 }
             }
-            Request::FindNode { target } => Ok(Response::Nodes {
-                closer: self.closest_excluding(&target, k, &env.sender.id),
+            Request::FindNode { target, count } => Ok(Response::Nodes {
+                closer: self.closest_excluding(&target, reply_count(count, k), &env.sender.id),
             }),
-            Request::FindValue { key } => {
+            Request::FindValue { key, count } => {
                 let record = self.store.get(&key, wall).map(|s| s.record.clone());
                 Ok(Response::Value {
                     record,
-                    closer: self.closest_excluding(&key, k, &env.sender.id),
+                    closer: self.closest_excluding(&key, reply_count(count, k), &env.sender.id),
                 })
             }
         };
@@ -669,6 +669,40 @@ mod tests {
     }
 
     #[test]
+    fn find_node_answers_the_count_asked_for_k_by_default_and_at_most_2k() {
+        use rand::{Rng, SeedableRng};
+        let mut c = core(1);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for i in 0..400 {
+            let addr = format!("p{i}:1");
+            let _ = c.on_reply(Contact::new(NodeId(rng.random()), &addr), &addr, now, wall);
+        }
+        assert!(c.routing().len() > 60, "{}", c.routing().len());
+        let target = NodeId([9; 20]);
+        let mut answer = |count| match c
+            .handle(
+                env(2, "net", Request::FindNode { target, count }),
+                now,
+                wall,
+            )
+            .0
+            .unwrap()
+            .body
+        {
+            Response::Nodes { closer } => closer,
+            other => panic!("{other:?}"),
+        };
+        let k = answer(0);
+        assert_eq!(k.len(), 20, "0 asks for the paper's k");
+        let more = answer(30);
+        assert_eq!(more.len(), 30);
+        assert_eq!(more[..20], k[..], "the k closest first, then the spares");
+        assert_eq!(answer(1000).len(), 40, "never more than 2k");
+        assert_eq!(answer(3).len(), 3);
+    }
+
+    #[test]
     fn rejects_other_networks_without_learning_them() {
         let mut c = core(1);
         let (r, _) = c.handle(
@@ -686,7 +720,7 @@ mod tests {
         let now = SystemTime::now();
         let key = NodeId([7; 20]);
         let (r, _) = c.handle(
-            env(2, "net", Request::FindValue { key }),
+            env(2, "net", Request::FindValue { key, count: 0 }),
             Instant::now(),
             now,
         );
@@ -725,7 +759,7 @@ mod tests {
             }
         );
         let (r, _) = c.handle(
-            env(3, "net", Request::FindValue { key }),
+            env(3, "net", Request::FindValue { key, count: 0 }),
             Instant::now(),
             now,
         );

@@ -33,9 +33,28 @@ impl Contact {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     Ping,
-    Store { record: Record, cached: bool },
-    FindNode { target: NodeId },
-    FindValue { key: Key },
+    Store {
+        record: Record,
+        cached: bool,
+    },
+    /// `count`: contacts wanted, see [`reply_count`].
+    FindNode {
+        target: NodeId,
+        count: u32,
+    },
+    FindValue {
+        key: Key,
+        count: u32,
+    },
+}
+
+/// Contacts a FIND_NODE or FIND_VALUE reply carries for a request that asked for `count`: 0
+/// means `k` (the paper's), and no request gets more than `2k`.
+pub fn reply_count(count: u32, k: usize) -> usize {
+    match count {
+        0 => k,
+        n => (n as usize).min(2 * k),
+    }
 }
 
 impl Request {

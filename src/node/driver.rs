@@ -540,9 +540,11 @@ impl Driver {
                     let body = match lookup.mode() {
                         Mode::FindNode => Request::FindNode {
                             target: lookup.target(),
+                            count: lookup.ask(),
                         },
                         Mode::FindValue | Mode::Survey => Request::FindValue {
                             key: lookup.target(),
+                            count: lookup.ask(),
                         },
                     };
                     let round = lookup.round_of(&contact.id).unwrap_or(1);

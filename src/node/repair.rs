@@ -75,7 +75,12 @@ impl Driver {
         if held.is_some_and(|v| v < current_version) {
             debug!(key = %key.short(), newer = current_version, from = %reply.responder.addr, "own copy is outdated: fetching the newer version");
             let from = reply.responder.clone();
-            self.send(None, Purpose::Adopt(key), &from, Request::FindValue { key });
+            self.send(
+                None,
+                Purpose::Adopt(key),
+                &from,
+                Request::FindValue { key, count: 0 },
+            );
         }
     }
 

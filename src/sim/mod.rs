@@ -608,9 +608,8 @@ mod tests {
         assert_eq!(r.lookups, 60);
         assert_eq!(r.keys_stored, 20);
         assert_eq!(r.keys_lost, 0, "{r:?}");
-        // The goal is 99.9 %; under churn the lookups miss a node at the edge of the
-        // k closest now and then (see the closing notes), so this only guards against worse.
-        assert!(r.lookup_success_pct >= 85.0, "{r:?}");
+        // At most one of the 60 lookups may miss (a node at the edge of the k closest).
+        assert!(r.lookup_success_pct >= 98.0, "{r:?}");
         assert!(r.idle_messages_per_node_minute.is_some_and(|m| m > 0.0));
         assert!(r.simulated_seconds >= 1800 + 3900, "{r:?}");
         assert!(r.messages_per_lookup > 0.0);

@@ -142,11 +142,23 @@ pub fn store_from_pb(m: pb::StoreRequest) -> Result<Envelope, BadMessage> {
 }
 pub fn find_node_from_pb(m: pb::FindNodeRequest) -> Result<Envelope, BadMessage> {
     let target = id("target", &m.target)?;
-    envelope(m.header, Request::FindNode { target })
+    envelope(
+        m.header,
+        Request::FindNode {
+            target,
+            count: m.count,
+        },
+    )
 }
 pub fn find_value_from_pb(m: pb::FindValueRequest) -> Result<Envelope, BadMessage> {
     let key = id("key", &m.key)?;
-    envelope(m.header, Request::FindValue { key })
+    envelope(
+        m.header,
+        Request::FindValue {
+            key,
+            count: m.count,
+        },
+    )
 }
 
 /// A request in wire form.
@@ -167,13 +179,15 @@ pub fn request_to_pb(env: &Envelope) -> PbRequest {
             record: Some(record_to_pb(record)),
             cached: *cached,
         }),
-        Request::FindNode { target } => PbRequest::FindNode(pb::FindNodeRequest {
+        Request::FindNode { target, count } => PbRequest::FindNode(pb::FindNodeRequest {
             header,
             target: target.0.to_vec(),
+            count: *count,
         }),
-        Request::FindValue { key } => PbRequest::FindValue(pb::FindValueRequest {
+        Request::FindValue { key, count } => PbRequest::FindValue(pb::FindValueRequest {
             header,
             key: key.0.to_vec(),
+            count: *count,
         }),
     }
 }
@@ -302,9 +316,11 @@ mod tests {
             },
             Request::FindNode {
                 target: NodeId([6; 20]),
+                count: 30,
             },
             Request::FindValue {
                 key: NodeId([7; 20]),
+                count: 0,
             },
         ] {
             let e = env(body);
@@ -324,6 +340,7 @@ mod tests {
                 network_id: "n".into(),
             }),
             target: vec![0; 20],
+            count: 0,
         };
         let err = find_node_from_pb(bad_id).unwrap_err();
         assert!(
@@ -341,6 +358,7 @@ mod tests {
                 network_id: "n".into(),
             }),
             target: vec![0; 3],
+            count: 0,
         };
         assert!(
             find_node_from_pb(bad_target)
