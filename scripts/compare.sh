@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Compares this node with the DHTs people would pick instead, on this machine, one after the
+# other (never at once): bmuller's python kademlia 2.2.3 (PyPI) and OpenDHT 2.4.12 (Debian's
+# python3-opendht), each as N nodes on loopback in one process, and this node as a devnet of N
+# nodes driven over gRPC by `kademlia bench` from a separate process. Each runs OPS puts, then
+# OPS gets of those keys, at concurrency 1 and then 32; prints the figures, this node's ratio to
+# each and issue 12's goals. Installs what it needs (a venv in .tools/compare-venv; Debian's
+# python3-opendht through apt-get, as root) and stops everything it starts. A peer's phase
+# stops starting ops after PHASE_SECONDS (180) and is marked * in the table; a peer that fails
+# shows "no run" and the others still print.
+# Usage: scripts/compare.sh [NODES] [OPS]   (defaults 100 and 1000; 100 nodes and 300 ops take
+# about 30 s after the release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES=${1:-100}
+OPS=${2:-1000}
+BASE=${BASE_PORT:-21000}
+VENV=.tools/compare-venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import kademlia' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'kademlia==2.2.3'
+fi
+# OpenDHT's Python binding is built for Debian's own interpreter.
+if ! /usr/bin/python3 -c 'import opendht' 2>/dev/null; then
+  echo "installing Debian's python3-opendht" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-opendht >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-opendht >/dev/null; }
+fi
+cargo build --release --locked --quiet
+BIN=target/release/kademlia
+OUT=$(mktemp -d)
+cleanup() { kill "${DEVNET:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$OUT"; }
+trap cleanup EXIT
+
+echo "== this node: $NODES-node devnet, kademlia bench over gRPC ==" >&2
+"$BIN" devnet --nodes "$NODES" --base-port "$BASE" >"$OUT/devnet.out" 2>"$OUT/devnet.err" &
+DEVNET=$!
+for _ in $(seq 1 600); do grep -q '^ready:' "$OUT/devnet.out" && break; sleep 0.1; done
+grep -q '^ready:' "$OUT/devnet.out" || { echo "devnet did not start"; tail "$OUT/devnet.err"; exit 1; }
+for c in 1 32; do
+  "$BIN" bench --quiet --json --nodes "$NODES" --base-port "$BASE" \
+    --pings "$OPS" --puts "$OPS" --gets "$OPS" -c "$c" >"$OUT/ours-c$c.json"
+done
+kill "$DEVNET"; wait "$DEVNET" 2>/dev/null || true; DEVNET=
+
+echo "== python kademlia 2.2.3: $NODES nodes in one process ==" >&2
+PHASE=${PHASE_SECONDS:-180}
+timeout 1800 "$VENV/bin/python" scripts/compare/pykad_bench.py --nodes "$NODES" --ops "$OPS" \
+  --base-port $((BASE + 2000)) --phase-seconds "$PHASE" >"$OUT/pykad.json" ||
+  echo "python kademlia's run failed (exit $?)" >&2
+echo "== OpenDHT 2.4.12: $NODES nodes in one process ==" >&2
+timeout 1800 /usr/bin/python3 scripts/compare/opendht_bench.py --nodes "$NODES" --ops "$OPS" \
+  --base-port $((BASE + 4000)) --phase-seconds "$PHASE" >"$OUT/opendht.json" ||
+  echo "OpenDHT's run failed (exit $?)" >&2
+
+python3 scripts/compare/table.py "$OUT/ours-c1.json" "$OUT/ours-c32.json" "$OUT/pykad.json" "$OUT/opendht.json"
+if [ -n "${KEEP_JSON:-}" ]; then mkdir -p "$KEEP_JSON" && cp "$OUT"/*.json "$KEEP_JSON"/; fi

@@ -1,0 +1,115 @@
+"""Prints the comparison of scripts/compare.sh: the figures of python kademlia, OpenDHT and this
+node from their JSON files, this node's ratio to each, and issue 12's goals, met or not.
+
+A harness that failed (an empty or missing file) shows as "no run"; a phase cut short by its
+time limit is marked with * and counts only the ops it ran; a phase with failed or wrong ops
+shows "failed ops" (a wrong value, or more than 1 % of its ops failed; fewer failures are
+listed under the table). A goal that cannot be judged from what ran says so.
+
+Usage: table.py OURS_C1.json OURS_C32.json PYKAD.json OPENDHT.json
+"""
+
+import json
+import sys
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+ours_c1, ours_c32, pykad, odht = (load(p) for p in sys.argv[1:5])
+if ours_c1 is None or ours_c32 is None:
+    sys.exit("this node's bench produced no figures")
+ping = ours_c1["ping"]["p50_ms"]
+ours = {
+    "get_c1": ours_c1["get"],
+    "put_c1": ours_c1["put"],
+    "get_c32": ours_c32["get"],
+    "put_c32": ours_c32["put"],
+}
+rows = [
+    ("get p50, concurrency 1 (ms)", "get_c1", "p50_ms", False),
+    ("put p50, concurrency 1 (ms)", "put_c1", "p50_ms", False),
+    ("gets/s, 32 in flight", "get_c32", "ops_per_sec", True),
+    ("puts/s, 32 in flight", "put_c32", "ops_per_sec", True),
+    ("get p99, concurrency 1 (ms)", "get_c1", "p99_ms", False),
+    ("put p99, concurrency 1 (ms)", "put_c1", "p99_ms", False),
+]
+
+
+NO_RUN = "no run"
+FAILED = "failed ops"
+
+
+def fig(system, phase, field):
+    """The figure, or a string saying why there is none."""
+    if system is None or phase not in system:
+        return NO_RUN
+    p = system[phase]
+    if p.get("wrong", 0) or p.get(field) is None or p["errors"] * 100 > p["ok"] + p["errors"]:
+        return FAILED
+    return p[field]
+
+
+def truncated(system, phase):
+    return system is not None and system.get(phase, {}).get("truncated", False)
+
+
+def cell(v, cut=False):
+    return v if isinstance(v, str) else f"{v:,.2f}{'*' if cut else ''}"
+
+
+def ratio(mine, theirs, higher_is_better):
+    if isinstance(mine, str) or isinstance(theirs, str) or mine == 0 or theirs == 0:
+        return "-"
+    r = mine / theirs if higher_is_better else theirs / mine
+    return f"{r:.2f}x"
+
+
+print(f"{ours_c1['nodes']} nodes each, {ours_c1['put']['ok'] + ours_c1['put']['errors']} ops per phase; this node's ping "
+      f"(one gRPC round trip, Info) p50 {ping:.3f} ms")
+head = f"{'':30} {'python kademlia':>16} {'OpenDHT':>10} {'this node':>10} {'vs python':>10} {'vs OpenDHT':>11}"
+print(head)
+for label, phase, field, higher in rows:
+    p, o, m = fig(pykad, phase, field), fig(odht, phase, field), fig(ours, phase, field)
+    p_cut, o_cut = truncated(pykad, phase), truncated(odht, phase)
+    print(f"{label:30} {cell(p, p_cut):>16} {cell(o, o_cut):>10} {cell(m):>10} "
+          f"{ratio(m, p, higher):>10} {ratio(m, o, higher):>11}")
+for name, system in (("python kademlia", pykad), ("OpenDHT", odht), ("this node", ours)):
+    for phase, p in (system or {}).items():
+        if isinstance(p, dict) and p.get("errors"):
+            print(f"  {name} {phase}: {p['errors']} failed ops")
+print("(ratios: how many times better this node is; below 1.00x it is behind; "
+      "* = the phase hit its time limit, figures from the ops it ran)")
+
+
+def goal(name, mine, theirs, test, note=""):
+    if isinstance(mine, str) or isinstance(theirs, str):
+        return (name, None, f"(cannot judge: {mine if isinstance(mine, str) else theirs})")
+    return (name, test(mine, theirs), note)
+
+
+g = {phase: {f: fig(ours, phase, f) for f in ("p50_ms", "ops_per_sec")} for phase in ours}
+goals = [
+    goal("get p50 <= 4 pings", g["get_c1"]["p50_ms"], ping, lambda m, t: m <= 4 * t,
+         f"{ours['get_c1']['p50_ms'] / ping:.1f} pings"),
+    goal("put p50 <= 8 pings", g["put_c1"]["p50_ms"], ping, lambda m, t: m <= 8 * t,
+         f"{ours['put_c1']['p50_ms'] / ping:.1f} pings"),
+    goal("put p50 below OpenDHT's", g["put_c1"]["p50_ms"], fig(odht, "put_c1", "p50_ms"),
+         lambda m, t: m < t),
+    goal("put p50 >= 10x faster than python's", g["put_c1"]["p50_ms"],
+         fig(pykad, "put_c1", "p50_ms"), lambda m, t: t >= 10 * m),
+    goal("gets/s (32) >= 4x python's", g["get_c32"]["ops_per_sec"],
+         fig(pykad, "get_c32", "ops_per_sec"), lambda m, t: m >= 4 * t),
+    goal("puts/s (32) above OpenDHT's", g["put_c32"]["ops_per_sec"],
+         fig(odht, "put_c32", "ops_per_sec"), lambda m, t: m > t),
+    goal("puts/s (32) >= 8x python's", g["put_c32"]["ops_per_sec"],
+         fig(pykad, "put_c32", "ops_per_sec"), lambda m, t: m >= 8 * t),
+]
+print("goals (issue 12):")
+for name, met, note in goals:
+    word = {True: "met    ", False: "NOT met", None: "unknown"}[met]
+    print(f"  {word} {name} {note}".rstrip())
