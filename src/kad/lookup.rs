@@ -176,11 +176,6 @@ fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Contacts a lookup asks each peer for beyond k (see [`Lookup::ask`]).
-pub fn spare_contacts(k: usize) -> usize {
-    k / 2
-}
-
 /// A lookup gives up after this many RPC timeouts (see [`Lookup::with_deadline`]).
 pub const LOOKUP_DEADLINE_TIMEOUTS: u32 = 5;
 
@@ -269,13 +264,13 @@ impl Lookup {
         self.mode
     }
 
-    /// Contacts to ask each peer for (a FIND_NODE's or FIND_VALUE's `count`): k plus
-    /// [`spare_contacts`]. A peer's closest contacts include some that left without notice
+    /// Contacts to ask each peer for (a FIND_NODE's or FIND_VALUE's `count`): k plus k/2
+    /// spares. A peer's closest contacts include some that left without notice
     /// and that it has not noticed yet; with only k of them, those would push live contacts
     /// near the edge of the k closest out of every reply, and the lookup would end without
     /// them. A reply with more than this is refused.
     pub fn ask(&self) -> u32 {
-        (self.k + spare_contacts(self.k)) as u32
+        (self.k + self.k / 2) as u32
     }
 
     /// The contacts queried so far, closest to the target first.
