@@ -10,7 +10,6 @@ finished ("done", "truncated": true); progress goes to stderr.
 Usage: opendht_bench.py [--nodes 100] [--ops 1000] [--base-port 24000] [--phase-seconds 180]
 """
 
-import argparse
 import json
 import os
 import random
@@ -20,15 +19,10 @@ import time
 
 import opendht as dht
 
-
-def pct(sorted_ms, q):
-    if not sorted_ms:
-        return None
-    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
+import harness
 
 
-def log(msg):
-    print(f"[opendht {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = harness.logger("opendht")
 
 
 def phase(name, ops, concurrency, start_op, budget):
@@ -75,30 +69,15 @@ def phase(name, ops, concurrency, start_op, budget):
     finished.wait(timeout=30)
     elapsed = time.perf_counter() - started
     with lock:
-        latencies = sorted(latencies)
-        done = len(latencies)
-        errors = counts["errors"] + (launched - done)
-    log(f"{name} c{concurrency}: {done}/{ops} ops in {elapsed:.1f} s, {errors} errors")
-    return {
-        "done": done,
-        "truncated": launched < ops,
-        "ok": launched - errors,
-        "errors": errors,
-        "wrong": counts["wrong"],
-        "ops_per_sec": done / elapsed,
-        "p50_ms": pct(latencies, 0.50),
-        "p99_ms": pct(latencies, 0.99),
-        "max_ms": latencies[-1] if latencies else None,
-    }
+        finished_ms = list(latencies)
+        errors = counts["errors"] + (launched - len(finished_ms))
+        wrong = counts["wrong"]
+    return harness.summary(log, name, concurrency, ops, finished_ms, launched, errors, wrong,
+                           elapsed)
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--nodes", type=int, default=100)
-    ap.add_argument("--ops", type=int, default=1000)
-    ap.add_argument("--base-port", type=int, default=24000)
-    ap.add_argument("--phase-seconds", type=float, default=180)
-    args = ap.parse_args()
+    args = harness.args(24000)
     budget = args.phase_seconds
 
     nodes = []

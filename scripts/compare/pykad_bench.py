@@ -10,7 +10,6 @@ to stderr.
 Usage: pykad_bench.py [--nodes 100] [--ops 1000] [--base-port 23000] [--phase-seconds 180]
 """
 
-import argparse
 import asyncio
 import json
 import logging
@@ -20,15 +19,10 @@ import time
 
 from kademlia.network import Server
 
-
-def pct(sorted_ms, q):
-    if not sorted_ms:
-        return None
-    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
+import harness
 
 
-def log(msg):
-    print(f"[pykad {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = harness.logger("pykad")
 
 
 async def phase(name, ops, concurrency, op, budget):
@@ -57,30 +51,14 @@ async def phase(name, ops, concurrency, op, budget):
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    latencies.sort()
-    done = len(latencies)
-    log(f"{name} c{concurrency}: {done}/{ops} ops in {elapsed:.1f} s, {errors} errors")
-    return {
-        "done": done,
-        "truncated": done < ops,
-        "ok": done - errors,
-        "errors": errors,
-        "wrong": wrong,
-        "ops_per_sec": done / elapsed,
-        "p50_ms": pct(latencies, 0.50),
-        "p99_ms": pct(latencies, 0.99),
-        "max_ms": latencies[-1] if latencies else None,
-        "error_samples": samples,
-    }
+    r = harness.summary(log, name, concurrency, ops, latencies, len(latencies), errors, wrong,
+                        elapsed)
+    r["error_samples"] = samples
+    return r
 
 
 async def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--nodes", type=int, default=100)
-    ap.add_argument("--ops", type=int, default=1000)
-    ap.add_argument("--base-port", type=int, default=23000)
-    ap.add_argument("--phase-seconds", type=float, default=180)
-    args = ap.parse_args()
+    args = harness.args(23000)
     budget = args.phase_seconds
     logging.getLogger("kademlia").setLevel(logging.CRITICAL)
     logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
