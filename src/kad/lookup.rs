@@ -2,11 +2,18 @@
 //!
 //! The lookup never performs I/O. The driver asks [`Lookup::poll`] what to do next, sends the
 //! RPCs it is told to, and feeds replies back with [`Lookup::on_success`] / [`Lookup::on_failure`].
-//! At most `alpha` requests are in flight; a request that outlives its timeout stops counting
-//! against `alpha` (its late reply is still used). The lookup ends when the k closest contacts
-//! seen have all answered or failed, or, for FIND_VALUE, at the first record found.
+//! At most `alpha` requests are in flight until the lookup converges: when the alpha closest
+//! contacts still in the running have all answered (the paper's "a round of FIND_NODEs fails
+//! to return a node any closer"), it sends to all of the k closest it has not queried at once,
+//! as the paper does, and from then on queries every new candidate among the k closest as
+//! soon as it is named. A request that outlives its timeout stops counting against `alpha`
+//! (its late reply is still used). The lookup ends when the k closest contacts seen have all
+//! answered or failed, or, for FIND_VALUE, at the first record found.
 //!
 //! Implementation notes (departures from the paper):
+//! - The lookup keeps alpha requests in flight as answers come in rather than waiting for
+//!   each round of alpha to finish, and it takes convergence to be the alpha closest having
+//!   answered rather than a whole round without a closer node.
 //! - A lookup may be given a deadline ([`Lookup::with_deadline`]; the driver uses the
 //!   `lookup_timeout_ms` setting, [`LOOKUP_DEADLINE_TIMEOUTS`] RPC timeouts by default): when every request times out, the paper's
 //!   lookup goes on for as many timeouts as it has candidates, holding its caller (and its
@@ -158,6 +165,9 @@ pub struct Lookup {
     max_queries: u32,
     /// Disjoint paths (S/Kademlia section 4.4); 1: the paper's single lookup.
     paths: usize,
+    /// The paths that have converged (see [`PathScan::converged`]): from then on they query
+    /// every candidate among their k closest at once, not alpha at a time.
+    converged: Vec<bool>,
 }
 
 /// What [`Lookup::scan`] finds on one path.
@@ -167,6 +177,10 @@ struct PathScan {
     in_flight: usize,
     wake: Option<Instant>,
     path_in_flight: usize,
+    /// The path's alpha closest candidates still in the running have all answered: the
+    /// paper's "a round fails to return closer nodes", when the rest of its k closest are
+    /// queried at once.
+    converged: bool,
 }
 
 fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -207,6 +221,7 @@ impl Lookup {
             addrs: HashSet::new(),
             max_queries: u32::MAX,
             paths: 1,
+            converged: vec![false],
         };
         l.add(seeds, 1, 0);
         l
@@ -222,6 +237,7 @@ impl Lookup {
     /// adversarial nodes, for `paths` times the messages. Set before the first poll.
     pub fn with_disjoint_paths(mut self, paths: usize) -> Self {
         self.paths = paths.max(1);
+        self.converged = vec![false; self.paths];
         for (i, p) in self.peers.values_mut().enumerate() {
             p.path = i % self.paths;
         }
@@ -333,7 +349,14 @@ impl Lookup {
             any_in_flight |= scan.in_flight > 0;
             wake = earlier(wake, scan.wake);
             if let Some(d) = scan.next {
-                if scan.path_in_flight < self.alpha {
+                // Past convergence the paper sends to all of the k closest not yet queried.
+                self.converged[path] |= scan.converged;
+                let limit = if self.converged[path] {
+                    self.k.max(self.alpha)
+                } else {
+                    self.alpha
+                };
+                if scan.path_in_flight < limit {
                     query = query.or(Some(d));
                 } else {
                     wake = earlier(wake, self.next_deadline());
@@ -370,7 +393,10 @@ impl Lookup {
     /// the running, the requests in flight among those (and when the first of them times
     /// out), and its requests in flight beyond them too (which still count against alpha).
     fn scan(&self, path: usize) -> PathScan {
-        let mut scan = PathScan::default();
+        let mut scan = PathScan {
+            converged: true,
+            ..PathScan::default()
+        };
         let mut considered = 0;
         for (d, p) in self.peers.iter().filter(|(_, p)| p.path == path) {
             if let State::Waiting { .. } = p.state {
@@ -387,6 +413,9 @@ impl Lookup {
                     scan.wake = earlier(scan.wake, Some(t));
                 }
                 _ => {}
+            }
+            if considered < self.alpha && !matches!(p.state, State::Succeeded { .. }) {
+                scan.converged = false;
             }
             considered += 1;
         }
@@ -855,6 +884,54 @@ mod tests {
             spares[..],
             "the spares that answered, closest first"
         );
+    }
+
+    /// Queries the lookup sends at `now` before it has to wait for an answer.
+    fn sent_now(l: &mut Lookup, now: Instant) -> Vec<Contact> {
+        let mut sent = Vec::new();
+        while let Poll::Query(c) = l.poll(now) {
+            sent.push(c);
+        }
+        sent
+    }
+
+    #[test]
+    fn once_the_alpha_closest_answered_the_rest_of_the_k_closest_are_queried_at_once() {
+        let now = Instant::now();
+        // 30 seeds at distances 1..=30 from the target.
+        let seeds: Vec<Contact> = (1..=30u8)
+            .map(|i| Contact::new(id_with(i, 0), format!("n{i}")))
+            .collect();
+        let mut l = lookup_from(seeds);
+        let first = sent_now(&mut l, now);
+        assert_eq!(first.len(), ALPHA, "alpha in flight before convergence");
+        // The second closest answers first: the closest is still out, so no burst yet.
+        l.on_success(&first[1].id, vec![], None);
+        let next = sent_now(&mut l, now);
+        assert_eq!(next.len(), 1, "one freed slot, one query: {next:?}");
+        l.on_success(&first[0].id, vec![], None);
+        l.on_success(&first[2].id, vec![], None);
+        // The three closest answered and named nobody closer: the paper's lookup now sends to
+        // all of the k closest it has not queried, here k - 4, in one go.
+        let burst = sent_now(&mut l, now);
+        let ranks: Vec<u8> = burst.iter().map(|c| c.id.0[19]).collect();
+        assert_eq!(ranks, (5..=K as u8).collect::<Vec<_>>());
+        // A closer contact named during the burst is queried at once too.
+        l.on_success(
+            &burst[0].id,
+            vec![Contact::new(id_with(0, 0), "zero")],
+            None,
+        );
+        let closer = sent_now(&mut l, now);
+        assert_eq!(closer.len(), 1);
+        assert_eq!(closer[0].addr, "zero");
+        // It ends with every one of the k closest answered.
+        for c in burst.iter().skip(1).chain(&next).chain(&closer) {
+            l.on_success(&c.id, vec![], None);
+        }
+        assert_eq!(l.poll(now), Poll::Done);
+        let got: Vec<u8> = l.finish().closest.iter().map(|c| c.id.0[19]).collect();
+        assert_eq!(got, (0..K as u8).collect::<Vec<_>>());
     }
 
     #[test]
