@@ -391,7 +391,8 @@ impl Lookup {
 
     /// One path's state: its closest candidate not yet contacted among its k closest still in
     /// the running, the requests in flight among those (and when the first of them times
-    /// out), and its requests in flight beyond them too (which still count against alpha).
+    /// out), its requests in flight beyond them too (which still count against its limit of
+    /// requests in flight), and whether its alpha closest have all answered.
     fn scan(&self, path: usize) -> PathScan {
         let mut scan = PathScan {
             converged: true,
