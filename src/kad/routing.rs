@@ -442,6 +442,29 @@ impl RoutingTable {
         }
     }
 
+    /// The contact whose answer to a PING stands for the refresh of bucket `index`: its
+    /// least-recently seen entry, when the bucket is full and that entry is live. A full
+    /// bucket has no room for what a refresh lookup would find (that goes to the replacement
+    /// cache), so its refresh needs only to show that the bucket still holds live contacts,
+    /// and the least-recently seen is the likeliest to have left. A bucket with room, or
+    /// whose oldest entry already failed, is refreshed by a lookup as in the paper.
+    pub fn refresh_probe(&self, index: usize) -> Option<Contact> {
+        let bucket = self.buckets.get(index)?;
+        if bucket.entries.len() < self.k {
+            return None;
+        }
+        let lru = bucket.entries.front()?;
+        (lru.failures == 0).then(|| lru.contact.clone())
+    }
+
+    /// Counts bucket `index` as refreshed at `now` (its probe went out, see
+    /// [`refresh_probe`](Self::refresh_probe)).
+    pub fn mark_refreshed(&mut self, index: usize, now: Instant) {
+        if let Some(b) = self.buckets.get_mut(index) {
+            b.last_lookup = Some(now);
+        }
+    }
+
     /// Buckets to refresh: not looked up within `interval` (paper section 2.3), from one
     /// below the closest non-empty bucket to one past the farthest. The buckets closer than
     /// that are one range as far as lookups go (see [`mark_lookup`](Self::mark_lookup)), and
@@ -769,6 +792,38 @@ mod tests {
         assert_eq!(t.stale_buckets(later, hour), vec![158, 159]);
         t.mark_lookup(&NodeId([0xff; 20]), later);
         assert_eq!(t.stale_buckets(later, hour), vec![158]);
+    }
+
+    #[test]
+    fn only_a_full_bucket_with_a_live_oldest_entry_is_refreshed_by_a_ping() {
+        let t0 = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut t = RoutingTable::new(me, 3, t0);
+        let ids: Vec<NodeId> = (0..3).map(|_| me.random_in_bucket(100, &mut rng)).collect();
+        for id in &ids[..2] {
+            let _ = t.insert(c(*id), t0);
+        }
+        assert_eq!(
+            t.refresh_probe(100),
+            None,
+            "room left: a lookup may fill it"
+        );
+        assert_eq!(t.refresh_probe(99), None, "empty");
+        let _ = t.insert(c(ids[2]), t0);
+        assert_eq!(
+            t.refresh_probe(100),
+            Some(c(ids[0])),
+            "the least-recently seen"
+        );
+        // Once the oldest entry has failed, a lookup finds the bucket's replacements.
+        t.on_failure(&ids[0]);
+        assert_eq!(t.refresh_probe(100), None);
+        // A probe sent counts as the bucket's refresh.
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(t.stale_buckets(t0 + hour, hour).contains(&100));
+        t.mark_refreshed(100, t0 + hour);
+        assert!(!t.stale_buckets(t0 + hour, hour).contains(&100));
     }
 
     #[test]

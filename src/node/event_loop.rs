@@ -242,6 +242,7 @@ impl Driver {
             Purpose::Verify(addr) => {
                 self.verifying.remove(&addr);
             }
+            Purpose::RefreshProbe(index) => self.on_refresh_probe(index, &done),
             Purpose::Oneway => {}
         }
     }

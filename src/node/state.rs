@@ -31,6 +31,9 @@ pub(crate) enum Purpose {
     Adopt(NodeId),
     /// A PING to the address a request's sender claimed (see `Effect::Verify`).
     Verify(String),
+    /// A PING that stands for the refresh of a full bucket (`RoutingTable::refresh_probe`):
+    /// if it fails, the bucket is refreshed by a lookup after all.
+    RefreshProbe(usize),
     Oneway,
 }
 
