@@ -26,6 +26,9 @@
 //!   traffic grow by about 0.5 messages per node per minute with each doubling (3.3 at 125
 //!   nodes, 5.1 at 1,000); with the PING it is 2.4 and 3.1. Buckets with room (the few
 //!   nearest this node, whose number does not grow with the network) are still looked up.
+//!   For the same reason the join's refresh of every bucket beyond the closest neighbour
+//!   (and its repeat) skips the buckets that are already full: a 1,000-node simulation with
+//!   churn sends 12 % fewer messages, and finds as many of its lookups' true k closest.
 //! - An empty bucket's refresh starts from the contacts of farther buckets, not from this
 //!   node's neighbours (see `RoutingTable::refresh_seeds`): when a whole neighbourhood missed
 //!   the same range, a lookup through the neighbours never leaves them. When such a range
@@ -335,12 +338,19 @@ impl Driver {
         self.refresh_beyond_closest_neighbour();
     }
 
-    /// Paper section 2.3: refresh every bucket farther than the closest neighbour.
+    /// Paper section 2.3: refresh every bucket farther than the closest neighbour, except the
+    /// full ones (their contacts were just learned, and they have no room for what a lookup
+    /// would find: see the module's notes).
     pub(crate) fn refresh_beyond_closest_neighbour(&mut self) {
+        let now = self.now();
         let lowest = self.core.routing().lowest_nonempty().unwrap_or(0);
         let highest = self.core.routing().highest_nonempty().unwrap_or(0);
         for index in (lowest + 1)..=highest {
-            self.jobs.push(Job::Refresh(index));
+            if self.core.routing().refresh_probe(index).is_some() {
+                self.core.routing_mut().mark_refreshed(index, now);
+            } else {
+                self.jobs.push(Job::Refresh(index));
+            }
         }
         self.run_jobs();
     }
