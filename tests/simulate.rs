@@ -104,6 +104,35 @@ fn a_quiet_network_of_500_nodes_sends_few_messages_per_node_per_minute() {
 }
 
 #[test]
+fn hostile_nodes_are_counted_and_honest_lookups_get_past_most_of_their_lies() {
+    let (r, stderr) = simulate(&[
+        "--nodes",
+        "300",
+        "--adversarial",
+        "0.3",
+        "--lookups",
+        "100",
+        "--keys",
+        "20",
+        "--idle-minutes",
+        "0",
+        "--minutes",
+        "5",
+        "--json",
+    ]);
+    eprintln!("{r}");
+    assert_eq!(r["adversaries"].as_u64(), Some(90), "{r}");
+    assert_eq!(r["lookups"].as_u64(), Some(100), "{r}");
+    assert_eq!(r["lookup_errors"].as_u64(), Some(0), "{r}");
+    assert_eq!(r["keys_stored"].as_u64(), Some(20), "{r}");
+    // A floor, not a goal: 500 nodes with 30 % adversaries and churn found 89 % (and lost 3
+    // of 50 keys) with one lookup path.
+    let found = r["lookup_success_pct"].as_f64().unwrap_or(0.0);
+    assert!(found >= 50.0, "{r}");
+    assert!(stderr.contains("churn+lookups"), "{stderr}");
+}
+
+#[test]
 fn the_sweep_draws_rounds_and_messages_against_network_size() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("curve.svg");

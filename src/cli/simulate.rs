@@ -26,6 +26,11 @@ pub struct SimulateArgs {
     /// Keys put before the churn and read back after it
     #[arg(long, default_value_t = 100)]
     pub keys: usize,
+    /// Fraction of the nodes that turn hostile once the network is built: they answer PINGs
+    /// but lie to FIND_NODE, FIND_VALUE (only other adversaries, never a value) and STORE
+    /// ("stored", without storing)
+    #[arg(long, default_value_t = 0.0)]
+    pub adversarial: f64,
     /// Seed of node ids and of every choice the simulation makes
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -63,6 +68,7 @@ fn run_blocking(args: &SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         duration: Duration::from_secs(args.minutes.saturating_mul(60)),
         idle: Duration::from_secs(args.idle_minutes.saturating_mul(60)),
+        adversarial: args.adversarial,
     };
     let mut bar = Bar::new(args.nodes);
     let report = sim::run(&cfg, &mut |p, d, t| bar.show(p, d, t))?;
@@ -112,8 +118,8 @@ fn default_sizes(nodes: usize) -> Vec<usize> {
 
 fn print_text(r: &Report) {
     println!(
-        "{} nodes, {} left and {} joined, over {} simulated s in {:.1} s",
-        r.nodes, r.churned, r.churned, r.simulated_seconds, r.seconds
+        "{} nodes ({} hostile), {} left and {} joined, over {} simulated s in {:.1} s",
+        r.nodes, r.adversaries, r.churned, r.churned, r.simulated_seconds, r.seconds
     );
     println!(
         "lookups: {} ({} errors), {:.2}% found the k closest live nodes; rounds p50 {} p99 {} max {}; {:.1} RPCs per lookup",

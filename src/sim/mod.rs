@@ -23,6 +23,12 @@
 //! 5. **Check:** every key stored is read back through a random live node; one whose get fails
 //!    or answers another value is lost.
 //!
+//! With `adversarial` above zero, that fraction of the nodes turns hostile once the network is
+//! built ([`adversary`]: they answer PINGs but lie to FIND_NODE, FIND_VALUE and STORE). They
+//! stay for the whole run; churn, lookups, puts and gets pick honest nodes only, and a lookup
+//! then succeeds when it finds every honest node among the k closest live ones (the
+//! adversaries among them may be missing or present).
+//!
 //! A node counts as live from the moment its join completed until it is killed. The figures
 //! are in [`Report`]; [`sweep`] runs several sizes for the log n curve ([`svg`]).
 //!
@@ -31,18 +37,20 @@
 //! tokio runs tasks that are ready together do not, so two runs with one seed agree closely,
 //! not exactly.
 
+pub mod adversary;
 pub mod svg;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::kad::NodeId;
+use crate::kad::{Contact, NodeId};
+use crate::net::Inbound;
 use crate::net::memory::MemoryNetwork;
 use crate::node::{NodeConfig, NodeHandle, PendingNode};
 
@@ -70,6 +78,9 @@ pub struct SimConfig {
     pub duration: Duration,
     /// The idle phase's measured span ([`IDLE`] by default); zero skips the phase.
     pub idle: Duration,
+    /// The fraction of `nodes` that turn hostile once the network is built (see
+    /// [`adversary`]).
+    pub adversarial: f64,
 }
 
 impl Default for SimConfig {
@@ -82,6 +93,7 @@ impl Default for SimConfig {
             seed: 1,
             duration: Duration::from_secs(3600),
             idle: IDLE,
+            adversarial: 0.0,
         }
     }
 }
@@ -91,11 +103,14 @@ impl Default for SimConfig {
 pub struct Report {
     /// Nodes at the start (as many are live at the end).
     pub nodes: usize,
+    /// Hostile nodes among them ([`adversary`]).
+    pub adversaries: usize,
     /// Nodes that left during the run (one joined for each churn event; with `churn` near 1
     /// in a tiny network the last live node is spared, so fewer may leave).
     pub churned: usize,
     pub lookups: usize,
-    /// Lookups that returned exactly the k closest live nodes.
+    /// Lookups that returned exactly the k closest live nodes (with adversaries: every honest
+    /// one among them).
     pub lookup_success_pct: f64,
     pub rounds_p50: u32,
     pub rounds_p99: u32,
@@ -156,6 +171,11 @@ pub fn run(cfg: &SimConfig, progress: ProgressFn<'_>) -> anyhow::Result<Report> 
         "churn is a fraction of the nodes, from 0 to 1 (got {})",
         cfg.churn
     );
+    anyhow::ensure!(
+        (0.0..=0.9).contains(&cfg.adversarial),
+        "adversarial is a fraction of the nodes, from 0 to 0.9 (got {})",
+        cfg.adversarial
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -182,6 +202,7 @@ pub fn sweep(
                 nodes,
                 churn: 0.0,
                 keys: 0,
+                adversarial: 0.0,
                 ..base.clone()
             };
             run(&cfg, progress)
@@ -193,6 +214,8 @@ pub fn sweep(
 struct SimNode {
     handle: NodeHandle,
     addr: String,
+    /// The node's own inbound queue (an adversary's lies sit in front of it).
+    inbound: mpsc::Sender<Inbound>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -234,6 +257,10 @@ struct Sim {
     nodes: Vec<SimNode>,
     live: Live,
     rng: StdRng,
+    /// The adversaries' contacts (shared with their lies) and their indexes and ids.
+    adversaries: adversary::Adversaries,
+    hostile: HashSet<usize>,
+    hostile_ids: Arc<HashSet<NodeId>>,
 }
 
 /// What one lookup of the run found, checked when it ended.
@@ -251,12 +278,16 @@ impl Sim {
             nodes: Vec::new(),
             live: Arc::default(),
             rng: StdRng::seed_from_u64(cfg.seed),
+            adversaries: Arc::default(),
+            hostile: HashSet::new(),
+            hostile_ids: Arc::default(),
         }
     }
 
     async fn run(mut self, progress: ProgressFn<'_>) -> anyhow::Result<Report> {
         let t0 = tokio::time::Instant::now();
         self.build(progress).await?;
+        self.turn_hostile();
         let idle = self.idle(progress).await;
         let keys_stored = self.store(progress).await;
         let (checked, errors, churned) = self.churn_and_lookups(progress).await;
@@ -266,6 +297,7 @@ impl Sim {
         let lookups = checked.len() + errors;
         let report = Report {
             nodes: self.cfg.nodes,
+            adversaries: self.hostile.len(),
             churned,
             lookups,
             lookup_success_pct: pct(checked.iter().filter(|c| c.ok).count(), lookups),
@@ -298,6 +330,7 @@ impl Sim {
         let pending = PendingNode::new(cfg, Arc::new(self.net.transport()));
         self.net.attach(&addr, pending.inbound.clone());
         let handle = pending.handle.clone();
+        let inbound = pending.inbound.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         pending.start(async move {
             let _ = stopped.await;
@@ -305,15 +338,49 @@ impl Sim {
         self.nodes.push(SimNode {
             handle,
             addr,
+            inbound,
             stop: Some(stop),
         });
         i
     }
 
-    /// A node (its index) that joined and has not been killed, at random.
+    /// An honest node (its index) that joined and has not been killed, at random.
     fn random_live(&mut self) -> usize {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.nodes[self.rng.random_range(0..live.nodes.len())]
+        loop {
+            let i = live.nodes[self.rng.random_range(0..live.nodes.len())];
+            if !self.hostile.contains(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// Turns `adversarial × nodes` of the built network's nodes hostile (node 0, which
+    /// created the network, stays honest).
+    fn turn_hostile(&mut self) {
+        let count = (self.cfg.adversarial * self.cfg.nodes as f64).round() as usize;
+        let mut ids = HashSet::new();
+        while self.hostile.len() < count.min(self.nodes.len() - 1) {
+            let i = self.rng.random_range(1..self.nodes.len());
+            if !self.hostile.insert(i) {
+                continue;
+            }
+            let node = &self.nodes[i];
+            let (tx, rx) = mpsc::channel(adversary::QUEUE);
+            self.net.attach(&node.addr, tx);
+            tokio::spawn(adversary::lie(
+                rx,
+                node.inbound.clone(),
+                self.adversaries.clone(),
+            ));
+            let id = node.handle.id();
+            ids.insert(id);
+            self.adversaries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Contact::new(id, node.addr.clone()));
+        }
+        self.hostile_ids = Arc::new(ids);
     }
 
     fn live_count(&self) -> usize {
@@ -460,7 +527,8 @@ impl Sim {
                 let from = self.random_live();
                 let h = self.nodes[from].handle.clone();
                 let target = NodeId::random(&mut self.rng);
-                lookups.push(tokio::spawn(check_lookup(h, target, self.live.clone())));
+                let (live, hostile) = (self.live.clone(), self.hostile_ids.clone());
+                lookups.push(tokio::spawn(check_lookup(h, target, live, hostile)));
             }
             if (n + 1) % 50 == 0 || n + 1 == total {
                 progress(Phase::Run, n + 1, total);
@@ -513,14 +581,27 @@ impl Sim {
 }
 
 /// Runs a FIND_NODE lookup of `target` from `h`, and checks what it found against the live
-/// nodes when it ends (`None`: the lookup failed).
-async fn check_lookup(h: NodeHandle, target: NodeId, live: Live) -> Option<Checked> {
+/// nodes when it ends (`None`: the lookup failed): exactly the k closest, or with adversaries
+/// (`hostile`) every honest one among them.
+async fn check_lookup(
+    h: NodeHandle,
+    target: NodeId,
+    live: Live,
+    hostile: Arc<HashSet<NodeId>>,
+) -> Option<Checked> {
     let found = h.find_node(target).await.ok()?;
     let want = closest_live(&live, &target, h.id(), crate::K);
     let mut got: Vec<NodeId> = found.closest.iter().map(|c| c.id).collect();
     got.sort_by_key(|id| id.distance(&target));
+    let ok = if hostile.is_empty() {
+        got == want
+    } else {
+        want.iter()
+            .filter(|id| !hostile.contains(id))
+            .all(|id| got.contains(id))
+    };
     Some(Checked {
-        ok: got == want,
+        ok,
         rounds: found.rounds,
         queried: found.queried,
     })
@@ -602,6 +683,7 @@ mod tests {
             seed: 7,
             duration: Duration::from_secs(1800),
             idle: IDLE,
+            adversarial: 0.0,
         };
         let r = run(&cfg, &mut |_, _, _| {}).unwrap();
         assert_eq!(r.churned, 18);
