@@ -14,10 +14,6 @@
 //!
 //! [`run`] serves one node on a listener until a shutdown future completes: `main` and the
 //! tests use it the same way.
-//!
-//! Every binary built on this crate (the node, its tests, the simulator) allocates through
-//! mimalloc: an RPC is mostly small, short-lived allocations (contacts, protobuf buffers), and
-//! glibc's malloc took 14 % of a ping's CPU and about 40 % of a simulation's in perf profiles.
 
 pub mod cli;
 pub mod config;
@@ -35,9 +31,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub use config::Settings;
 pub use error::DhtError;
