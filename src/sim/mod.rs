@@ -257,10 +257,9 @@ struct Sim {
     nodes: Vec<SimNode>,
     live: Live,
     rng: StdRng,
-    /// The adversaries' contacts (shared with their lies) and their indexes and ids.
+    /// The adversaries' contacts (shared with their lies) and their ids.
     adversaries: adversary::Adversaries,
-    hostile: HashSet<usize>,
-    hostile_ids: Arc<HashSet<NodeId>>,
+    hostile: Arc<HashSet<NodeId>>,
 }
 
 /// What one lookup of the run found, checked when it ended.
@@ -279,8 +278,7 @@ impl Sim {
             live: Arc::default(),
             rng: StdRng::seed_from_u64(cfg.seed),
             adversaries: Arc::default(),
-            hostile: HashSet::new(),
-            hostile_ids: Arc::default(),
+            hostile: Arc::default(),
         }
     }
 
@@ -349,7 +347,7 @@ impl Sim {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let i = live.nodes[self.rng.random_range(0..live.nodes.len())];
-            if !self.hostile.contains(&i) {
+            if !self.hostile.contains(&self.nodes[i].handle.id()) {
                 return i;
             }
         }
@@ -360,12 +358,11 @@ impl Sim {
     fn turn_hostile(&mut self) {
         let count = (self.cfg.adversarial * self.cfg.nodes as f64).round() as usize;
         let mut ids = HashSet::new();
-        while self.hostile.len() < count.min(self.nodes.len() - 1) {
-            let i = self.rng.random_range(1..self.nodes.len());
-            if !self.hostile.insert(i) {
+        while ids.len() < count.min(self.nodes.len() - 1) {
+            let node = &self.nodes[self.rng.random_range(1..self.nodes.len())];
+            if !ids.insert(node.handle.id()) {
                 continue;
             }
-            let node = &self.nodes[i];
             let (tx, rx) = mpsc::channel(adversary::QUEUE);
             self.net.attach(&node.addr, tx);
             tokio::spawn(adversary::lie(
@@ -373,14 +370,12 @@ impl Sim {
                 node.inbound.clone(),
                 self.adversaries.clone(),
             ));
-            let id = node.handle.id();
-            ids.insert(id);
             self.adversaries
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(Contact::new(id, node.addr.clone()));
+                .push(Contact::new(node.handle.id(), node.addr.clone()));
         }
-        self.hostile_ids = Arc::new(ids);
+        self.hostile = Arc::new(ids);
     }
 
     fn live_count(&self) -> usize {
@@ -527,7 +522,7 @@ impl Sim {
                 let from = self.random_live();
                 let h = self.nodes[from].handle.clone();
                 let target = NodeId::random(&mut self.rng);
-                let (live, hostile) = (self.live.clone(), self.hostile_ids.clone());
+                let (live, hostile) = (self.live.clone(), self.hostile.clone());
                 lookups.push(tokio::spawn(check_lookup(h, target, live, hostile)));
             }
             if (n + 1) % 50 == 0 || n + 1 == total {
