@@ -118,6 +118,8 @@ fn hostile_nodes_are_counted_and_honest_lookups_get_past_most_of_their_lies() {
         "0",
         "--minutes",
         "5",
+        // The lies go through the wire format too: they are valid protobuf.
+        "--wire",
         "--json",
     ]);
     eprintln!("{r}");

@@ -40,6 +40,10 @@ pub struct SimulateArgs {
     /// Simulated minutes of the idle phase whose traffic is measured (0 skips it)
     #[arg(long, default_value_t = 60)]
     pub idle_minutes: u64,
+    /// Encode and decode every message as protobuf, as between real nodes (slower: the
+    /// conversions cost about a third of a large run's time; they have tests of their own)
+    #[arg(long)]
+    pub wire: bool,
     /// Print the report as one JSON object
     #[arg(long)]
     pub json: bool,
@@ -69,6 +73,7 @@ fn run_blocking(args: &SimulateArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.minutes.saturating_mul(60)),
         idle: Duration::from_secs(args.idle_minutes.saturating_mul(60)),
         adversarial: args.adversarial,
+        wire: args.wire,
     };
     let mut bar = Bar::new(args.nodes);
     let report = sim::run(&cfg, &mut |p, d, t| bar.show(p, d, t))?;

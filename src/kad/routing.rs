@@ -365,11 +365,28 @@ impl RoutingTable {
         count: usize,
         keep: impl Fn(&Entry) -> bool,
     ) -> Vec<Contact> {
-        let mut all: Vec<(Distance, &Contact)> = self
-            .entries()
-            .filter(|e| keep(e))
-            .map(|e| (e.contact.id.distance(target), &e.contact))
-            .collect();
+        // The buckets fall into groups whose distances to `target` do not overlap. With `b`
+        // the bucket `target` falls in: bucket b is nearest (below 2^b), then buckets 0..b
+        // together (their contacts and the target differ first at bit b), then each bucket
+        // above b in turn (bucket i: from 2^i). (With `target` this node's own id, bucket i
+        // is simply at 2^i.) So only the groups up to the one that brings `count` matter.
+        let mut all: Vec<(Distance, &Contact)> = Vec::with_capacity(count + self.k);
+        let above = match self.local.bucket_index(target) {
+            Some(b) => {
+                self.distances_in(b, target, &keep, &mut all);
+                if all.len() < count {
+                    (0..b).for_each(|i| self.distances_in(i, target, &keep, &mut all));
+                }
+                b + 1
+            }
+            None => 0,
+        };
+        for index in above..self.buckets.len() {
+            if all.len() >= count {
+                break;
+            }
+            self.distances_in(index, target, &keep, &mut all);
+        }
         if all.len() > count {
             all.select_nth_unstable_by_key(count, |(d, _)| *d);
             all.truncate(count);
@@ -401,6 +418,19 @@ impl RoutingTable {
     /// part of a network with others (see `Outcome::nobody_answered`).
     pub fn any_answered(&self) -> bool {
         self.entries().any(|e| e.answered)
+    }
+
+    /// Adds bucket `index`'s contacts that `keep` keeps to `all`, with their distances to
+    /// `target`.
+    fn distances_in<'a>(
+        &'a self,
+        index: usize,
+        target: &NodeId,
+        keep: &impl Fn(&Entry) -> bool,
+        all: &mut Vec<(Distance, &'a Contact)>,
+    ) {
+        let entries = self.buckets[index].entries.iter().filter(|e| keep(e));
+        all.extend(entries.map(|e| (e.contact.id.distance(target), &e.contact)));
     }
 
     /// Every contact in the buckets, live or stale.
@@ -920,7 +950,13 @@ mod tests {
             for _ in 0..n {
                 let _ = t.insert(c(NodeId::random(&mut rng)), now);
             }
-            let target = NodeId::random(&mut rng);
+            // A random target (it falls in one of the farthest buckets), this node's own id,
+            // or one in a bucket near it: every order of the buckets is checked.
+            let target = match seed % 3 {
+                0 => NodeId::random(&mut rng),
+                1 => me,
+                _ => me.random_in_bucket(150 + (seed as usize / 3) % 10, &mut rng),
+            };
             let got = t.closest(&target, count);
             prop_assert_eq!(got.len(), count.min(t.len()));
             prop_assert!(got.windows(2).all(|w| w[0].id.distance(&target) < w[1].id.distance(&target)));

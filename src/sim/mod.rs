@@ -1,8 +1,8 @@
 //! `kademlia simulate`: a whole network in one process, on a simulated clock.
 //!
 //! Every node is the real node (its driver, core, maintenance and client operations) over the
-//! in-memory transport ([`crate::net::memory`]), so every message still goes through protobuf
-//! encoding and validation. The runtime is tokio's single-threaded one with its clock paused:
+//! in-memory transport ([`crate::net::memory`]); with `wire` every message also goes through
+//! protobuf encoding and validation, as between real nodes. The runtime is tokio's single-threaded one with its clock paused:
 //! whenever every node waits, tokio moves the clock to the next timer, and the node's clocks
 //! follow it ([`crate::node::clock`]). Time passes only in timers, never in computation, so
 //! hours of refreshes and replication run in seconds and a busy process does not make RPCs
@@ -81,6 +81,9 @@ pub struct SimConfig {
     /// The fraction of `nodes` that turn hostile once the network is built (see
     /// [`adversary`]).
     pub adversarial: f64,
+    /// Every message goes through protobuf encoding and decoding, as on the gRPC transport
+    /// (off by default: see [`MemoryNetwork::set_wire_roundtrip`]).
+    pub wire: bool,
 }
 
 impl Default for SimConfig {
@@ -94,6 +97,7 @@ impl Default for SimConfig {
             duration: Duration::from_secs(3600),
             idle: IDLE,
             adversarial: 0.0,
+            wire: false,
         }
     }
 }
@@ -271,9 +275,11 @@ struct Checked {
 
 impl Sim {
     fn new(cfg: &SimConfig) -> Sim {
+        let net = MemoryNetwork::new();
+        net.set_wire_roundtrip(cfg.wire);
         Sim {
             cfg: cfg.clone(),
-            net: MemoryNetwork::new(),
+            net,
             nodes: Vec::new(),
             live: Arc::default(),
             rng: StdRng::seed_from_u64(cfg.seed),
@@ -679,6 +685,8 @@ mod tests {
             duration: Duration::from_secs(1800),
             idle: IDLE,
             adversarial: 0.0,
+            // Through the wire format, as between real nodes.
+            wire: true,
         };
         let r = run(&cfg, &mut |_, _, _| {}).unwrap();
         assert_eq!(r.churned, 18);
