@@ -49,7 +49,6 @@
 //!   due, but the store is scanned for them once per burst of openings
 //!   (`REPLICATE_SCAN_DELAY`), not once per opening.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use rand::Rng;
@@ -60,7 +59,7 @@ use super::jobs::Job;
 use super::state::{AfterLookup, Op, Purpose};
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::store::unix_ms;
-use crate::kad::{Contact, Key, NodeId, Record, Request, replication};
+use crate::kad::{Contact, Key, Record, Request, replication};
 use crate::net::TransportError;
 
 /// First wait before retrying a failed bootstrap.
@@ -167,25 +166,7 @@ impl Driver {
             addrs.sort();
             addrs.dedup();
         }
-        // Stale contacts count as unknown: pinging them again is how a node that lost touch
-        // with everyone finds its way back. An address is known when a live contact
-        // advertises it, or when the node that answered there before is a live contact.
-        let live: Vec<(String, NodeId)> = self
-            .core
-            .routing()
-            .live()
-            .map(|c| (c.addr.clone(), c.id))
-            .collect();
-        let live_ids: HashSet<NodeId> = live.iter().map(|(_, id)| *id).collect();
-        let mut known: HashSet<String> = live.into_iter().map(|(a, _)| a).collect();
         self.join.aliases.retain(|a, _| addrs.contains(a));
-        known.extend(
-            self.join
-                .aliases
-                .iter()
-                .filter(|(_, id)| live_ids.contains(id))
-                .map(|(a, _)| a.clone()),
-        );
         let others: Vec<String> = addrs
             .into_iter()
             .filter(|a| *a != self.cfg.addr && !self.join.own_addrs.contains(a))
@@ -198,7 +179,21 @@ impl Driver {
             return;
         }
         let targets: Vec<String> = if rejoin {
-            others.into_iter().filter(|a| !known.contains(a)).collect()
+            // Stale contacts count as unknown: pinging them again is how a node that lost
+            // touch with everyone finds its way back. An address is known when a live contact
+            // advertises it, or when the node that answered there before is a live contact.
+            // (Compared in place, nothing copied: this runs every re-bootstrap interval.)
+            let routing = self.core.routing();
+            let known = |a: &String| {
+                routing.live().any(|c| c.addr == *a)
+                    || self
+                        .join
+                        .aliases
+                        .get(a)
+                        .and_then(|id| routing.entry(id))
+                        .is_some_and(|e| !e.is_stale())
+            };
+            others.into_iter().filter(|a| !known(a)).collect()
         } else {
             others
         };
