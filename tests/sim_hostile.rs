@@ -102,9 +102,9 @@ async fn forged_pings_neither_plant_nor_re_point_contacts() {
     let made_up: HashSet<NodeId> = made_up.into_iter().collect();
     for (holder, c) in &contacts {
         assert!(!made_up.contains(&c.id), "{holder} learned made-up {c:?}");
-        assert!(c.addr != "dead:50051", "{holder} holds {c:?}");
+        assert!(&*c.addr != "dead:50051", "{holder} holds {c:?}");
         if c.id == real.handle.id() {
-            assert_eq!(c.addr, real_addr, "{holder} re-pointed the real node");
+            assert_eq!(&*c.addr, &*real_addr, "{holder} re-pointed the real node");
         }
     }
     // The real node is still reached where it is.
@@ -113,7 +113,7 @@ async fn forged_pings_neither_plant_nor_re_point_contacts() {
         .locate(real.handle.id().to_hex())
         .await
         .unwrap();
-    assert!(located.iter().all(|l| l.contact.addr != "dead:50051"));
+    assert!(located.iter().all(|l| &*l.contact.addr != "dead:50051"));
     sim.shutdown().await;
 }
 
@@ -144,7 +144,7 @@ async fn a_sybil_flood_from_one_address_holds_one_contact_at_most() {
     for n in &sim.nodes[..5] {
         let at_sybil = contacts
             .iter()
-            .filter(|(h, c)| *h == n.addr && c.addr == sybil_addr)
+            .filter(|(h, c)| *h == n.addr && &*c.addr == sybil_addr)
             .count();
         assert!(
             at_sybil <= 1,
@@ -158,7 +158,7 @@ async fn a_sybil_flood_from_one_address_holds_one_contact_at_most() {
         let (target, located) = sim.nodes[i % 5].handle.locate(key).await.unwrap();
         let got: HashSet<NodeId> = located
             .iter()
-            .filter(|l| l.contact.addr != sybil_addr)
+            .filter(|l| &*l.contact.addr != sybil_addr)
             .map(|l| l.contact.id)
             .collect();
         let want: HashSet<NodeId> = truth(&sim, &target, &[], got.len()).into_iter().collect();

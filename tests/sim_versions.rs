@@ -47,7 +47,7 @@ async fn forged_and_skewed_versions_cannot_shadow_later_writes() {
     let holders: Vec<String> = holders
         .iter()
         .filter(|l| l.has_value)
-        .map(|l| l.contact.addr.clone())
+        .map(|l| l.contact.addr.to_string())
         .collect();
     assert!(holders.len() >= 3, "{holders:?}");
 
@@ -121,7 +121,10 @@ async fn a_node_with_a_fast_clock_does_not_win_over_later_writes() {
     for i in 0..40 {
         let key = format!("clock-{i}");
         let (_, replicas) = correct.locate(key.clone()).await.unwrap();
-        if replicas.iter().any(|l| l.contact.addr == "sim-fast:50051") {
+        if replicas
+            .iter()
+            .any(|l| &*l.contact.addr == "sim-fast:50051")
+        {
             keys.push(key);
         }
         if keys.len() == 3 {

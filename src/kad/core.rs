@@ -326,7 +326,9 @@ impl Core {
         if vouched || (from_its_ip && !live_elsewhere) {
             self.observe(sender, now, wall)
         } else if self.routing.has_room_for(&sender.id) {
-            vec![Effect::Verify { addr: sender.addr }]
+            vec![Effect::Verify {
+                addr: sender.addr.to_string(),
+            }]
         } else {
             // A full bucket of live contacts would only cache it: contacts that answered
             // this node's lookups fill the cache, and an unproven claim must not make this
@@ -351,12 +353,12 @@ impl Core {
         if self
             .routing
             .entry(&id)
-            .is_some_and(|e| e.contact.addr != dialed && !e.is_stale())
+            .is_some_and(|e| *e.contact.addr != *dialed && !e.is_stale())
         {
             return Vec::new();
         }
         let contact = Contact {
-            addr: dialed.to_string(),
+            addr: dialed.into(),
             ..responder
         };
         let effects = self.observe(contact, now, wall);
@@ -551,7 +553,7 @@ mod tests {
         );
         let _ = c.on_reply(Contact::new(NodeId([2; 20]), "n2:1"), "n2:1", now, wall);
         assert_eq!(
-            c.routing().entry(&NodeId([2; 20])).unwrap().contact.addr,
+            &*c.routing().entry(&NodeId([2; 20])).unwrap().contact.addr,
             "n2:1"
         );
         // Known at that address now: a request just refreshes it.
@@ -578,7 +580,7 @@ mod tests {
                 addr: "dead:1".into()
             }]
         );
-        assert_eq!(c.routing().entry(&b).unwrap().contact.addr, "n2:1");
+        assert_eq!(&*c.routing().entry(&b).unwrap().contact.addr, "n2:1");
         // A claimed restart is verified too, not believed.
         let restarted = Envelope {
             sender: Contact::new(b, "n2:1").with_incarnation(9),
@@ -625,7 +627,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            c.routing().entry(&NodeId([2; 20])).unwrap().contact.addr,
+            &*c.routing().entry(&NodeId([2; 20])).unwrap().contact.addr,
             "10.0.0.2:50051"
         );
     }
@@ -638,17 +640,17 @@ mod tests {
         // It advertises another address than the one that was dialed (a bootstrap name's
         // address, or a lie): it is known where it answered.
         let _ = c.on_reply(Contact::new(b, "elsewhere:1"), "10.0.0.2:1", now, wall);
-        assert_eq!(c.routing().entry(&b).unwrap().contact.addr, "10.0.0.2:1");
+        assert_eq!(&*c.routing().entry(&b).unwrap().contact.addr, "10.0.0.2:1");
         // An answer from another address claiming its id does not move it while it is live.
         let _ = c.on_reply(Contact::new(b, "elsewhere:1"), "elsewhere:1", now, wall);
-        assert_eq!(c.routing().entry(&b).unwrap().contact.addr, "10.0.0.2:1");
+        assert_eq!(&*c.routing().entry(&b).unwrap().contact.addr, "10.0.0.2:1");
         // Once it stopped answering there (stale), an answer from elsewhere moves it.
         for _ in 0..crate::kad::routing::MAX_FAILURES {
             c.on_failure(&b);
         }
         let _ = c.on_reply(Contact::new(b, "elsewhere:1"), "elsewhere:1", now, wall);
         let e = c.routing().entry(&b).unwrap();
-        assert_eq!(e.contact.addr, "elsewhere:1");
+        assert_eq!(&*e.contact.addr, "elsewhere:1");
         assert!(!e.is_stale());
     }
 
@@ -676,7 +678,12 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         for i in 0..400 {
             let addr = format!("p{i}:1");
-            let _ = c.on_reply(Contact::new(NodeId(rng.random()), &addr), &addr, now, wall);
+            let _ = c.on_reply(
+                Contact::new(NodeId(rng.random()), addr.as_str()),
+                &addr,
+                now,
+                wall,
+            );
         }
         assert!(c.routing().len() > 60, "{}", c.routing().len());
         let target = NodeId([9; 20]);

@@ -42,6 +42,7 @@
 //!   a write or delete cannot answer for the key alone.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::id::{Distance, NodeId};
@@ -160,7 +161,7 @@ pub struct Lookup {
     /// FindValue stops once this many contacts returned a record.
     wanted: usize,
     /// The addresses of the contacts in `peers`.
-    addrs: HashSet<String>,
+    addrs: HashSet<Arc<str>>,
     /// RPCs the lookup may send at most.
     max_queries: u32,
     /// Disjoint paths (S/Kademlia section 4.4); 1: the paper's single lookup.
@@ -925,7 +926,7 @@ mod tests {
         );
         let closer = sent_now(&mut l, now);
         assert_eq!(closer.len(), 1);
-        assert_eq!(closer[0].addr, "zero");
+        assert_eq!(&*closer[0].addr, "zero");
         // It ends with every one of the k closest answered.
         for c in burst.iter().skip(1).chain(&next).chain(&closer) {
             l.on_success(&c.id, vec![], None);
@@ -964,7 +965,7 @@ mod tests {
         let Poll::Query(next) = l.poll(now) else {
             panic!("the honest node is queried");
         };
-        assert_eq!(next.addr, "honest:1");
+        assert_eq!(&*next.addr, "honest:1");
         l.on_success(&next.id, vec![], None);
         assert_eq!(l.poll(now), Poll::Done);
     }

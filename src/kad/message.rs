@@ -1,5 +1,7 @@
 //! Domain messages exchanged between peers (not protobuf types: those stay in `net::grpc`).
 
+use std::sync::Arc;
+
 use super::id::{Key, NodeId};
 use super::store::Record;
 
@@ -7,14 +9,15 @@ use super::store::Record;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Contact {
     pub id: NodeId,
-    pub addr: String,
+    /// Shared, not copied, by the many lists a contact is in (buckets, lookups, replies).
+    pub addr: Arc<str>,
     /// When the node's process started (Unix ms; 0 = unknown): a higher value for a known id
     /// means the node restarted with an empty store.
     pub incarnation: u64,
 }
 
 impl Contact {
-    pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
+    pub fn new(id: NodeId, addr: impl Into<Arc<str>>) -> Self {
         Contact {
             id,
             addr: addr.into(),

@@ -125,7 +125,7 @@ mod tests {
         assert_eq!(r.newest, Some(copy(5, false)));
         assert!(!r.local_is_newest);
         assert!(r.adopt);
-        let repaired: Vec<_> = r.repair.iter().map(|c| c.addr.as_str()).collect();
+        let repaired: Vec<_> = r.repair.iter().map(|c| &*c.addr).collect();
         assert_eq!(repaired, vec!["n2:1"]);
     }
 

@@ -192,7 +192,7 @@ impl Write {
             .collect();
         let write = Write {
             record,
-            me: me.addr.clone(),
+            me: me.addr.to_string(),
             needed: settings.quorum.min(settings.known).max(1),
             remote: replicas.len(),
             pending: replicas.len(),

@@ -208,7 +208,11 @@ impl Transport for MemoryTransport {
                 _ => None,
             };
             let wire = !st.skip_wire;
-            if !st.cut.is_empty() && st.cut.contains(&(env.sender.addr.clone(), addr.clone())) {
+            if !st.cut.is_empty()
+                && st
+                    .cut
+                    .contains(&(env.sender.addr.to_string(), addr.clone()))
+            {
                 (None, Ok(None), delay, wire)
             } else {
                 let target = st.nodes.get(&addr).cloned();

@@ -423,7 +423,7 @@ impl Driver {
                         .core
                         .routing()
                         .entry(&expected)
-                        .is_some_and(|e| e.contact.addr == done.addr)
+                        .is_some_and(|e| *e.contact.addr == *done.addr)
                 {
                     // Another node now answers at the address where this node knew `expected`:
                     // the old one is gone. (An address some peer merely claimed for it proves
@@ -553,7 +553,7 @@ impl Driver {
                     self.transmit(Outgoing {
                         op: Some(id),
                         purpose: Purpose::Lookup,
-                        addr: contact.addr,
+                        addr: contact.addr.to_string(),
                         to_id: Some(contact.id),
                         body,
                         parent,

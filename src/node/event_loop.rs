@@ -193,11 +193,11 @@ impl Driver {
                 if let Some(round) = done.to_id.and_then(|id| lookup.round_of(&id)) {
                     trace.answered(round);
                 }
-                match (&done.result, done.to_id) {
+                match (done.result, done.to_id) {
                     (Ok(reply), Some(id)) => {
-                        let (closer, record) = match &reply.body {
-                            Response::Nodes { closer } => (closer.clone(), None),
-                            Response::Value { record, closer } => (closer.clone(), record.clone()),
+                        let (closer, record) = match reply.body {
+                            Response::Nodes { closer } => (closer, None),
+                            Response::Value { record, closer } => (closer, record),
                             _ => (Vec::new(), None),
                         };
                         lookup.on_success(&id, closer, record);

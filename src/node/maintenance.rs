@@ -185,7 +185,7 @@ impl Driver {
             // (Compared in place, nothing copied: this runs every re-bootstrap interval.)
             let routing = self.core.routing();
             let known = |a: &String| {
-                routing.live().any(|c| c.addr == *a)
+                routing.live().any(|c| *c.addr == **a)
                     || self
                         .join
                         .aliases

@@ -43,7 +43,7 @@ impl Driver {
         saved
             .into_iter()
             .take(SAVED_CONTACTS_PINGED)
-            .map(|c| c.addr.clone())
+            .map(|c| c.addr.to_string())
             .collect()
     }
 }

@@ -52,7 +52,7 @@ pub fn contact_from_pb(field: &str, c: Option<pb::Contact>) -> Result<Contact, B
     let c = c.ok_or_else(|| BadMessage(format!("{field}: missing")))?;
     Ok(Contact {
         id: id(&format!("{field}.node_id"), &c.node_id)?,
-        addr: address(&format!("{field}.address"), c.address)?,
+        addr: address(&format!("{field}.address"), c.address)?.into(),
         incarnation: c.incarnation,
     })
 }
@@ -60,7 +60,7 @@ pub fn contact_from_pb(field: &str, c: Option<pb::Contact>) -> Result<Contact, B
 pub fn contact_to_pb(c: &Contact) -> pb::Contact {
     pb::Contact {
         node_id: c.id.0.to_vec(),
-        address: c.addr.clone(),
+        address: c.addr.to_string(),
         incarnation: c.incarnation,
     }
 }

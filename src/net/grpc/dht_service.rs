@@ -74,7 +74,7 @@ impl pb::dht_server::Dht for DhtService {
             .map(|n| pb::LocatedNode {
                 node_id: n.contact.id.to_hex(),
                 distance: n.contact.id.distance(&key).to_hex(),
-                address: n.contact.addr,
+                address: n.contact.addr.to_string(),
                 has_value: n.has_value,
                 version: n.version,
                 tombstone: n.tombstone,
@@ -120,7 +120,7 @@ impl pb::dht_server::Dht for DhtService {
         let buckets = self.node.routes().await?;
         let entry = |e: crate::node::RouteEntry| pb::BucketEntry {
             node_id: e.contact.id.to_hex(),
-            address: e.contact.addr,
+            address: e.contact.addr.to_string(),
             last_seen_ms_ago: e.last_seen_ago.as_millis() as u64,
             failures: e.failures,
         };
