@@ -22,8 +22,29 @@ pub struct NodeId(pub [u8; ID_BYTES]);
 pub type Key = NodeId;
 
 /// XOR distance between two ids, ordered as a 160-bit big-endian unsigned integer.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Distance(pub [u8; ID_BYTES]);
+
+impl Ord for Distance {
+    /// As the bytes compare, but as two integers (the first 16 bytes, then the last 4): the
+    /// derived comparison calls `memcmp`, and lookups and routing tables compare distances
+    /// more than they do anything else.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let split = |d: &[u8; ID_BYTES]| {
+            let (high, low) = d.split_at(16);
+            let high = u128::from_be_bytes(high.try_into().expect("16 bytes"));
+            let low = u32::from_be_bytes(low.try_into().expect("4 bytes"));
+            (high, low)
+        };
+        split(&self.0).cmp(&split(&other.0))
+    }
+}
+
+impl PartialOrd for Distance {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Error for byte strings that are not exactly [`ID_BYTES`] long.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +225,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn distances_order_as_their_bytes(a in id(), b in id(), prefix in 0usize..=ID_BYTES) {
+            // Ids that share a prefix of any length, so that every byte decides some cases.
+            let mut b = b;
+            b.0[..prefix].copy_from_slice(&a.0[..prefix]);
+            let (da, db) = (Distance(a.0), Distance(b.0));
+            prop_assert_eq!(da.cmp(&db), a.0.cmp(&b.0));
+            prop_assert_eq!(da.partial_cmp(&db), Some(a.0.cmp(&b.0)));
+        }
+
         #[test]
         fn distance_to_self_is_zero_and_only_self(a in id(), b in id()) {
             prop_assert_eq!(a.distance(&a), Distance([0; ID_BYTES]));

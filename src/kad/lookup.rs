@@ -41,7 +41,7 @@
 //!   ([`Lookup::wanting`]): a get then answers the newest of them, so one holder that missed
 //!   a write or delete cannot answer for the key alone.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, btree_map};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -305,20 +305,20 @@ impl Lookup {
 
     fn add(&mut self, contacts: Vec<Contact>, hop: u32, path: usize) {
         for c in contacts {
-            let d = c.id.distance(&self.target);
-            if c.id == self.local || self.peers.contains_key(&d) || self.addrs.contains(&c.addr) {
+            if c.id == self.local || self.addrs.contains(&c.addr) {
                 continue;
             }
+            let d = c.id.distance(&self.target);
+            let btree_map::Entry::Vacant(slot) = self.peers.entry(d) else {
+                continue;
+            };
             self.addrs.insert(c.addr.clone());
-            self.peers.insert(
-                d,
-                Peer {
-                    contact: c,
-                    state: State::NotContacted,
-                    hop,
-                    path,
-                },
-            );
+            slot.insert(Peer {
+                contact: c,
+                state: State::NotContacted,
+                hop,
+                path,
+            });
         }
     }
 
