@@ -31,6 +31,10 @@ pub struct SimulateArgs {
     /// ("stored", without storing)
     #[arg(long, default_value_t = 0.0)]
     pub adversarial: f64,
+    /// Disjoint paths per lookup on every node (the `lookup_disjoint_paths` setting; 1: one
+    /// path, as in the paper)
+    #[arg(long, default_value_t = 1)]
+    pub disjoint_paths: usize,
     /// Seed of node ids and of every choice the simulation makes
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -74,6 +78,7 @@ fn run_blocking(args: &SimulateArgs) -> anyhow::Result<()> {
         idle: Duration::from_secs(args.idle_minutes.saturating_mul(60)),
         adversarial: args.adversarial,
         wire: args.wire,
+        disjoint_paths: args.disjoint_paths,
     };
     let mut bar = Bar::new(args.nodes);
     let report = sim::run(&cfg, &mut |p, d, t| bar.show(p, d, t))?;
@@ -137,8 +142,8 @@ fn print_text(r: &Report) {
         r.messages_per_lookup
     );
     println!(
-        "keys: {} put, {} stored, {} lost; gets' rounds p50 {}",
-        r.keys, r.keys_stored, r.keys_lost, r.get_rounds_p50
+        "keys: {} put, {} stored, {} lost ({} of them still held by a live honest node); gets' rounds p50 {}",
+        r.keys, r.keys_stored, r.keys_lost, r.keys_lost_still_held, r.get_rounds_p50
     );
     match r.idle_messages_per_node_minute {
         Some(idle) => println!(

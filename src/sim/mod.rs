@@ -84,6 +84,8 @@ pub struct SimConfig {
     /// Every message goes through protobuf encoding and decoding, as on the gRPC transport
     /// (off by default: see [`MemoryNetwork::set_wire_roundtrip`]).
     pub wire: bool,
+    /// Every node's `lookup_disjoint_paths` (1, the default: one lookup path).
+    pub disjoint_paths: usize,
 }
 
 impl Default for SimConfig {
@@ -98,6 +100,7 @@ impl Default for SimConfig {
             idle: IDLE,
             adversarial: 0.0,
             wire: false,
+            disjoint_paths: 1,
         }
     }
 }
@@ -128,6 +131,10 @@ pub struct Report {
     pub keys_stored: usize,
     /// Keys stored whose get at the end failed or answered another value.
     pub keys_lost: usize,
+    /// Lost keys that a live honest node still held when the run ended (in its store, as a
+    /// replica or a cached copy): the get missed a copy that was there, rather than every
+    /// copy being gone.
+    pub keys_lost_still_held: usize,
     /// Rounds of the gets at the end (value lookups), median.
     pub get_rounds_p50: u32,
     /// Messages per node per minute during the idle phase (nothing but maintenance ran);
@@ -174,6 +181,11 @@ pub fn run(cfg: &SimConfig, progress: ProgressFn<'_>) -> anyhow::Result<Report> 
         (0.0..=1.0).contains(&cfg.churn),
         "churn is a fraction of the nodes, from 0 to 1 (got {})",
         cfg.churn
+    );
+    anyhow::ensure!(
+        (1..=16).contains(&cfg.disjoint_paths),
+        "disjoint paths go from 1 to 16 (got {})",
+        cfg.disjoint_paths
     );
     anyhow::ensure!(
         (0.0..=0.9).contains(&cfg.adversarial),
@@ -295,7 +307,8 @@ impl Sim {
         let idle = self.idle(progress).await;
         let keys_stored = self.store(progress).await;
         let (checked, errors, churned) = self.churn_and_lookups(progress).await;
-        let (keys_lost, get_rounds) = self.check(&keys_stored, progress).await;
+        let (lost, get_rounds) = self.check(&keys_stored, progress).await;
+        let keys_lost_still_held = self.still_held(&lost).await;
         let mut rounds: Vec<u32> = checked.iter().map(|c| c.rounds).collect();
         rounds.sort_unstable();
         let lookups = checked.len() + errors;
@@ -312,7 +325,8 @@ impl Sim {
             lookup_errors: errors,
             keys: self.cfg.keys,
             keys_stored: keys_stored.len(),
-            keys_lost,
+            keys_lost: lost.len(),
+            keys_lost_still_held,
             get_rounds_p50: percentile(&get_rounds, 0.50),
             idle_messages_per_node_minute: idle,
             messages: self.net.stats().sent,
@@ -331,6 +345,7 @@ impl Sim {
         let addr = format!("sim-{i}:50051");
         let mut cfg = NodeConfig::new(NodeId::random(&mut self.rng), &addr);
         cfg.remote_host = via;
+        cfg.lookup_disjoint_paths = self.cfg.disjoint_paths;
         let pending = PendingNode::new(cfg, Arc::new(self.net.transport()));
         self.net.attach(&addr, pending.inbound.clone());
         let handle = pending.handle.clone();
@@ -551,26 +566,30 @@ impl Sim {
         (checked, errors, churned)
     }
 
-    /// Reads every stored key back; returns how many are lost, and the gets' rounds.
-    async fn check(&mut self, stored: &[usize], progress: ProgressFn<'_>) -> (usize, Vec<u32>) {
+    /// Reads every stored key back; returns the keys lost, and the gets' rounds.
+    async fn check(
+        &mut self,
+        stored: &[usize],
+        progress: ProgressFn<'_>,
+    ) -> (Vec<usize>, Vec<u32>) {
         let mut gets = Vec::new();
         for &k in stored {
             let i = self.random_live();
             let h = self.nodes[i].handle.clone();
             gets.push(async move {
                 match h.get(key(k)).await {
-                    Ok(r) if r.value == value(k) => Some(r.hops),
-                    _ => None,
+                    Ok(r) if r.value == value(k) => Ok(r.hops),
+                    _ => Err(k),
                 }
             });
         }
         let mut results = futures::stream::iter(gets).buffer_unordered(CONCURRENCY);
-        let (mut lost, mut rounds, mut done) = (0, Vec::new(), 0);
+        let (mut lost, mut rounds, mut done) = (Vec::new(), Vec::new(), 0);
         while let Some(r) = results.next().await {
             done += 1;
             match r {
-                Some(hops) => rounds.push(hops),
-                None => lost += 1,
+                Ok(hops) => rounds.push(hops),
+                Err(k) => lost.push(k),
             }
             if done % 100 == 0 || done == stored.len() {
                 progress(Phase::Check, done, stored.len());
@@ -578,6 +597,33 @@ impl Sim {
         }
         rounds.sort_unstable();
         (lost, rounds)
+    }
+
+    /// How many of the `lost` keys some live honest node still holds (as far as its snapshot
+    /// lists its records: the first [`crate::node::MAX_PICTURE_RECORDS`]).
+    async fn still_held(&self, lost: &[usize]) -> usize {
+        if lost.is_empty() {
+            return 0;
+        }
+        let mut held: HashSet<NodeId> = HashSet::new();
+        let nodes = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .clone();
+        for i in nodes {
+            let h = &self.nodes[i].handle;
+            if self.hostile.contains(&h.id()) {
+                continue;
+            }
+            if let Ok(snapshot) = h.snapshot().await {
+                held.extend(snapshot.keys);
+            }
+        }
+        lost.iter()
+            .filter(|&&k| held.contains(&NodeId::hash(key(k).as_bytes())))
+            .count()
     }
 }
 
@@ -675,6 +721,58 @@ mod tests {
     }
 
     #[test]
+    fn settings_out_of_range_are_refused_with_what_is_allowed() {
+        let refused = |cfg: SimConfig| run(&cfg, &mut |_, _, _| {}).unwrap_err().to_string();
+        let paths = refused(SimConfig {
+            disjoint_paths: 0,
+            ..SimConfig::default()
+        });
+        assert!(paths.contains("from 1 to 16 (got 0)"), "{paths}");
+        let churn = refused(SimConfig {
+            churn: 1.5,
+            ..SimConfig::default()
+        });
+        assert!(churn.contains("from 0 to 1 (got 1.5)"), "{churn}");
+    }
+
+    #[test]
+    fn a_lost_key_counts_as_still_held_only_when_a_live_honest_node_stores_it() {
+        let cfg = SimConfig {
+            nodes: 30,
+            lookups: 0,
+            keys: 3,
+            idle: Duration::ZERO,
+            ..SimConfig::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            crate::node::clock::simulate_wall_clock();
+            let mut sim = Sim::new(&cfg);
+            sim.build(&mut |_, _, _| {}).await.unwrap();
+            assert_eq!(sim.store(&mut |_, _, _| {}).await, vec![0, 1, 2]);
+            assert_eq!(sim.still_held(&[0, 1, 2]).await, 3);
+            // Key 3 was never put.
+            assert_eq!(sim.still_held(&[1, 3]).await, 1);
+            // Once every node that holds key 0 is gone, it is not held.
+            let id = NodeId::hash(key(0).as_bytes());
+            for i in 0..sim.nodes.len() {
+                let snapshot = sim.nodes[i].handle.snapshot().await.unwrap();
+                if snapshot.keys.contains(&id) {
+                    sim.kill(i);
+                }
+            }
+            assert_eq!(sim.still_held(&[0, 1]).await, 1);
+            for i in 0..sim.nodes.len() {
+                sim.kill(i);
+            }
+        });
+    }
+
+    #[test]
     fn a_small_network_finds_its_nodes_and_keeps_its_keys_through_churn() {
         let cfg = SimConfig {
             nodes: 60,
@@ -687,6 +785,7 @@ mod tests {
             adversarial: 0.0,
             // Through the wire format, as between real nodes.
             wire: true,
+            disjoint_paths: 1,
         };
         let r = run(&cfg, &mut |_, _, _| {}).unwrap();
         assert_eq!(r.churned, 18);
