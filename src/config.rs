@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::kad::lookup::MAX_DISJOINT_PATHS;
 use crate::kad::{NodeId, Params};
 use crate::node::NodeConfig;
 use crate::storage::{DataDir, StorageError};
@@ -340,10 +341,10 @@ impl Settings {
         if crate::telemetry::LogFormat::parse(&self.log_format).is_none() {
             return Err(invalid("log_format", "must be text or json"));
         }
-        if !(1..=16).contains(&self.lookup_disjoint_paths) {
+        if !(1..=MAX_DISJOINT_PATHS).contains(&self.lookup_disjoint_paths) {
             return Err(invalid(
                 "lookup_disjoint_paths",
-                "must be from 1 (the paper's single lookup) to 16",
+                format!("must be from 1 (the paper's single lookup) to {MAX_DISJOINT_PATHS}"),
             ));
         }
         if !(1..=100).contains(&self.peer_store_quota_pct) {

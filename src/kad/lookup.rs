@@ -194,6 +194,10 @@ fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// A lookup gives up after this many RPC timeouts (see [`Lookup::with_deadline`]).
 pub const LOOKUP_DEADLINE_TIMEOUTS: u32 = 5;
 
+/// Disjoint paths a lookup may run at most (`lookup_disjoint_paths`; each costs a lookup's
+/// messages).
+pub const MAX_DISJOINT_PATHS: usize = 16;
+
 impl Lookup {
     /// Starts a lookup for `target` from the given seed contacts (normally the local k closest).
     pub fn new(

@@ -150,8 +150,8 @@ impl MemoryNetwork {
         }
     }
 
-    /// Hands messages over as they are instead of encoding each one to protobuf and decoding
-    /// it again (`true` by default). The conversions cost a simulation of thousands of nodes
+    /// Whether each message is encoded to protobuf and decoded again (on by default); off,
+    /// messages are handed over as they are. The conversions cost a simulation of thousands of nodes
     /// about a third of its time and allocations, and test nothing new after the first few
     /// thousand messages: their own tests, the fuzz targets and the gRPC tests cover them.
     pub fn set_wire_roundtrip(&self, on: bool) {

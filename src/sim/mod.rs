@@ -2,7 +2,8 @@
 //!
 //! Every node is the real node (its driver, core, maintenance and client operations) over the
 //! in-memory transport ([`crate::net::memory`]); with `wire` every message also goes through
-//! protobuf encoding and validation, as between real nodes. The runtime is tokio's single-threaded one with its clock paused:
+//! protobuf encoding and validation, as between real nodes. The runtime is tokio's
+//! single-threaded one with its clock paused:
 //! whenever every node waits, tokio moves the clock to the next timer, and the node's clocks
 //! follow it ([`crate::node::clock`]). Time passes only in timers, never in computation, so
 //! hours of refreshes and replication run in seconds and a busy process does not make RPCs
@@ -49,6 +50,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::kad::lookup::MAX_DISJOINT_PATHS;
 use crate::kad::{Contact, NodeId};
 use crate::net::Inbound;
 use crate::net::memory::MemoryNetwork;
@@ -183,8 +185,8 @@ pub fn run(cfg: &SimConfig, progress: ProgressFn<'_>) -> anyhow::Result<Report> 
         cfg.churn
     );
     anyhow::ensure!(
-        (1..=16).contains(&cfg.disjoint_paths),
-        "disjoint paths go from 1 to 16 (got {})",
+        (1..=MAX_DISJOINT_PATHS).contains(&cfg.disjoint_paths),
+        "disjoint paths go from 1 to {MAX_DISJOINT_PATHS} (got {})",
         cfg.disjoint_paths
     );
     anyhow::ensure!(
@@ -192,10 +194,7 @@ pub fn run(cfg: &SimConfig, progress: ProgressFn<'_>) -> anyhow::Result<Report> 
         "adversarial is a fraction of the nodes, from 0 to 0.9 (got {})",
         cfg.adversarial
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()?;
+    let rt = runtime()?;
     let started = std::time::Instant::now();
     let mut report = rt.block_on(async {
         crate::node::clock::simulate_wall_clock();
@@ -203,6 +202,14 @@ pub fn run(cfg: &SimConfig, progress: ProgressFn<'_>) -> anyhow::Result<Report> 
     })?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The runtime a simulation runs on: single-threaded, its clock paused.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
 }
 
 /// Runs `base` at every size in `sizes` (without churn or keys), for the log n curve.
@@ -744,12 +751,7 @@ mod tests {
             idle: Duration::ZERO,
             ..SimConfig::default()
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        runtime().unwrap().block_on(async {
             crate::node::clock::simulate_wall_clock();
             let mut sim = Sim::new(&cfg);
             sim.build(&mut |_, _, _| {}).await.unwrap();
