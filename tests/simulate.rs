@@ -58,6 +58,15 @@ fn two_thousand_nodes_with_churn_keep_every_key_and_find_their_nodes() {
     // may miss. Before lookups asked for spare contacts this run found 75-88 %.
     assert!(n("lookup_success_pct") >= 99.0, "{r}");
     assert!(n("rounds_p50") >= 1.0 && n("rounds_p99") <= 5.0, "{r}");
+    // The histogram counts every lookup that answered, once, at the rounds it went.
+    let histogram: Vec<u64> = r["rounds_histogram"]
+        .as_array()
+        .unwrap_or_else(|| panic!("rounds_histogram is missing: {r}"))
+        .iter()
+        .map(|v| v.as_u64().expect("a count"))
+        .collect();
+    assert_eq!(histogram.iter().sum::<u64>(), 300, "{r}");
+    assert_eq!(histogram.len() as f64 - 1.0, n("rounds_max"), "{r}");
     let per_lookup = n("messages_per_lookup");
     assert!((10.0..=60.0).contains(&per_lookup), "{r}");
     assert!(

@@ -141,6 +141,11 @@ fn print_text(r: &Report) {
         r.rounds_max,
         r.messages_per_lookup
     );
+    let spread: Vec<String> = (r.rounds_histogram.iter().enumerate())
+        .filter(|(_, n)| **n > 0)
+        .map(|(rounds, n)| format!("{rounds}: {n}"))
+        .collect();
+    println!("lookups by rounds: {}", spread.join(", "));
     println!(
         "keys: {} put, {} stored, {} lost ({} of them still held by a live honest node); gets' rounds p50 {}",
         r.keys, r.keys_stored, r.keys_lost, r.keys_lost_still_held, r.get_rounds_p50

@@ -124,6 +124,8 @@ pub struct Report {
     pub rounds_p50: u32,
     pub rounds_p99: u32,
     pub rounds_max: u32,
+    /// Lookups by the rounds they went: entry `r` counts those of `r` rounds.
+    pub rounds_histogram: Vec<usize>,
     /// RPCs a lookup sent, on average.
     pub messages_per_lookup: f64,
     /// Lookups that failed outright (an error instead of an answer).
@@ -328,6 +330,7 @@ impl Sim {
             rounds_p50: percentile(&rounds, 0.50),
             rounds_p99: percentile(&rounds, 0.99),
             rounds_max: rounds.last().copied().unwrap_or(0),
+            rounds_histogram: histogram(&rounds),
             messages_per_lookup: mean(checked.iter().map(|c| f64::from(c.queried))),
             lookup_errors: errors,
             keys: self.cfg.keys,
@@ -659,6 +662,15 @@ async fn check_lookup(
         rounds: found.rounds,
         queried: found.queried,
     })
+}
+
+/// How many of `values` equal each index (up to the largest value).
+fn histogram(values: &[u32]) -> Vec<usize> {
+    let mut counts = vec![0; values.iter().max().map_or(0, |&m| m as usize + 1)];
+    for &v in values {
+        counts[v as usize] += 1;
+    }
+    counts
 }
 
 /// The `k` closest live nodes to `target`, closest first, `me` left out.
