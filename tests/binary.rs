@@ -433,6 +433,37 @@ fn bench_reports_json_with_latencies_in_pings() {
             "{phase}: {r}"
         );
     }
+    // --keys: 12 puts over 3 keys, 9 of them overwrites (one at a time: concurrent writes
+    // of one key may abort each other), and the gets read the 3 keys back.
+    let out = cli(&[
+        "bench",
+        "--nodes",
+        "4",
+        "--base-port",
+        &base.to_string(),
+        "--pings",
+        "5",
+        "--puts",
+        "12",
+        "--keys",
+        "3",
+        "--gets",
+        "6",
+        "--value-size",
+        "20000",
+        "--quiet",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["keys"], 3, "{r}");
+    assert_eq!(r["put"]["ok"], 12, "{r}");
+    assert_eq!(r["get"]["ok"], 6, "{r}");
+    assert_eq!(r["get"]["wrong"], 0, "{r}");
     assert!(net.interrupt().success());
 }
 

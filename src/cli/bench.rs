@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Value size in bytes
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Keys the puts cycle through: with N, every put after the first N overwrites a key
+    /// (0: every put a key of its own)
+    #[arg(long, default_value_t = 0)]
+    pub keys: usize,
     /// Key prefix (a random suffix keeps runs apart)
     #[arg(long, default_value = "bench")]
     pub prefix: String,
@@ -283,6 +287,11 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
     let prefix = Arc::new(format!("{}-{run_id:08x}", args.prefix));
     let size = args.value_size;
     let puts = args.puts.max(1);
+    // The distinct keys put: the gets read them round robin.
+    let keys = match args.keys {
+        0 => puts,
+        n => n.min(puts),
+    };
 
     let ping = phase("ping", args.pings, args, &clients, |_, mut c| async move {
         c.info(pb::InfoRequest {}).await?;
@@ -292,7 +301,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
 
     let p = prefix.clone();
     let put_stats = phase("put", args.puts, args, &clients, move |i, mut c| {
-        let key = format!("{p}-{i}");
+        let key = format!("{p}-{}", i % keys);
         async move {
             let value = value_for(&key, size);
             c.put(pb::PutRequest {
@@ -308,7 +317,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
 
     let p = prefix.clone();
     let get_stats = phase("get", args.gets, args, &clients, move |i, mut c| {
-        let key = format!("{p}-{}", i % puts);
+        let key = format!("{p}-{}", i % keys);
         async move {
             let r = c
                 .get(pb::GetRequest { key: key.clone() })
@@ -340,6 +349,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "nodes": nodes,
             "concurrency": args.concurrency,
             "value_size": args.value_size,
+            "keys": args.keys,
             "ping": r.ping.to_json(None),
             "put": r.put.to_json(ping),
             "get": r.get.to_json(ping),

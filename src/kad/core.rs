@@ -184,8 +184,15 @@ impl Core {
             Request::FindNode { target, count } => Ok(Response::Nodes {
                 closer: self.closest_excluding(&target, reply_count(count, k), &env.sender.id),
             }),
-            Request::FindValue { key, count } => {
-                let record = self.store.get(&key, wall).map(|s| s.record.clone());
+            Request::FindValue {
+                key,
+                count,
+                omit_value,
+            } => {
+                let record = self.store.get(&key, wall).map(|s| match omit_value {
+                    true => s.record.metadata(),
+                    false => s.record.clone(),
+                });
                 Ok(Response::Value {
                     record,
                     closer: self.closest_excluding(&key, reply_count(count, k), &env.sender.id),
@@ -727,7 +734,15 @@ mod tests {
         let now = SystemTime::now();
         let key = NodeId([7; 20]);
         let (r, _) = c.handle(
-            env(2, "net", Request::FindValue { key, count: 0 }),
+            env(
+                2,
+                "net",
+                Request::FindValue {
+                    key,
+                    count: 0,
+                    omit_value: false,
+                },
+            ),
             Instant::now(),
             now,
         );
@@ -766,7 +781,15 @@ mod tests {
             }
         );
         let (r, _) = c.handle(
-            env(3, "net", Request::FindValue { key, count: 0 }),
+            env(
+                3,
+                "net",
+                Request::FindValue {
+                    key,
+                    count: 0,
+                    omit_value: false,
+                },
+            ),
             Instant::now(),
             now,
         );
@@ -780,6 +803,33 @@ mod tests {
                 assert_eq!(
                     closer.iter().map(|c| c.id).collect::<Vec<_>>(),
                     vec![NodeId([2; 20])]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A survey's FIND_VALUE gets the record's metadata, without the value.
+        let (r, _) = c.handle(
+            env(
+                3,
+                "net",
+                Request::FindValue {
+                    key,
+                    count: 0,
+                    omit_value: true,
+                },
+            ),
+            Instant::now(),
+            now,
+        );
+        match r.unwrap().body {
+            Response::Value {
+                record: Some(got), ..
+            } => {
+                assert!(got.value.is_empty() && !record.value.is_empty());
+                assert_eq!(got, record.metadata());
+                assert_eq!(
+                    (got.version, got.expires_at_ms, got.tombstone),
+                    (record.version, record.expires_at_ms, record.tombstone)
                 );
             }
             other => panic!("unexpected {other:?}"),

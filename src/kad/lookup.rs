@@ -63,7 +63,8 @@ pub enum Mode {
     /// [`Lookup::wanting`] records.
     FindValue,
     /// FIND_VALUE without stopping: visit the k closest and note who holds which version
-    /// (used by Locate, and by Put/Delete to reach stale copies next to the key).
+    /// (used by Locate, and by Put/Delete to reach stale copies next to the key). It asks for
+    /// metadata only (`omit_value`), and the records it reports carry no value.
     Survey,
 }
 
@@ -483,6 +484,12 @@ impl Lookup {
         let hop = peer.hop;
         let path = peer.path;
         let from = peer.contact.clone();
+        // A survey asked for metadata only; a peer that sent the value anyway (an older
+        // node, or one that ignores the request) does not get it held here, k times over.
+        let record = match (self.mode, record) {
+            (Mode::Survey, Some(r)) if !r.value.is_empty() => Some(r.metadata()),
+            (_, r) => r,
+        };
         if let Some(record) = record
             && record.key == self.target
         {
@@ -1139,6 +1146,46 @@ mod tests {
         let out = l.finish();
         assert_eq!(out.found.unwrap().record, record(2, true));
         assert_eq!(out.holders.len(), 2);
+    }
+
+    #[test]
+    fn a_survey_keeps_versions_but_no_values() {
+        let now = Instant::now();
+        let target = NodeId([0; 20]);
+        let (a, b) = (id_at(1), id_at(2));
+        let seeds = vec![Contact::new(a, "a"), Contact::new(b, "b")];
+        let mut l = Lookup::new(
+            NodeId([9; 20]),
+            target,
+            seeds,
+            K,
+            ALPHA,
+            Duration::from_secs(1),
+            Mode::Survey,
+        );
+        let record = |version: u64| Record {
+            key: target,
+            value: vec![7; 1 << 20],
+            version,
+            expires_at_ms: u64::MAX,
+            tombstone: false,
+            publisher: a,
+            user_key: "k".into(),
+        };
+        let sent = sent_now(&mut l, now);
+        assert_eq!(sent.len(), 2);
+        // Both send their megabyte, as a node that ignores `omit_value` would.
+        l.on_success(&a, vec![], Some(record(1)));
+        l.on_success(&b, vec![], Some(record(2)));
+        assert_eq!(l.poll(now), Poll::Done);
+        let out = l.finish();
+        let held: Vec<(u64, usize)> = out
+            .holders
+            .iter()
+            .map(|(_, r)| (r.version, r.value.len()))
+            .collect();
+        assert_eq!(held, vec![(1, 0), (2, 0)]);
+        assert_eq!(out.found.unwrap().record, record(2).metadata());
     }
 
     fn id_at(distance_byte: u8) -> NodeId {

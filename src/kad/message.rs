@@ -45,9 +45,12 @@ pub enum Request {
         target: NodeId,
         count: u32,
     },
+    /// `omit_value`: the sender wants the record's metadata only (version, expiry,
+    /// tombstone), and the reply's record comes with an empty value.
     FindValue {
         key: Key,
         count: u32,
+        omit_value: bool,
     },
 }
 

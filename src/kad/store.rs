@@ -31,6 +31,20 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record without its value: what a survey needs (version, expiry, tombstone), and
+    /// all that a FIND_VALUE with `omit_value` is answered with.
+    pub fn metadata(&self) -> Record {
+        Record {
+            key: self.key,
+            value: Vec::new(),
+            version: self.version,
+            expires_at_ms: self.expires_at_ms,
+            tombstone: self.tombstone,
+            publisher: self.publisher,
+            user_key: self.user_key.clone(),
+        }
+    }
+
     /// Whether the record has expired at `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
         self.expires_at_ms <= unix_ms(now)

@@ -1,11 +1,12 @@
 //! Client operations (put, get, delete, locate, info, routes) as steps of the driver.
 //!
 //! The decisions are the core's: a put or delete runs a survey lookup (FIND_VALUE to the k
-//! closest without stopping at the first record), then follows [`crate::kad::write`]'s plan
-//! (version, tombstone lifetime, replica set, quorum; this node's own copy is written once a
-//! peer accepted the version). A get waits for the copies [`crate::kad::read`] says, answers
-//! the newest and repairs the older copies it saw, and caches the value at the closest node
-//! on the path that lacked it. This module only sends, stores and answers.
+//! closest without stopping at the first record, asking for versions and not values), then
+//! follows [`crate::kad::write`]'s plan (version, tombstone lifetime, replica set, quorum;
+//! this node's own copy is written once a peer accepted the version). A get waits for the
+//! copies [`crate::kad::read`] says, answers the newest and repairs the older copies it saw,
+//! and caches the value at the closest node on the path that lacked it. This module only
+//! sends, stores and answers.
 //!
 //! When a lookup contacted peers and none answered, and some peer did answer this node
 //! before, Put, Delete, Get and Locate fail with UNAVAILABLE instead of acting on this node

@@ -79,7 +79,11 @@ impl Driver {
                 None,
                 Purpose::Adopt(key),
                 &from,
-                Request::FindValue { key, count: 0 },
+                Request::FindValue {
+                    key,
+                    count: 0,
+                    omit_value: false,
+                },
             );
         }
     }

@@ -38,7 +38,7 @@ pub async fn lie(mut rx: mpsc::Receiver<Inbound>, node: mpsc::Sender<Inbound>, a
             (Some(_), Request::FindNode { target, count }) => Some(Response::Nodes {
                 closer: closest(&all, target, reply_count(*count, K)),
             }),
-            (Some(_), Request::FindValue { key, count }) => Some(Response::Value {
+            (Some(_), Request::FindValue { key, count, .. }) => Some(Response::Value {
                 record: None,
                 closer: closest(&all, key, reply_count(*count, K)),
             }),
@@ -163,7 +163,12 @@ mod tests {
             }
         );
 
-        let value = ask(&tx, Request::FindValue { key: target, count }).await;
+        let find_value = Request::FindValue {
+            key: target,
+            count,
+            omit_value: false,
+        };
+        let value = ask(&tx, find_value).await;
         assert_eq!(
             value.body,
             Response::Value {

@@ -157,6 +157,7 @@ pub fn find_value_from_pb(m: pb::FindValueRequest) -> Result<Envelope, BadMessag
         Request::FindValue {
             key,
             count: m.count,
+            omit_value: m.omit_value,
         },
     )
 }
@@ -184,10 +185,15 @@ pub fn request_to_pb(env: &Envelope) -> PbRequest {
             target: target.0.to_vec(),
             count: *count,
         }),
-        Request::FindValue { key, count } => PbRequest::FindValue(pb::FindValueRequest {
+        Request::FindValue {
+            key,
+            count,
+            omit_value,
+        } => PbRequest::FindValue(pb::FindValueRequest {
             header,
             key: key.0.to_vec(),
             count: *count,
+            omit_value: *omit_value,
         }),
     }
 }
@@ -321,6 +327,12 @@ mod tests {
             Request::FindValue {
                 key: NodeId([7; 20]),
                 count: 0,
+                omit_value: false,
+            },
+            Request::FindValue {
+                key: NodeId([7; 20]),
+                count: 30,
+                omit_value: true,
             },
         ] {
             let e = env(body);
