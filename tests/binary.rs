@@ -388,35 +388,38 @@ fn devnet_with_peer_mtls_starts_serves_and_stops() {
     assert!(ca.path().join("ca.pem").exists() && ca.path().join("ca-key.pem").exists());
 }
 
+/// `kademlia bench --nodes 4 --base-port BASE --quiet --json` with `args`: its JSON report.
+fn bench_json(base: u16, args: &[&str]) -> serde_json::Value {
+    let base = base.to_string();
+    let mut all = vec![
+        "bench",
+        "--nodes",
+        "4",
+        "--base-port",
+        &base,
+        "--quiet",
+        "--json",
+    ];
+    all.extend_from_slice(args);
+    let out = cli(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 /// `kademlia bench --json` against a devnet: every ping, put and get counted, none wrong, and
 /// the put and get latencies also given in pings measured in the same run.
 #[test]
 fn bench_reports_json_with_latencies_in_pings() {
     let base = free_port_range(4);
     let mut net = Devnet::start(4, base, &[]);
-    let out = cli(&[
-        "bench",
-        "--nodes",
-        "4",
-        "--base-port",
-        &base.to_string(),
-        "--pings",
-        "30",
-        "--puts",
-        "30",
-        "--gets",
-        "30",
-        "-c",
-        "4",
-        "--quiet",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = bench_json(
+        base,
+        &["--pings", "30", "--puts", "30", "--gets", "30", "-c", "4"],
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(r["nodes"], 4);
     for phase in ["ping", "put", "get"] {
         assert_eq!(r[phase]["ok"], 30, "{phase}: {r}");
@@ -435,31 +438,21 @@ fn bench_reports_json_with_latencies_in_pings() {
     }
     // --keys: 12 puts over 3 keys, 9 of them overwrites (one at a time: concurrent writes
     // of one key may abort each other), and the gets read the 3 keys back.
-    let out = cli(&[
-        "bench",
-        "--nodes",
-        "4",
-        "--base-port",
-        &base.to_string(),
-        "--pings",
-        "5",
-        "--puts",
-        "12",
-        "--keys",
-        "3",
-        "--gets",
-        "6",
-        "--value-size",
-        "20000",
-        "--quiet",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = bench_json(
+        base,
+        &[
+            "--pings",
+            "5",
+            "--puts",
+            "12",
+            "--keys",
+            "3",
+            "--gets",
+            "6",
+            "--value-size",
+            "20000",
+        ],
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(r["keys"], 3, "{r}");
     assert_eq!(r["put"]["ok"], 12, "{r}");
     assert_eq!(r["get"]["ok"], 6, "{r}");
