@@ -189,9 +189,12 @@ impl Core {
                 count,
                 omit_value,
             } => {
-                let record = self.store.get(&key, wall).map(|s| match omit_value {
-                    true => s.record.metadata(),
-                    false => s.record.clone(),
+                let record = self.store.get(&key, wall).map(|s| {
+                    if omit_value {
+                        s.record.metadata()
+                    } else {
+                        s.record.clone()
+                    }
                 });
                 Ok(Response::Value {
                     record,
@@ -733,19 +736,16 @@ mod tests {
         let mut c = core(1);
         let now = SystemTime::now();
         let key = NodeId([7; 20]);
-        let (r, _) = c.handle(
-            env(
-                2,
-                "net",
-                Request::FindValue {
-                    key,
-                    count: 0,
-                    omit_value: false,
-                },
-            ),
-            Instant::now(),
-            now,
-        );
+        // Node `from` asks for the key, its value or (`omit_value`) its metadata only.
+        let find_value = |c: &mut Core, from: u8, omit_value: bool| {
+            let body = Request::FindValue {
+                key,
+                count: 0,
+                omit_value,
+            };
+            c.handle(env(from, "net", body), Instant::now(), now).0
+        };
+        let r = find_value(&mut c, 2, false);
         assert_eq!(
             r.unwrap().body,
             Response::Value {
@@ -780,19 +780,7 @@ mod tests {
                 current_version: 0
             }
         );
-        let (r, _) = c.handle(
-            env(
-                3,
-                "net",
-                Request::FindValue {
-                    key,
-                    count: 0,
-                    omit_value: false,
-                },
-            ),
-            Instant::now(),
-            now,
-        );
+        let r = find_value(&mut c, 3, false);
         match r.unwrap().body {
             Response::Value {
                 record: Some(got),
@@ -808,19 +796,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         // A survey's FIND_VALUE gets the record's metadata, without the value.
-        let (r, _) = c.handle(
-            env(
-                3,
-                "net",
-                Request::FindValue {
-                    key,
-                    count: 0,
-                    omit_value: true,
-                },
-            ),
-            Instant::now(),
-            now,
-        );
+        let r = find_value(&mut c, 3, true);
         match r.unwrap().body {
             Response::Value {
                 record: Some(got), ..

@@ -303,6 +303,12 @@ impl Lookup {
         (self.k + self.k / 2) as u32
     }
 
+    /// Whether its FIND_VALUEs ask for metadata only (`omit_value`): a survey settles
+    /// versions and replicas, where values would only cost bandwidth and memory.
+    pub fn omit_value(&self) -> bool {
+        self.mode == Mode::Survey
+    }
+
     /// The contacts queried so far, closest to the target first.
     pub fn visits(&self) -> Vec<Visit> {
         self.peers
@@ -484,12 +490,12 @@ impl Lookup {
         let hop = peer.hop;
         let path = peer.path;
         let from = peer.contact.clone();
-        // A survey asked for metadata only; a peer that sent the value anyway (an older
-        // node, or one that ignores the request) does not get it held here, k times over.
-        let record = match (self.mode, record) {
-            (Mode::Survey, Some(r)) if !r.value.is_empty() => Some(r.metadata()),
-            (_, r) => r,
-        };
+        let mut record = record;
+        if let Some(r) = record.as_mut().filter(|_| self.omit_value()) {
+            // Asked for metadata only: a value sent anyway (by an older node, or one that
+            // ignores the request) is not held here, k times over.
+            r.value = Vec::new();
+        }
         if let Some(record) = record
             && record.key == self.target
         {
@@ -882,6 +888,11 @@ mod tests {
     }
 
     fn lookup_from(seeds: Vec<Contact>) -> Lookup {
+        lookup_in(Mode::FindNode, seeds)
+    }
+
+    /// A lookup in `mode` of id 0 from node 9, seeded with `seeds`.
+    fn lookup_in(mode: Mode, seeds: Vec<Contact>) -> Lookup {
         Lookup::new(
             NodeId([9; 20]),
             NodeId([0; 20]),
@@ -889,7 +900,7 @@ mod tests {
             K,
             ALPHA,
             Duration::from_secs(1),
-            Mode::FindNode,
+            mode,
         )
     }
 
@@ -1153,16 +1164,11 @@ mod tests {
         let now = Instant::now();
         let target = NodeId([0; 20]);
         let (a, b) = (id_at(1), id_at(2));
-        let seeds = vec![Contact::new(a, "a"), Contact::new(b, "b")];
-        let mut l = Lookup::new(
-            NodeId([9; 20]),
-            target,
-            seeds,
-            K,
-            ALPHA,
-            Duration::from_secs(1),
+        let mut l = lookup_in(
             Mode::Survey,
+            vec![Contact::new(a, "a"), Contact::new(b, "b")],
         );
+        assert!(l.omit_value(), "a survey asks for metadata only");
         let record = |version: u64| Record {
             key: target,
             value: vec![7; 1 << 20],
@@ -1186,6 +1192,7 @@ mod tests {
             .collect();
         assert_eq!(held, vec![(1, 0), (2, 0)]);
         assert_eq!(out.found.unwrap().record, record(2).metadata());
+        assert!(!lookup_in(Mode::FindValue, vec![]).omit_value());
     }
 
     fn id_at(distance_byte: u8) -> NodeId {

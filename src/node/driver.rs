@@ -545,9 +545,7 @@ impl Driver {
                         Mode::FindValue | Mode::Survey => Request::FindValue {
                             key: lookup.target(),
                             count: lookup.ask(),
-                            // A survey settles versions and replicas: the values would
-                            // only cost bandwidth and this node's memory.
-                            omit_value: lookup.mode() == Mode::Survey,
+                            omit_value: lookup.omit_value(),
                         },
                     };
                     let round = lookup.round_of(&contact.id).unwrap_or(1);
