@@ -2,6 +2,8 @@
 # Measures a local network: starts a devnet of N nodes (default 100) on loopback plus one
 # separate node process, runs `kademlia bench` at concurrency 1 and 32, and reports resident
 # memory. Everything it starts, it stops. Usage: scripts/measure.sh [NODES] [OPS]
+# Node settings in the environment (KADEMLIA_*, e.g. KADEMLIA_CONDITIONAL_PUTS=true) apply to every
+# node it starts.
 # DATA_DIR=DIR gives every node a data dir under DIR (records fsynced before each ack);
 # empty (the default) measures the memory-only store.
 # TLS=1 runs peers over mTLS on ports of their own (devnet --tls-dir; peer ports BASE+1000+i).

@@ -72,6 +72,8 @@ pub struct Settings {
     pub lookup_max_queries: u32,
     /// Disjoint paths each lookup runs along (S/Kademlia section 4.4); 1: the paper's lookup.
     pub lookup_disjoint_paths: usize,
+    /// A put's lookup ends at convergence and its STOREs check versions (`kad::write`).
+    pub conditional_puts: bool,
     pub refresh_interval_secs: u64,
     pub replicate_interval_secs: u64,
     /// Lifetime of a put that gives no TTL; 0: until deleted.
@@ -136,6 +138,7 @@ impl Default for Settings {
             lookup_timeout_ms: ms(n.lookup_timeout),
             lookup_max_queries: n.lookup_max_queries,
             lookup_disjoint_paths: n.lookup_disjoint_paths,
+            conditional_puts: n.conditional_puts,
             refresh_interval_secs: n.refresh_interval.as_secs(),
             replicate_interval_secs: n.replicate_interval.as_secs(),
             record_ttl_secs: n.record_ttl.map_or(0, |t| t.as_secs()),
@@ -437,6 +440,7 @@ impl Settings {
             lookup_timeout: Duration::from_millis(self.lookup_timeout_ms),
             lookup_max_queries: self.lookup_max_queries,
             lookup_disjoint_paths: self.lookup_disjoint_paths,
+            conditional_puts: self.conditional_puts,
             refresh_interval: secs(self.refresh_interval_secs),
             replicate_interval: secs(self.replicate_interval_secs),
             record_ttl: (self.record_ttl_secs > 0).then(|| secs(self.record_ttl_secs)),

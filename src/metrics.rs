@@ -25,7 +25,8 @@
 //!   failed), recorded by the driver;
 //! - `kademlia_write_stores_total{phase,outcome}`: the STOREs of client puts and deletes. A
 //!   write answers its client once its quorum has stored it; `phase="background"` counts the
-//!   STOREs that answered after that;
+//!   STOREs that answered after that; `kademlia_write_retries_total`: puts whose conditional
+//!   STOREs met a newer version and that wrote again after a full survey (`kad::write`);
 //! - `kademlia_peer_tls_handshakes_total{outcome}`: TLS handshakes on the peer port (with peer
 //!   mTLS on), `accepted`, `failed` (no certificate from the cluster CA, or a broken exchange)
 //!   or `timed_out`, recorded by `net::tls::incoming`.
@@ -136,6 +137,7 @@ pub struct Metrics {
     replication_delay: Histogram,
     replication_stores: Family<OutcomeLabels, Counter>,
     write_stores: Family<WriteStoreLabels, Counter>,
+    write_retries: Counter,
     tls_handshakes: Family<OutcomeLabels, Counter>,
 }
 
@@ -195,6 +197,7 @@ impl Metrics {
             replication_delay: delay_histogram(),
             replication_stores: Family::default(),
             write_stores: Family::default(),
+            write_retries: Counter::default(),
             tls_handshakes: Family::default(),
         };
         let r = &mut m.registry;
@@ -288,6 +291,12 @@ impl Metrics {
             m.write_stores.clone(),
         );
         r.register(
+            "kademlia_write_retries",
+            "Puts whose conditional STOREs met a newer version and that wrote again after a \
+             full survey",
+            m.write_retries.clone(),
+        );
+        r.register(
             "kademlia_peer_tls_handshakes",
             "TLS handshakes on the peer port, by outcome (accepted, failed, timed_out)",
             m.tls_handshakes.clone(),
@@ -334,6 +343,11 @@ impl Metrics {
             outcome: if ok { "ok" } else { "failed" },
         };
         self.write_stores.get_or_create(&labels).inc();
+    }
+
+    /// Records one put written again after a full survey (see `kad::write`).
+    pub fn observe_write_retry(&self) {
+        self.write_retries.inc();
     }
 
     /// Records the end of one TLS handshake on the peer port (`net::tls::Handshake::label`).

@@ -1,5 +1,11 @@
-//! A put answers once its quorum has stored the record; the other replicas' STOREs finish
+//! A write answers once its quorum has stored the record; the other replicas' STOREs finish
 //! after it (issue 12: writes need not wait for the slowest of k replicas).
+//!
+//! A put or delete surveys the k closest first and then needs only its quorum of STOREs, so
+//! it answers with all but 3 replicas slow. A conditional put (`conditional_puts`,
+//! `kad::write`) also needs `n - quorum + 1` of its n replicas to have said which version they
+//! hold, so it answers with `quorum - 1` replicas slow (and not with more: that wait is what
+//! keeps an acknowledged write from hiding behind a version from a clock ahead).
 //!
 //! The network runs on tokio's paused clock, so the slow replicas' delay costs no real time
 //! and the order of events is what the test checks, not a measured latency.
@@ -18,11 +24,24 @@ async fn holds(sim: &SimNet, i: usize, key: &kademlia::kad::Key) -> bool {
     snap.keys.contains(key)
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_put_answers_at_its_quorum_while_the_slower_stores_still_complete() {
-    let sim = SimNet::build(12, 30, 30).await;
+/// A client write: a put or a delete of `key` through the writer.
+#[derive(Clone, Copy, Debug)]
+enum Write {
+    Put,
+    ConditionalPut,
+    Delete,
+}
+
+/// Writes with `slow(remote replicas)` of the remote replicas `SLOW` to store, and checks that
+/// the write answered before the slow ones stored it, and that they did after.
+async fn answers_before_the_slow_replicas(write: Write, slow: fn(usize) -> usize) {
+    let tweak: fn(&mut kademlia::NodeConfig) = match write {
+        Write::ConditionalPut => |c: &mut kademlia::NodeConfig| c.conditional_puts = true,
+        _ => |_: &mut kademlia::NodeConfig| {},
+    };
+    let sim = SimNet::build_with(12, 30, 30, tweak).await;
     let writer = 0;
-    let key = "quorum-key".to_string();
+    let key = format!("quorum-key-{write:?}");
     let (key_id, replicas) = sim.nodes[writer]
         .handle
         .locate(key.clone())
@@ -30,32 +49,32 @@ async fn a_put_answers_at_its_quorum_while_the_slower_stores_still_complete() {
         .expect("locate");
     assert_eq!(replicas.len(), kademlia::K, "the replica set is k nodes");
     let index_of = |addr: &str| sim.nodes.iter().position(|n| n.addr == addr).unwrap();
-    // Three remote replicas answer at once (the quorum, 3 by default); every other replica
-    // gets its STORE SLOW later.
     let remote: Vec<usize> = replicas
         .iter()
         .map(|l| index_of(&l.contact.addr))
         .filter(|i| *i != writer)
         .collect();
-    let (fast, slow) = remote.split_at(3);
+    let (fast, slow) = remote.split_at(remote.len() - slow(remote.len()));
     for &i in slow {
         sim.net.delay_stores(&sim.nodes[i].addr, SLOW);
     }
     let started = tokio::time::Instant::now();
-    let put = sim.nodes[writer]
-        .handle
-        .put(key.clone(), b"v".to_vec(), None)
-        .await
-        .expect("put acknowledged");
+    let handle = &sim.nodes[writer].handle;
+    let done = match write {
+        Write::Put | Write::ConditionalPut => handle.put(key.clone(), b"v".to_vec(), None).await,
+        Write::Delete => handle.delete(key.clone()).await,
+    }
+    .expect("write acknowledged");
     let answered_after = started.elapsed();
     assert!(
-        put.stored_at.len() >= 3,
+        done.stored_at.len() >= 3,
         "acknowledged by {:?}",
-        put.stored_at
+        done.stored_at
     );
     assert!(
         answered_after < SLOW,
-        "the put waited for the slow replicas: answered after {answered_after:?}"
+        "the {write:?} waited for the {} slow replicas: answered after {answered_after:?}",
+        slow.len()
     );
     for &i in fast {
         assert!(holds(&sim, i, &key_id).await, "fast replica {i} has it");
@@ -94,4 +113,20 @@ async fn a_put_answers_at_its_quorum_while_the_slower_stores_still_complete() {
         slow.len()
     );
     sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_put_answers_at_its_quorum_while_the_slower_stores_still_complete() {
+    // Three remote replicas answer at once (the quorum, 3 by default): the rest are slow.
+    answers_before_the_slow_replicas(Write::Put, |remote| remote - 3).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_answers_at_its_quorum_while_the_slower_stores_still_complete() {
+    answers_before_the_slow_replicas(Write::Delete, |remote| remote - 3).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conditional_put_answers_without_waiting_for_quorum_minus_one_slow_replicas() {
+    answers_before_the_slow_replicas(Write::ConditionalPut, |_| 2).await;
 }

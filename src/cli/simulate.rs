@@ -35,6 +35,9 @@ pub struct SimulateArgs {
     /// path, as in the paper)
     #[arg(long, default_value_t = 1)]
     pub disjoint_paths: usize,
+    /// Puts are conditional writes on every node (the `conditional_puts` setting)
+    #[arg(long)]
+    pub conditional_puts: bool,
     /// Seed of node ids and of every choice the simulation makes
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -79,6 +82,7 @@ fn run_blocking(args: &SimulateArgs) -> anyhow::Result<()> {
         adversarial: args.adversarial,
         wire: args.wire,
         disjoint_paths: args.disjoint_paths,
+        conditional_puts: args.conditional_puts,
     };
     let mut bar = Bar::new(args.nodes);
     let report = sim::run(&cfg, &mut |p, d, t| bar.show(p, d, t))?;

@@ -125,6 +125,10 @@ pub struct Outcome {
     pub target: NodeId,
     /// The k closest contacts that answered, closest first.
     pub closest: Vec<Contact>,
+    /// The k closest contacts that did not fail or time out (answered, awaited or not queried
+    /// yet), closest first: where a lookup that ended at convergence
+    /// ([`Lookup::until_converged`]) puts a record.
+    pub candidates: Vec<Contact>,
     /// The newest record seen (FindValue / Survey), by `Record::supersedes`.
     pub found: Option<Found>,
     /// Every contact that returned a record, with the record (Survey).
@@ -178,6 +182,9 @@ pub struct Lookup {
     /// The paths that have converged (see [`PathScan::converged`]): from then on they query
     /// every candidate among their k closest at once, not alpha at a time.
     converged: Vec<bool>,
+    /// End at convergence instead of querying the rest of the k closest
+    /// ([`Lookup::until_converged`]).
+    stop_at_convergence: bool,
 }
 
 /// What [`Lookup::scan`] finds on one path.
@@ -236,6 +243,7 @@ impl Lookup {
             max_queries: u32::MAX,
             paths: 1,
             converged: vec![false],
+            stop_at_convergence: false,
         };
         l.add(seeds, 1, 0);
         l
@@ -277,6 +285,16 @@ impl Lookup {
     /// record, so that the caller can take the newest of them; the paper stops at the first.
     pub fn wanting(mut self, records: usize) -> Self {
         self.wanted = records.max(1);
+        self
+    }
+
+    /// Ends the lookup once it has converged (every path's alpha closest candidates still in
+    /// the running have answered), without the last round to the rest of the k closest:
+    /// [`Outcome::candidates`] then holds the k closest seen, some of them not queried. A
+    /// put's conditional STOREs (see [`super::write`]) do that last round's work: each
+    /// replica answers with the version it holds, and a dead one fails its STORE.
+    pub fn until_converged(mut self) -> Self {
+        self.stop_at_convergence = true;
         self
     }
 
@@ -375,10 +393,12 @@ impl Lookup {
         // query, if it has fewer than alpha requests in flight.
         let mut any_next = false;
         let mut any_in_flight = false;
+        let mut all_converged = true;
         let mut wake: Option<Instant> = None;
         let mut query: Option<Distance> = None;
         for path in 0..self.paths {
             let scan = self.scan(path);
+            all_converged &= scan.converged;
             any_next |= scan.next.is_some();
             any_in_flight |= scan.in_flight > 0;
             wake = earlier(wake, scan.wake);
@@ -396,6 +416,9 @@ impl Lookup {
                     wake = earlier(wake, self.next_deadline());
                 }
             }
+        }
+        if self.stop_at_convergence && all_converged {
+            return Poll::Done;
         }
         if any_next && self.queried >= self.max_queries {
             // At the cap: what is in flight may still answer, nothing more is sent.
@@ -530,6 +553,13 @@ impl Lookup {
                 .filter(|p| matches!(p.state, State::Succeeded { .. }))
         };
         let closest = answered().take(self.k).map(|p| p.contact.clone()).collect();
+        let candidates = self
+            .peers
+            .values()
+            .filter(|p| !matches!(p.state, State::Failed | State::TimedOut))
+            .take(self.k)
+            .map(|p| p.contact.clone())
+            .collect();
         let cache_at = answered()
             .find(|p| p.state == State::Succeeded { had_record: false })
             .map(|p| p.contact.clone());
@@ -544,6 +574,7 @@ impl Lookup {
             rounds,
             target: self.target,
             closest,
+            candidates,
             found: self.found,
             holders: self.holders,
             cache_at,
@@ -753,6 +784,38 @@ mod tests {
             truth.sort_by_key(|i| i.distance(&target));
             truth.truncate(K);
             prop_assert_eq!(got, truth);
+        }
+
+        #[test]
+        fn a_lookup_until_converged_stops_at_the_alpha_closest_and_names_the_k_closest_seen(seed in any::<u64>(), n in 2usize..400) {
+            let (ids, tables) = network(n, seed, K);
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+            let dead: Vec<NodeId> = ids[1..].iter().copied().filter(|_| rand::Rng::random_bool(&mut rng, 0.1)).collect();
+            let target = NodeId::random(&mut rng);
+            let seeds = tables.closest(&ids[0], &target, K);
+            let mut learned: Vec<NodeId> = seeds.iter().map(|c| c.id).collect();
+            let new = |seeds| Lookup::new(ids[0], target, seeds, K, ALPHA, Duration::from_secs(1), Mode::Survey);
+            let mut full = new(seeds.clone());
+            run(&mut full, &tables, &dead);
+            let mut l = new(seeds).until_converged();
+            learned.extend(run(&mut l, &tables, &dead));
+            let queried = l.queried;
+            let failed: Vec<NodeId> = l.visits().iter().filter(|v| !v.answered).map(|v| v.id).collect();
+            let out = l.finish();
+            prop_assert!(queried <= full.queried, "{} > {}", queried, full.queried);
+            // The candidates are the k closest of everything it was told of that did not fail,
+            // in order (a dead node not queried yet among them: its STORE will fail).
+            learned.sort();
+            learned.dedup();
+            let mut truth: Vec<NodeId> = learned.into_iter().filter(|i| *i != ids[0] && !failed.contains(i)).collect();
+            truth.sort_by_key(|i| i.distance(&target));
+            truth.truncate(K);
+            let got: Vec<NodeId> = out.candidates.iter().map(|c| c.id).collect();
+            prop_assert_eq!(&got, &truth);
+            // It converged: the alpha closest of them answered.
+            for c in got.iter().take(ALPHA) {
+                prop_assert!(out.closest.iter().any(|a| a.id == *c), "{} did not answer", c.short());
+            }
         }
 
         #[test]
@@ -1208,6 +1271,7 @@ mod tests {
         Outcome {
             target: NodeId([0; 20]),
             closest: closest.iter().map(|d| contact(*d)).collect(),
+            candidates: closest.iter().map(|d| contact(*d)).collect(),
             found: None,
             holders: vec![],
             cache_at: cache_at.map(contact),

@@ -1,13 +1,12 @@
 //! A put's or delete's write to its replica set, as a state machine without I/O.
 //!
-//! The driver runs a survey lookup (FIND_VALUE to the k closest, collecting every copy), then
-//! [`Write::plan`] decides everything that follows:
+//! The driver runs a survey lookup (FIND_VALUE with `omit_value`, collecting every version),
+//! then [`Write::plan`] decides everything that follows:
 //! - the version: the node's [`HybridClock`], moved past every version the survey saw and the
 //!   local copy's, so the write is ordered after them whatever this node's clock says;
 //! - a delete's lifetime: [`tombstone_expiry`] of the copies the survey saw;
-//! - where the record goes: STOREs to the replica set (the k closest that answered, this node
-//!   included when it is one of them), and one-way STOREs to holders of older copies outside
-//!   it;
+//! - where the record goes: STOREs to the replica set (the k closest, this node included
+//!   when it is one of them), and one-way STOREs to holders of older copies outside it;
 //! - how many must succeed: `min(quorum, nodes this node knows)`, counting stale contacts, so
 //!   nodes that did not answer do not lower it.
 //!
@@ -15,6 +14,34 @@
 //! [`Write::poll`] asks for, and answers the client with the [`Verdict`]: as soon as the
 //! quorum has stored the record ([`Step::Answer`]), while the other replicas' STOREs finish in
 //! the background, and otherwise once every replica has answered ([`Step::Done`]).
+//!
+//! **Two kinds of write** ([`WriteSettings::conditional`]):
+//! - A *surveyed* write (deletes, puts by default, and a conditional put's retry) follows a
+//!   survey that heard from all of the k closest: it knows every version there before it
+//!   picks its own, and its replica set is the k closest that answered.
+//! - A *conditional* write (puts with the `conditional_puts` setting) follows a survey that ended at convergence
+//!   ([`super::lookup::Lookup::until_converged`]): the k closest seen, some not queried, are
+//!   sent STOREs at once, and each STORE's answer is the version check the survey's last
+//!   round would have made (a replica holding a newer version refuses and says which). The
+//!   put then costs about k + 5 RPCs instead of 2k + 5, and one round less. Its version was
+//!   picked without hearing from every replica, so the write answers at the quorum only once
+//!   it has also heard the versions of `n - quorum + 1` of its `n` replicas
+//!   ([`Write::confirm`]): every acknowledged write is on at least `quorum` of them, so that
+//!   many answers include one from each such write's replicas, and a newer one would have
+//!   been reported. A write that hears of a newer version is not acknowledged
+//!   ([`Verdict::Superseded`]); the driver then writes again after a full survey, above the
+//!   version it heard of. Otherwise a conditional write that did not hear from enough
+//!   replicas (some failed) is settled, like a surveyed one, once every STORE has answered:
+//!   it then heard from every replica that is alive.
+//!
+//!   What it gives up, and why it is not the default: a version on fewer than `quorum`
+//!   replicas (a write that failed its quorum, or one still under way) can sit on one of the
+//!   `quorum - 1` replicas the put did not hear before answering. When that version is ahead
+//!   of the put's (its writer's clock ran ahead, within `max_clock_skew`), it wins over the
+//!   acknowledged put; a surveyed put would have seen it and been ordered after it. And a
+//!   conditional put waits for all but `quorum - 1` of its STOREs, where a surveyed put waits
+//!   for every replica's FIND_VALUE (a read) and then its quorum's STOREs: with durable
+//!   replicas, whose STOREs wait for the disk, one slow disk among k then slows the put.
 //!
 //! This node's own copy is written only after a peer accepted the record (or at once when no
 //! peer is in the replica set). Every peer checks the version against its own clock; a node
@@ -28,10 +55,13 @@
 //! (versions order it, and a retry or a later write supersedes it). The client is answered
 //! at the quorum rather than after all k STOREs: the slowest of k replicas (one far away, one
 //! busy, one dead and timing out) no longer sets the latency of every put; the rest still
-//! get the record, and replication repairs any that did not.
+//! get the record, and replication repairs any that did not. A put's lookup ends at
+//! convergence, and its STOREs go to the k closest *seen* (the paper stores at the k closest
+//! that answered): a dead one among them fails its STORE, leaving one copy fewer until
+//! replication restores it.
 
 use super::clock::HybridClock;
-use super::lookup::Outcome;
+use super::lookup::{Outcome, replica_set};
 use super::message::Contact;
 use super::store::{Record, tombstone_expiry};
 
@@ -44,6 +74,10 @@ pub struct WriteSettings {
     /// Nodes this node knows: its contacts (stale ones included) and itself.
     pub known: usize,
     pub tombstone_grace_ms: u64,
+    /// A conditional write: its survey ended at convergence, so it stores at the k closest
+    /// seen and answers only once enough replicas reported their versions (see the module
+    /// doc).
+    pub conditional: bool,
 }
 
 /// The answer to one STORE of the write.
@@ -130,6 +164,14 @@ pub struct Write {
     record: Record,
     me: String,
     needed: usize,
+    /// See [`WriteSettings::conditional`].
+    conditional: bool,
+    /// Replicas (this node included) whose versions must be known before the client is
+    /// answered at the quorum; 0 for a surveyed write.
+    confirm: usize,
+    /// Replicas whose versions are known: those that stored the record or said they hold a
+    /// newer one, and this node when it is a replica.
+    heard: usize,
     /// STOREs sent to replicas other than this node.
     remote: usize,
     pending: usize,
@@ -173,8 +215,21 @@ impl Write {
             let now_ms = wall_us / 1000;
             record.expires_at_ms = tombstone_expiry(now_ms, settings.tombstone_grace_ms, copies);
         }
-        let mut replicas = outcome.replica_set(me, settings.k);
-        let local_step = if replicas.iter().any(|c| c.id == me.id) {
+        let mut replicas = if settings.conditional {
+            replica_set(&outcome.candidates, &outcome.target, me, settings.k)
+        } else {
+            outcome.replica_set(me, settings.k)
+        };
+        let local_replica = replicas.iter().any(|c| c.id == me.id);
+        let needed = settings.quorum.min(settings.known).max(1);
+        // Replicas whose version the write must hear before it answers (module doc). This
+        // node's own copy's version is known already.
+        let confirm = if settings.conditional {
+            (replicas.len() + 1).saturating_sub(needed)
+        } else {
+            0
+        };
+        let local_step = if local_replica {
             Local::Waiting
         } else {
             Local::NotReplica
@@ -193,7 +248,10 @@ impl Write {
         let write = Write {
             record,
             me: me.addr.to_string(),
-            needed: settings.quorum.min(settings.known).max(1),
+            needed,
+            conditional: settings.conditional,
+            confirm,
+            heard: usize::from(local_replica),
             remote: replicas.len(),
             pending: replicas.len(),
             stored_at: Vec::new(),
@@ -221,6 +279,17 @@ impl Write {
         self.needed
     }
 
+    /// Replicas (this node included) whose versions a conditional write must know before it
+    /// answers at the quorum; 0 for a surveyed write.
+    pub fn confirm(&self) -> usize {
+        self.confirm
+    }
+
+    /// A conditional write (see [`WriteSettings::conditional`]).
+    pub fn conditional(&self) -> bool {
+        self.conditional
+    }
+
     /// The client has been answered ([`Step::Answer`]); the STOREs still awaited run in the
     /// background.
     pub fn answered(&self) -> bool {
@@ -230,6 +299,9 @@ impl Write {
     /// The answer of replica `addr` to its STORE.
     pub fn on_ack(&mut self, addr: &str, ack: Ack) {
         self.pending = self.pending.saturating_sub(1);
+        if matches!(ack, Ack::Stored | Ack::Newer(_)) {
+            self.heard += 1;
+        }
         self.count(addr, ack);
     }
 
@@ -273,7 +345,10 @@ impl Write {
         match (self.pending, self.local) {
             (0, Local::NotReplica | Local::Settled) => Step::Done(self.verdict()),
             (_, Local::NotReplica | Local::Settled)
-                if !self.answered && self.stored_at.len() >= self.needed =>
+                if !self.answered
+                    && self.stored_at.len() >= self.needed
+                    && self.heard >= self.confirm
+                    && !self.superseded() =>
             {
                 self.answered = true;
                 Step::Answer(self.verdict())
@@ -282,8 +357,17 @@ impl Write {
         }
     }
 
+    /// A replica holds a newer version than the write's. A conditional write picked its
+    /// version without every replica's, so it is not acknowledged then, even at the quorum:
+    /// its copies are older than that one, and reads would answer that one.
+    fn superseded(&self) -> bool {
+        self.conditional && self.newer > self.record.version
+    }
+
     fn verdict(&self) -> Verdict {
-        if self.stored_at.len() >= self.needed {
+        if self.superseded() {
+            Verdict::Superseded { newer: self.newer }
+        } else if self.stored_at.len() >= self.needed {
             Verdict::Acknowledged {
                 stored_at: self.stored_at.clone(),
             }
@@ -342,6 +426,7 @@ mod tests {
         Outcome {
             target: NodeId([0; 20]),
             closest: closest.iter().map(|i| contact(*i)).collect(),
+            candidates: closest.iter().map(|i| contact(*i)).collect(),
             found: None,
             holders: holders
                 .iter()
@@ -360,6 +445,7 @@ mod tests {
             quorum,
             known,
             tombstone_grace_ms: 1_000,
+            conditional: false,
         }
     }
 
@@ -583,6 +669,103 @@ mod tests {
             p.write.poll(),
             Step::Done(Verdict::Superseded { newer: v + 5 })
         );
+    }
+
+    /// A conditional write's plan: stores at `candidates` (the survey answered from
+    /// `closest` only), `me` outside the replica set.
+    fn conditional(closest: &[u8], candidates: &[u8], k: usize, quorum: usize) -> Plan {
+        let mut o = survey(closest, &[]);
+        o.candidates = candidates.iter().map(|i| contact(*i)).collect();
+        let s = WriteSettings {
+            conditional: true,
+            ..settings(k, quorum, 20)
+        };
+        plan(record(false), &o, None, 99, s)
+    }
+
+    #[test]
+    fn a_conditional_write_stores_at_the_candidates_not_only_at_those_that_answered() {
+        let p = conditional(&[1, 2], &[1, 2, 3, 4], 3, 2);
+        let ids: Vec<u8> = p.replicas.iter().map(|c| c.id.0[0]).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(p.write.conditional());
+        // Three replicas, a quorum of 2: it must hear 3 - 2 + 1 of them.
+        assert_eq!(p.write.confirm(), 2);
+        let surveyed = plan(
+            record(false),
+            &survey(&[1, 2], &[]),
+            None,
+            99,
+            settings(3, 2, 20),
+        );
+        assert_eq!(surveyed.write.confirm(), 0);
+    }
+
+    #[test]
+    fn a_conditional_write_answers_at_the_quorum_once_it_heard_enough_versions() {
+        // Five replicas, a quorum of 2: it answers once 4 have said which version they hold.
+        let mut p = conditional(&[2, 3], &[2, 3, 4, 5, 6], 5, 2);
+        let w = &mut p.write;
+        assert_eq!(w.confirm(), 4);
+        w.on_ack("n2:1", Ack::Stored);
+        w.on_ack("n3:1", Ack::Stored);
+        assert_eq!(
+            w.poll(),
+            Step::Wait,
+            "the quorum stored it, but a 4th may hold newer"
+        );
+        w.on_ack("n4:1", Ack::Failed);
+        w.on_ack("n5:1", Ack::Refused("no".into()));
+        assert_eq!(
+            w.poll(),
+            Step::Wait,
+            "failures and refusals say nothing of versions"
+        );
+        w.on_ack("n6:1", Ack::Stored);
+        // Every replica answered: like a surveyed write, it heard every live one.
+        let Step::Done(Verdict::Acknowledged { stored_at }) = w.poll() else {
+            panic!("not acknowledged");
+        };
+        assert_eq!(stored_at.len(), 3);
+
+        let mut p = conditional(&[2, 3], &[2, 3, 4, 5, 6], 5, 2);
+        let w = &mut p.write;
+        for r in ["n2:1", "n3:1", "n4:1"] {
+            w.on_ack(r, Ack::Stored);
+            assert_eq!(w.poll(), Step::Wait);
+        }
+        w.on_ack("n5:1", Ack::Stored);
+        assert!(matches!(
+            w.poll(),
+            Step::Answer(Verdict::Acknowledged { .. })
+        ));
+    }
+
+    #[test]
+    fn a_conditional_write_that_meets_a_newer_version_is_superseded_even_at_the_quorum() {
+        let mut p = conditional(&[2, 3], &[2, 3, 4, 5, 6], 5, 2);
+        let v = p.write.record().version;
+        let w = &mut p.write;
+        w.on_ack("n2:1", Ack::Newer(v + 5));
+        for r in ["n3:1", "n4:1", "n5:1"] {
+            w.on_ack(r, Ack::Stored);
+        }
+        assert_eq!(
+            w.poll(),
+            Step::Wait,
+            "stored at 3 and heard 4, but one is newer"
+        );
+        w.on_ack("n6:1", Ack::Stored);
+        assert_eq!(w.poll(), Step::Done(Verdict::Superseded { newer: v + 5 }));
+        // The same version again (a STORE that arrived twice) is not newer.
+        let mut p = conditional(&[2], &[2, 3], 2, 2);
+        let v = p.write.record().version;
+        p.write.on_ack("n2:1", Ack::Newer(v));
+        p.write.on_ack("n3:1", Ack::Stored);
+        assert!(matches!(
+            p.write.poll(),
+            Step::Done(Verdict::ShortOfQuorum { stored: 1, .. })
+        ));
     }
 
     #[test]

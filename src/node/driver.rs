@@ -501,6 +501,13 @@ impl Driver {
         .with_query_cap(self.cfg.lookup_max_queries)
         .with_disjoint_paths(self.cfg.lookup_disjoint_paths)
         .wanting(wanted);
+        // A put's conditional STOREs do the survey's last round (`kad::write`).
+        let lookup = match then {
+            AfterLookup::Write {
+                conditional: true, ..
+            } => lookup.until_converged(),
+            _ => lookup,
+        };
         let trace = LookupTrace::start(self.core.id(), target, mode);
         let id = self.next_op;
         self.next_op += 1;

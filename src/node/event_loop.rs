@@ -164,7 +164,11 @@ impl Driver {
                 reply,
                 started,
             } => self.finish_get(key, outcome, reply, started),
-            AfterLookup::Write { record, reply } => self.write_replicas(record, outcome, reply),
+            AfterLookup::Write {
+                record,
+                reply,
+                conditional,
+            } => self.write_replicas(record, outcome, reply, conditional),
             AfterLookup::Locate { reply } => self.finish_locate(outcome, reply),
             AfterLookup::FindNode { reply } => self.finish_find_node(outcome, reply),
             AfterLookup::Join => self.joined_lookup_done(outcome),

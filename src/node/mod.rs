@@ -64,6 +64,9 @@ pub struct NodeConfig {
     pub lookup_max_queries: u32,
     /// Disjoint paths per lookup (`kad::lookup::Lookup::with_disjoint_paths`); 1: off.
     pub lookup_disjoint_paths: usize,
+    /// Puts are conditional writes (`kad::write`): their lookup ends at convergence and the
+    /// STOREs check versions. Off: a put surveys all of the k closest first.
+    pub conditional_puts: bool,
     pub refresh_interval: Duration,
     pub replicate_interval: Duration,
     /// Lifetime of a put without a TTL; `None`: until deleted.
@@ -138,6 +141,7 @@ impl NodeConfig {
             lookup_timeout: rpc_timeout * crate::kad::lookup::LOOKUP_DEADLINE_TIMEOUTS,
             lookup_max_queries: 10 * crate::kad::K as u32,
             lookup_disjoint_paths: 1,
+            conditional_puts: false,
             refresh_interval: crate::kad::T_REFRESH,
             replicate_interval: crate::kad::T_REPLICATE,
             record_ttl: None,

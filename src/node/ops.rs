@@ -267,7 +267,11 @@ impl Driver {
             publisher: self.core.id(),
             user_key: key,
         };
-        let then = AfterLookup::Write { record, reply };
+        let then = AfterLookup::Write {
+            record,
+            reply,
+            conditional: self.cfg.conditional_puts,
+        };
         self.start_lookup(key_id, Mode::Survey, then);
     }
 
@@ -290,7 +294,13 @@ impl Driver {
             publisher: self.core.id(),
             user_key: key,
         };
-        let then = AfterLookup::Write { record, reply };
+        // A delete's tombstone must outlive every copy it shadows, so it hears from all of the
+        // k closest before it picks its expiry: a surveyed write, not a conditional one.
+        let then = AfterLookup::Write {
+            record,
+            reply,
+            conditional: false,
+        };
         self.start_lookup(key_id, Mode::Survey, then);
     }
 
@@ -438,6 +448,7 @@ impl Driver {
         record: Record,
         outcome: Outcome,
         reply: Reply<WriteResult>,
+        conditional: bool,
     ) {
         if let Some(e) = self.cut_off(&outcome, "nothing was written") {
             // With no peer answering, this node alone would "succeed" and the value would be
@@ -452,6 +463,7 @@ impl Driver {
             quorum: self.cfg.quorum,
             known: routing.len() + routing.stale_len() + 1,
             tombstone_grace_ms: self.cfg.tombstone_grace.as_millis() as u64,
+            conditional,
         };
         let me = self.core.me().clone();
         let Plan {
@@ -554,6 +566,32 @@ impl Driver {
                     let Some(Op::Write { write, reply }) = self.ops.remove(&op) else {
                         return;
                     };
+                    let retry = write.conditional()
+                        && matches!(verdict, Verdict::Superseded { .. })
+                        && reply.as_ref().is_some_and(|r| !r.is_closed());
+                    let (retry, reply) = match reply {
+                        Some(reply) if retry => (Some(reply), None),
+                        reply => (None, reply),
+                    };
+                    if let Some(reply) = retry {
+                        // A replica holds a newer version than this put picked without hearing
+                        // from it: write again after a full survey, which orders the put
+                        // after every version there (`kad::write`).
+                        debug!(
+                            key = %write.record().key.short(),
+                            ?verdict,
+                            "write: a replica holds a newer version; writing again after a survey"
+                        );
+                        self.metrics.observe_write_retry();
+                        let key = write.record().key;
+                        let then = AfterLookup::Write {
+                            record: write.record().clone(),
+                            reply,
+                            conditional: false,
+                        };
+                        self.start_lookup(key, Mode::Survey, then);
+                        return;
+                    }
                     match reply {
                         Some(reply) => drop(reply.send(write_answer(write.record(), verdict))),
                         None => debug!(

@@ -47,6 +47,8 @@ pub(crate) enum AfterLookup {
     Write {
         record: Record,
         reply: Reply<WriteResult>,
+        /// A conditional write (`kad::write`): its survey ends at convergence.
+        conditional: bool,
     },
     Locate {
         reply: Reply<(NodeId, Vec<Located>)>,

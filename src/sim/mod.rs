@@ -88,6 +88,8 @@ pub struct SimConfig {
     pub wire: bool,
     /// Every node's `lookup_disjoint_paths` (1, the default: one lookup path).
     pub disjoint_paths: usize,
+    /// Every node's `conditional_puts` (see `kad::write`).
+    pub conditional_puts: bool,
 }
 
 impl Default for SimConfig {
@@ -103,6 +105,7 @@ impl Default for SimConfig {
             adversarial: 0.0,
             wire: false,
             disjoint_paths: 1,
+            conditional_puts: false,
         }
     }
 }
@@ -356,6 +359,7 @@ impl Sim {
         let mut cfg = NodeConfig::new(NodeId::random(&mut self.rng), &addr);
         cfg.remote_host = via;
         cfg.lookup_disjoint_paths = self.cfg.disjoint_paths;
+        cfg.conditional_puts = self.cfg.conditional_puts;
         let pending = PendingNode::new(cfg, Arc::new(self.net.transport()));
         self.net.attach(&addr, pending.inbound.clone());
         let handle = pending.handle.clone();
@@ -800,6 +804,7 @@ mod tests {
             // Through the wire format, as between real nodes.
             wire: true,
             disjoint_paths: 1,
+            conditional_puts: false,
         };
         let r = run(&cfg, &mut |_, _, _| {}).unwrap();
         assert_eq!(r.churned, 18);
