@@ -19,20 +19,19 @@
 //! - A *surveyed* write (deletes, puts by default, and a conditional put's retry) follows a
 //!   survey that heard from all of the k closest: it knows every version there before it
 //!   picks its own, and its replica set is the k closest that answered.
-//! - A *conditional* write (puts with the `conditional_puts` setting) follows a survey that ended at convergence
-//!   ([`super::lookup::Lookup::until_converged`]): the k closest seen, some not queried, are
-//!   sent STOREs at once, and each STORE's answer is the version check the survey's last
-//!   round would have made (a replica holding a newer version refuses and says which). The
-//!   put then costs about k + 5 RPCs instead of 2k + 5, and one round less. Its version was
-//!   picked without hearing from every replica, so the write answers at the quorum only once
-//!   it has also heard the versions of `n - quorum + 1` of its `n` replicas
-//!   ([`Write::confirm`]): every acknowledged write is on at least `quorum` of them, so that
-//!   many answers include one from each such write's replicas, and a newer one would have
-//!   been reported. A write that hears of a newer version is not acknowledged
-//!   ([`Verdict::Superseded`]); the driver then writes again after a full survey, above the
-//!   version it heard of. Otherwise a conditional write that did not hear from enough
-//!   replicas (some failed) is settled, like a surveyed one, once every STORE has answered:
-//!   it then heard from every replica that is alive.
+//! - A *conditional* write (puts with the `conditional_puts` setting) follows a survey that ended
+//!   at convergence ([`super::lookup::Lookup::until_converged`]): the k closest seen, some not
+//!   queried, are sent STOREs at once, and each STORE's answer is the version check the survey's
+//!   last round would have made (a replica holding a newer version refuses and says which). The put
+//!   then costs about k + 5 RPCs instead of 2k + 5, and one round less. Its version was picked
+//!   without hearing from every replica, so the write answers at the quorum only once it has also
+//!   heard the versions of `n - quorum + 1` of its `n` replicas ([`Write::confirm`]): every
+//!   acknowledged write is on at least `quorum` of them, so that many answers include one from each
+//!   such write's replicas, and a newer one would have been reported. A write that hears of a newer
+//!   version is not acknowledged, even at the quorum; once its STOREs have answered it asks to be
+//!   written again after a full survey ([`Step::Retry`]), above the version it heard of. Otherwise
+//!   a conditional write that did not hear from enough replicas (some failed) is settled, like a
+//!   surveyed one, once every STORE has answered: it then heard from every replica that is alive.
 //!
 //!   What it gives up, and why it is not the default: a version on fewer than `quorum`
 //!   replicas (a write that failed its quorum, or one still under way) can sit on one of the
@@ -55,10 +54,10 @@
 //! (versions order it, and a retry or a later write supersedes it). The client is answered
 //! at the quorum rather than after all k STOREs: the slowest of k replicas (one far away, one
 //! busy, one dead and timing out) no longer sets the latency of every put; the rest still
-//! get the record, and replication repairs any that did not. A put's lookup ends at
-//! convergence, and its STOREs go to the k closest *seen* (the paper stores at the k closest
-//! that answered): a dead one among them fails its STORE, leaving one copy fewer until
-//! replication restores it.
+//! get the record, and replication repairs any that did not. A conditional put's lookup
+//! ends at convergence, and its STOREs go to the k closest *seen* (the paper stores at the k
+//! closest that answered): a dead one among them fails its STORE, leaving one copy fewer
+//! until replication restores it.
 
 use super::clock::HybridClock;
 use super::lookup::{Outcome, replica_set};
@@ -134,6 +133,11 @@ pub enum Step {
     /// Every STORE has answered. After an [`Step::Answer`], the verdict only reports how the
     /// background STOREs went (the client has its answer).
     Done(Verdict),
+    /// Every STORE has answered, the client has not been, and a replica holds a `newer`
+    /// version than this conditional write picked without hearing from it: write the record
+    /// again after a full survey, which orders it after every version there. The write is
+    /// over.
+    Retry { newer: u64 },
 }
 
 /// The STOREs a planned write sends.
@@ -215,11 +219,12 @@ impl Write {
             let now_ms = wall_us / 1000;
             record.expires_at_ms = tombstone_expiry(now_ms, settings.tombstone_grace_ms, copies);
         }
-        let mut replicas = if settings.conditional {
-            replica_set(&outcome.candidates, &outcome.target, me, settings.k)
+        let found = if settings.conditional {
+            &outcome.candidates
         } else {
-            outcome.replica_set(me, settings.k)
+            &outcome.closest
         };
+        let mut replicas = replica_set(found, &outcome.target, me, settings.k);
         let local_replica = replicas.iter().any(|c| c.id == me.id);
         let needed = settings.quorum.min(settings.known).max(1);
         // Replicas whose version the write must hear before it answers (module doc). This
@@ -285,11 +290,6 @@ impl Write {
         self.confirm
     }
 
-    /// A conditional write (see [`WriteSettings::conditional`]).
-    pub fn conditional(&self) -> bool {
-        self.conditional
-    }
-
     /// The client has been answered ([`Step::Answer`]); the STOREs still awaited run in the
     /// background.
     pub fn answered(&self) -> bool {
@@ -343,6 +343,9 @@ impl Write {
             }
         }
         match (self.pending, self.local) {
+            (0, Local::NotReplica | Local::Settled) if self.superseded() && !self.answered => {
+                Step::Retry { newer: self.newer }
+            }
             (0, Local::NotReplica | Local::Settled) => Step::Done(self.verdict()),
             (_, Local::NotReplica | Local::Settled)
                 if !self.answered
@@ -688,7 +691,6 @@ mod tests {
         let p = conditional(&[1, 2], &[1, 2, 3, 4], 3, 2);
         let ids: Vec<u8> = p.replicas.iter().map(|c| c.id.0[0]).collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        assert!(p.write.conditional());
         // Three replicas, a quorum of 2: it must hear 3 - 2 + 1 of them.
         assert_eq!(p.write.confirm(), 2);
         let surveyed = plan(
@@ -756,7 +758,7 @@ mod tests {
             "stored at 3 and heard 4, but one is newer"
         );
         w.on_ack("n6:1", Ack::Stored);
-        assert_eq!(w.poll(), Step::Done(Verdict::Superseded { newer: v + 5 }));
+        assert_eq!(w.poll(), Step::Retry { newer: v + 5 });
         // The same version again (a STORE that arrived twice) is not newer.
         let mut p = conditional(&[2], &[2, 3], 2, 2);
         let v = p.write.record().version;

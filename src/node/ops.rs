@@ -562,36 +562,31 @@ impl Driver {
                         let _ = reply.send(write_answer(write.record(), verdict));
                     }
                 }
+                Step::Retry { newer } => {
+                    let Some(Op::Write { write, reply }) = self.ops.remove(&op) else {
+                        return;
+                    };
+                    let Some(reply) = reply.filter(|r| !r.is_closed()) else {
+                        return;
+                    };
+                    debug!(
+                        key = %write.record().key.short(),
+                        newer,
+                        "write: a replica holds a newer version; writing again after a survey"
+                    );
+                    self.metrics.observe_write_retry();
+                    let then = AfterLookup::Write {
+                        record: write.record().clone(),
+                        reply,
+                        conditional: false,
+                    };
+                    self.start_lookup(write.record().key, Mode::Survey, then);
+                    return;
+                }
                 Step::Done(verdict) => {
                     let Some(Op::Write { write, reply }) = self.ops.remove(&op) else {
                         return;
                     };
-                    let retry = write.conditional()
-                        && matches!(verdict, Verdict::Superseded { .. })
-                        && reply.as_ref().is_some_and(|r| !r.is_closed());
-                    let (retry, reply) = match reply {
-                        Some(reply) if retry => (Some(reply), None),
-                        reply => (None, reply),
-                    };
-                    if let Some(reply) = retry {
-                        // A replica holds a newer version than this put picked without hearing
-                        // from it: write again after a full survey, which orders the put
-                        // after every version there (`kad::write`).
-                        debug!(
-                            key = %write.record().key.short(),
-                            ?verdict,
-                            "write: a replica holds a newer version; writing again after a survey"
-                        );
-                        self.metrics.observe_write_retry();
-                        let key = write.record().key;
-                        let then = AfterLookup::Write {
-                            record: write.record().clone(),
-                            reply,
-                            conditional: false,
-                        };
-                        self.start_lookup(key, Mode::Survey, then);
-                        return;
-                    }
                     match reply {
                         Some(reply) => drop(reply.send(write_answer(write.record(), verdict))),
                         None => debug!(
