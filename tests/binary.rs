@@ -1,7 +1,7 @@
 //! Black-box tests of the `kademlia` binary: grpcurl through reflection, the CLI client and
 //! shell, logs for an unreachable bootstrap host, and SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -2,7 +2,7 @@
 //! restart of it under writes, and the p2p_setup.md walkthrough. They run one at a time (each starts 20 containers on a 2-core
 //! machine); each tears down what it started, also when it fails.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 use std::sync::Mutex;

@@ -2,7 +2,7 @@
 //! versions, agree with the binary (ports, settings, image, identity), and a rehearsal in
 //! Docker does what the StatefulSet does, since no cluster can run here.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};

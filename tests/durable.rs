@@ -3,7 +3,7 @@
 //! id, and nodes rejoin through their saved contacts although `P2P_REMOTE_HOST` is down.
 //! Also: a data dir locked by a running node is refused with an error naming it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

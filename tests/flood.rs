@@ -5,7 +5,7 @@
 //! full store), and every put it
 //! acknowledged reads back afterwards.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

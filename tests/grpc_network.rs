@@ -1,6 +1,6 @@
 //! End-to-end tests over real gRPC on loopback.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! counted by service, method and status; routing table and store as they are; the text
 //! parses with the Prometheus project's OpenMetrics parser; other paths and methods refused.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

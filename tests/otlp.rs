@@ -9,7 +9,7 @@
 //!   SIGTERM are exported before the process exits.
 //! - A protocol this node cannot speak stops it at start, naming the variable.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};

@@ -1,7 +1,7 @@
 //! Overload at the edges of one node: too many client operations, peer requests nobody waits
 //! for any more, and a full inbound queue behind the gRPC peer service.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

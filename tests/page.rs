@@ -5,7 +5,7 @@
 //! lookup. The screenshot is kept in target/page-test/. And `kademlia routes --svg` writes
 //! the same picture.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! loopback: only nodes with a certificate from the cluster CA join, and no node speaks for an
 //! id whose key it does not hold.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

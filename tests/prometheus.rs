@@ -2,7 +2,7 @@
 //! `/metrics` of a small network of nodes on loopback: every target is up, and a query for
 //! the rate of peer calls served returns a series per node.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //!
 //! Runs on tokio's paused clock: minutes of maintenance take no real time.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

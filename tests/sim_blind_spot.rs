@@ -8,7 +8,7 @@
 //! purpose (links between two quarters cut while the network forms), and bucket refresh must
 //! heal it once the links are back.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

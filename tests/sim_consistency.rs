@@ -4,7 +4,7 @@
 //!   tombstone grace, because a tombstone lives as long as the copies it deletes;
 //! - honest quorums: nodes that do not answer do not lower a write's quorum.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

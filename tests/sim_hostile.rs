@@ -4,7 +4,7 @@
 //! closest nodes. (Without signed identities a host can answer under any id at its own
 //! address; what it cannot do is plant contacts elsewhere or fill tables from one address.)
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! records that outlive their writer, replication to nodes that join later, bucket refresh,
 //! and lookups that route around cut links.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Scenario tests of whole networks over the in-memory transport (every message still goes
 //! through protobuf encoding and validation).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

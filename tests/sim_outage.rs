@@ -2,7 +2,7 @@
 //! transport: it keeps its k-buckets, acknowledges no write it could not replicate, does not
 //! report existing keys as missing, and serves again as soon as its links come back.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

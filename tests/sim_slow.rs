@@ -13,7 +13,7 @@
 //! a debug build of a 120-node network tipped over on its own: traffic grew without end and
 //! the process passed 3 GB.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! receiver's clock is refused, and a write is ordered after every version its pre-write
 //! lookup saw, so a writer with a fast clock cannot shadow later writes.
 
-mod common;
+use crate::common;
 
 use common::SimNet;
 use kademlia::NodeId;

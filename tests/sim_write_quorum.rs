@@ -10,7 +10,7 @@
 //! The network runs on tokio's paused clock, so the slow replicas' delay costs no real time
 //! and the order of events is what the test checks, not a measured latency.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

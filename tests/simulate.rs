@@ -4,7 +4,7 @@
 //! The figures asserted here are floors that catch a regression, not the goals (those
 //! are for `kademlia simulate --nodes 10000 --churn 0.3`, reported in the closing notes).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
