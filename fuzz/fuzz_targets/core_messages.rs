@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kademlia::kad::diversity::DiversityLimits;
 use kademlia::kad::lookup::{Lookup, Mode, Poll};
+use kademlia::kad::routing::NEIGHBOURHOOD_BUCKET_FACTOR;
 use kademlia::kad::{Contact, Core, MemoryStore, NodeId, Params, Response, StoreLimits};
 use libfuzzer_sys::fuzz_target;
 
@@ -48,7 +49,10 @@ fn check(core: &Core) {
     let me = core.id();
     let mut addrs = HashSet::new();
     for bucket in core.routing().buckets() {
-        assert!(bucket.entries.len() <= K, "a bucket over k");
+        assert!(
+            bucket.entries.len() <= K * NEIGHBOURHOOD_BUCKET_FACTOR,
+            "a bucket over 2k"
+        );
         assert!(bucket.replacements.len() <= K, "a replacement cache over k");
         for e in &bucket.entries {
             assert_ne!(e.contact.id, me, "this node in its own table");
