@@ -299,7 +299,7 @@ impl Core {
     }
 
     fn closest_excluding(&self, target: &NodeId, count: usize, exclude: &NodeId) -> Vec<Contact> {
-        let mut v = self.routing.closest_to_name(target, count + 1);
+        let mut v = self.routing.closest(target, count + 1);
         v.retain(|c| c.id != *exclude);
         v.truncate(count);
         v
