@@ -983,12 +983,29 @@ mod tests {
 
     /// A lookup in `mode` of id 0 from node 9, seeded with `seeds`.
     fn lookup_in(mode: Mode, seeds: Vec<Contact>) -> Lookup {
+        lookup_with_alpha(mode, seeds, ALPHA)
+    }
+
+    /// Version 1 of key `k` (id `key`), value "v", written by `publisher`.
+    fn record_of(key: NodeId, publisher: NodeId) -> Record {
+        Record {
+            key,
+            value: b"v".to_vec(),
+            version: 1,
+            expires_at_ms: u64::MAX,
+            tombstone: false,
+            publisher,
+            user_key: "k".into(),
+        }
+    }
+
+    fn lookup_with_alpha(mode: Mode, seeds: Vec<Contact>, alpha: usize) -> Lookup {
         Lookup::new(
             NodeId([9; 20]),
             NodeId([0; 20]),
             seeds,
             K,
-            ALPHA,
+            alpha,
             Duration::from_secs(1),
             mode,
         )
@@ -1193,15 +1210,7 @@ mod tests {
         assert_eq!(l.poll(now), Poll::Query(Contact::new(near, "near")));
         assert_eq!(l.poll(now), Poll::Query(Contact::new(far, "far")));
         l.on_success(&near, vec![], None);
-        let record = Record {
-            key: target,
-            value: b"v".to_vec(),
-            version: 1,
-            expires_at_ms: u64::MAX,
-            tombstone: false,
-            publisher: far,
-            user_key: "k".into(),
-        };
+        let record = record_of(target, far);
         l.on_success(&far, vec![], Some(record.clone()));
         assert_eq!(l.poll(now), Poll::Done);
         let out = l.finish();
@@ -1219,16 +1228,7 @@ mod tests {
             Contact::new(b, "b"),
             Contact::new(c, "c"),
         ];
-        let mut l = Lookup::new(
-            NodeId([9; 20]),
-            target,
-            seeds,
-            K,
-            1,
-            Duration::from_secs(1),
-            Mode::FindValue,
-        )
-        .wanting(2);
+        let mut l = lookup_with_alpha(Mode::FindValue, seeds, 1).wanting(2);
         let record = |version: u64, tombstone: bool| Record {
             key: target,
             value: if tombstone { vec![] } else { b"old".to_vec() },
@@ -1259,25 +1259,8 @@ mod tests {
             .enumerate()
             .map(|(i, id)| Contact::new(*id, format!("c{i}")))
             .collect();
-        let mut l = Lookup::new(
-            NodeId([9; 20]),
-            target,
-            seeds,
-            K,
-            3,
-            Duration::from_secs(1),
-            Mode::FindValue,
-        )
-        .wanting(2);
-        let record = Record {
-            key: target,
-            value: b"v".to_vec(),
-            version: 1,
-            expires_at_ms: u64::MAX,
-            tombstone: false,
-            publisher: ids[0],
-            user_key: "k".into(),
-        };
+        let mut l = lookup_with_alpha(Mode::FindValue, seeds, 3).wanting(2);
+        let record = record_of(target, ids[0]);
         // The first round is alpha, as in the paper.
         assert_eq!(sent_now(&mut l, now).len(), 3);
         // A contact without the record: still alpha in flight.
