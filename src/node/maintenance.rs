@@ -29,6 +29,14 @@
 //!   For the same reason the join's refresh of every bucket beyond the closest neighbour
 //!   (and its repeat) skips the buckets that are already full: a 1,000-node simulation with
 //!   churn sends 12 % fewer messages, and finds as many of its lookups' true k closest.
+//!   The price: a dead contact elsewhere in a full bucket stays until some RPC to it fails,
+//!   which in a quiet network is rare. After an hour in which 30 % of 10,000 simulated nodes
+//!   left and as many joined, 24 % of the entries in 200 nodes' buckets were dead (mostly in
+//!   the far, full buckets) while their replacement caches held live contacts, and 3-5 % of
+//!   lookups took 5 rounds or more. Pinging each minute the least-recently seen contact of
+//!   every full bucket whose oldest contact was last heard from over 10 minutes ago cut those
+//!   lookups by about half (52 -> 30 and 47 -> 21 of 1,000), at 4.8 idle messages per node
+//!   per minute instead of 0.7: not done.
 //! - An empty bucket's refresh starts from the contacts of farther buckets, not from this
 //!   node's neighbours (see `RoutingTable::refresh_seeds`): when a whole neighbourhood missed
 //!   the same range, a lookup through the neighbours never leaves them. When such a range
