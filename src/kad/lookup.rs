@@ -398,6 +398,8 @@ impl Lookup {
         // query, if it has fewer than alpha requests in flight.
         let mut any_next = false;
         let mut any_in_flight = false;
+        // Requests in flight on every path (timed-out ones were marked above).
+        let mut waiting = 0;
         let mut all_converged = true;
         let mut wake: Option<Instant> = None;
         let mut query: Option<Distance> = None;
@@ -406,6 +408,7 @@ impl Lookup {
             all_converged &= scan.converged;
             any_next |= scan.next.is_some();
             any_in_flight |= scan.in_flight > 0;
+            waiting += scan.path_in_flight;
             wake = earlier(wake, scan.wake);
             if let Some(d) = scan.next {
                 // Past convergence the paper sends to all of the k closest not yet queried.
@@ -427,17 +430,13 @@ impl Lookup {
         }
         if any_next && self.queried >= self.max_queries {
             // At the cap: what is in flight may still answer, nothing more is sent.
-            let total_in_flight = self
-                .peers
-                .values()
-                .any(|p| matches!(p.state, State::Waiting { .. }));
-            if !total_in_flight {
+            if waiting == 0 {
                 self.gave_up = true;
                 return Poll::Done;
             }
             return Poll::Wait(self.earliest(self.next_deadline()));
         }
-        if query.is_some() && self.enough_in_flight() {
+        if query.is_some() && self.enough_in_flight(waiting) {
             // Enough holders are being asked: wait for them (or for one to time out).
             return Poll::Wait(self.earliest(self.next_deadline()));
         }
@@ -460,17 +459,10 @@ impl Lookup {
     /// together, at the key), and the spare covers one that fails or lacks the record. A
     /// get with `read_quorum` 2 otherwise sent a fourth FIND_VALUE as soon as the first copy
     /// came back (see the module's notes).
-    fn enough_in_flight(&self) -> bool {
-        if self.mode != Mode::FindValue || self.holders.is_empty() {
-            return false;
-        }
-        let still_wanted = self.wanted.saturating_sub(self.holders.len());
-        let in_flight = self
-            .peers
-            .values()
-            .filter(|p| matches!(p.state, State::Waiting { .. }))
-            .count();
-        in_flight > still_wanted
+    fn enough_in_flight(&self, in_flight: usize) -> bool {
+        self.mode == Mode::FindValue
+            && !self.holders.is_empty()
+            && in_flight > self.wanted.saturating_sub(self.holders.len())
     }
 
     /// One path's state: its closest candidate not yet contacted among its k closest still in
