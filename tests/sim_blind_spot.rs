@@ -7,6 +7,11 @@
 //! other, and about a fifth of the gets answered NOT_FOUND. Here the same state is made on
 //! purpose (links between two quarters cut while the network forms), and bucket refresh must
 //! heal it once the links are back.
+//!
+//! Bounds are in refresh intervals, not fixed seconds: an empty bucket close to a node (below
+//! `RoutingTable::populated_from`) is not a gap the node looks at every tick, so only the
+//! periodic refresh finds it, up to a refresh interval (and the tick's phase) after the links
+//! heal. One run in eight took 5 to 9 s here where most take 0.3 s.
 
 use crate::common;
 
@@ -48,6 +53,8 @@ async fn blind_buckets(sim: &SimNet, ids: &[NodeId]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_nobody_nearby_has_heard_of_is_found_by_refresh() {
     const N: usize = 120;
+    // Refresh every 6 s: empty buckets between neighbours are looked at every tick.
+    const REFRESH: Duration = Duration::from_secs(6);
     let mut sim = SimNet::new(31);
     // Node 0 (which creates the network) in the upper half; 30 or more nodes in each quarter
     // of the lower half, so that each quarter's nodes have k neighbours of their own.
@@ -71,8 +78,11 @@ async fn a_range_nobody_nearby_has_heard_of_is_found_by_refresh() {
     for (i, (id, addr)) in ids.iter().zip(&addrs).enumerate() {
         let remote = (i > 0).then(|| addrs[0].clone());
         let mut cfg = sim_config(*id, addr, remote);
-        // Refresh every 6 s: empty buckets between neighbours are looked at every tick.
-        cfg.refresh_interval = Duration::from_secs(6);
+        cfg.refresh_interval = REFRESH;
+        // 120 nodes refreshing their blind buckets every 0.6 s send about 4,000 requests a
+        // second: on a CI machine busy with containers too, a put's survey once took more
+        // than the default 10 s and gave up. The lookups' deadline is not what is tested here.
+        cfg.lookup_timeout = Duration::from_secs(30);
         sim.add_with(cfg);
         if i == 0 {
             assert!(sim.nodes[0].handle.wait_joined().await);
@@ -109,7 +119,8 @@ async fn a_range_nobody_nearby_has_heard_of_is_found_by_refresh() {
         sim.net.heal(&addrs[a], &addrs[b]);
         sim.net.heal(&addrs[b], &addrs[a]);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let healed = tokio::time::Instant::now();
+    let deadline = healed + 3 * REFRESH;
     loop {
         let blind = blind_buckets(&sim, &ids).await;
         if blind.is_empty() {
@@ -117,22 +128,32 @@ async fn a_range_nobody_nearby_has_heard_of_is_found_by_refresh() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{} blind buckets 10 s after the links came back: {:?}",
+            "{} blind buckets three refresh intervals after the links came back: {:?}",
             blind.len(),
             &blind[..blind.len().min(5)]
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The values written while blind are found from everywhere.
+    // The values written while blind are found from everywhere, once they have moved: the
+    // range's opening makes them due for replication (after `REPLICATE_SCAN_DELAY`, behind
+    // the refresh jobs already queued), so a get right after the buckets fill may still miss
+    // (1 run in 80 did). They must have moved within a refresh interval.
+    let moved_by = tokio::time::Instant::now() + REFRESH;
     for key in &keys {
         for n in sim.nodes.iter().step_by(3) {
-            let got = n.handle.get(key.clone()).await;
-            assert_eq!(
-                got.map(|g| g.value),
-                Ok(key.clone().into_bytes()),
-                "{} reading {key}",
-                n.addr
-            );
+            loop {
+                let got = n.handle.get(key.clone()).await.map(|g| g.value);
+                if got.as_ref() == Ok(&key.clone().into_bytes()) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < moved_by,
+                    "{} reading {key} {:?} after the links came back: {got:?}",
+                    n.addr,
+                    healed.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
     // Every node now finds the true closest node of keys in every quarter.
