@@ -161,6 +161,9 @@ fn print_text(r: &Report) {
         ),
         None => println!("{} messages in all (no idle phase)", r.messages),
     }
+    if let Some(after) = r.idle_after_churn_messages_per_node_minute {
+        println!("background after the churn: {after:.2} messages per node per minute");
+    }
 }
 
 /// The progress display on standard error.

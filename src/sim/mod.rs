@@ -21,7 +21,10 @@
 //!    targets start from random live nodes, spread the same way. A lookup succeeds when the
 //!    nodes it returns are exactly the k closest live nodes to its target (the node that ran
 //!    it left out: it does not return itself), as the simulation knows them when it ends.
-//! 5. **Check:** every key stored is read back through a random live node; one whose get fails
+//! 5. **Idle after churn:** with churn and an idle phase, the same settling and measured span
+//!    again: the background traffic of a network whose tables hold departed contacts (the
+//!    first idle phase, before any churn, has none).
+//! 6. **Check:** every key stored is read back through a random live node; one whose get fails
 //!    or answers another value is lost.
 //!
 //! With `adversarial` above zero, that fraction of the nodes turns hostile once the network is
@@ -147,6 +150,9 @@ pub struct Report {
     /// Messages per node per minute during the idle phase (nothing but maintenance ran);
     /// `None` when the phase was skipped.
     pub idle_messages_per_node_minute: Option<f64>,
+    /// The same, measured after the churn (departed contacts linger in the tables); `None`
+    /// without churn or without an idle phase.
+    pub idle_after_churn_messages_per_node_minute: Option<f64>,
     /// Messages the network carried in all.
     pub messages: u64,
     /// Simulated time the run covered.
@@ -319,6 +325,11 @@ impl Sim {
         let idle = self.idle(progress).await;
         let keys_stored = self.store(progress).await;
         let (checked, errors, churned) = self.churn_and_lookups(progress).await;
+        let idle_after_churn = if churned > 0 {
+            self.idle(progress).await
+        } else {
+            None
+        };
         let (lost, get_rounds) = self.check(&keys_stored, progress).await;
         let keys_lost_still_held = self.still_held(&lost).await;
         let mut rounds: Vec<u32> = checked.iter().map(|c| c.rounds).collect();
@@ -342,6 +353,7 @@ impl Sim {
             keys_lost_still_held,
             get_rounds_p50: percentile(&get_rounds, 0.50),
             idle_messages_per_node_minute: idle,
+            idle_after_churn_messages_per_node_minute: idle_after_churn,
             messages: self.net.stats().sent,
             simulated_seconds: t0.elapsed().as_secs(),
             seconds: 0.0,
@@ -814,7 +826,9 @@ mod tests {
         // At most one of the 60 lookups may miss (a node at the edge of the k closest).
         assert!(r.lookup_success_pct >= 98.0, "{r:?}");
         assert!(r.idle_messages_per_node_minute.is_some_and(|m| m > 0.0));
-        assert!(r.simulated_seconds >= 1800 + 3900, "{r:?}");
+        let after = r.idle_after_churn_messages_per_node_minute;
+        assert!(after.is_some_and(|m| m > 0.0), "{r:?}");
+        assert!(r.simulated_seconds >= 1800 + 2 * 3900, "{r:?}");
         assert!(r.messages_per_lookup > 0.0);
     }
 }
