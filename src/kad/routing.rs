@@ -486,6 +486,19 @@ impl RoutingTable {
         self.entries().filter(|e| e.is_stale()).map(|e| &e.contact)
     }
 
+    /// The stale contacts due for a probe in probe round `round`, backing off: a contact that
+    /// has failed `n` RPCs more than [`MAX_FAILURES`] is probed in the rounds divisible by
+    /// 2^n, but at least every 2^`max_doublings` rounds. Each failed probe adds a failure, so
+    /// a departed contact is probed after 1, 2, 4, ... rounds, not every round forever.
+    pub fn stale_due(&self, round: u64, max_doublings: u32) -> impl Iterator<Item = &Contact> {
+        self.entries()
+            .filter(move |e| {
+                let extra = e.failures.saturating_sub(MAX_FAILURES);
+                e.is_stale() && round.is_multiple_of(1 << extra.min(max_doublings).min(62))
+            })
+            .map(|e| &e.contact)
+    }
+
     /// Number of live contacts.
     pub fn len(&self) -> usize {
         self.live().count()
@@ -808,6 +821,34 @@ mod tests {
         // Heard from again: live.
         assert_eq!(t.insert(c(a), now), InsertResult::Updated);
         assert_eq!((t.len(), t.stale_len()), (1, 0));
+    }
+
+    #[test]
+    fn stale_contacts_are_probed_less_often_as_their_probes_fail() {
+        let mut t = RoutingTable::new(NodeId([0; 20]), 20, Instant::now());
+        let a = NodeId([9; 20]);
+        let _ = t.insert(c(a), Instant::now());
+        for _ in 0..MAX_FAILURES - 1 {
+            t.on_failure(&a);
+        }
+        let due = |t: &RoutingTable, round| t.stale_due(round, 3).count() == 1;
+        assert!(!due(&t, 0), "not stale yet: lookups still use it, no probe");
+        // Each probe fails: the rounds it is probed in spread out 1, 2, 4, then every 8.
+        let mut probed = Vec::new();
+        for round in 1..=40 {
+            if round == 1 {
+                t.on_failure(&a);
+            }
+            if due(&t, round) {
+                probed.push(round);
+                t.on_failure(&a);
+            }
+        }
+        assert_eq!(probed, vec![1, 2, 4, 8, 16, 24, 32, 40]);
+        // An answer makes it live again: no more probes.
+        assert_eq!(t.insert(c(a), Instant::now()), InsertResult::Updated);
+        assert!(!due(&t, 48));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

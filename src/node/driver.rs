@@ -82,8 +82,10 @@ pub(crate) struct Driver {
     pub pinging: HashSet<NodeId>,
     /// Addresses pinged to verify a sender's claim (see `Effect::Verify`).
     pub verifying: HashSet<String>,
-    /// When stale contacts were last pinged (maintenance).
+    /// When stale contacts were last pinged (maintenance), and how many rounds of pings
+    /// there have been (`RoutingTable::stale_due` backs off by round).
     pub last_stale_probe: Option<Instant>,
+    pub stale_probe_round: u64,
     /// Issues the versions of this node's writes (see [`crate::kad::write`]).
     pub clock: HybridClock,
     pub started: Instant,
@@ -165,6 +167,7 @@ impl Driver {
             pinging: HashSet::new(),
             verifying: HashSet::new(),
             last_stale_probe: None,
+            stale_probe_round: 0,
             clock: HybridClock::default(),
             started: now,
             rng: StdRng::from_os_rng(),

@@ -61,9 +61,17 @@
 //!   replicated at once (`Core::observe`): they were placed without their true neighbours.
 //! - Records stored by a STORE from a peer are not replicated by this node during the next
 //!   replicate interval (the paper's optimisation in section 2.5), tracked per record.
-//! - Stale contacts (section 4.1: kept, unused) are pinged on the same cadence as the gap
-//!   refresh, so peers that were unreachable for a while come back into use without waiting
-//!   for them to send a request first.
+//! - Stale contacts (section 4.1: kept, unused) are pinged, so peers that were unreachable
+//!   for a while come back into use without waiting for them to send a request first. The
+//!   first ping comes on the gap refresh's cadence; each one that fails doubles the wait for
+//!   the next, up to the refresh interval (`RoutingTable::stale_due`). A contact that left
+//!   for good stays in its bucket until a replacement comes (section 4.1), and was pinged
+//!   every minute for as long as it stayed there: after an hour of 30 % churn that was most
+//!   of the background traffic. `kademlia simulate --churn 0.3 --lookups 1000 --keys 200
+//!   --idle-minutes 10 --seed 1`, messages per node per minute after the churn, every minute
+//!   against backing off: 4.70 and 1.76 at 10,000 nodes, 4.67 and 1.72 at 1,000 (with
+//!   `--lookups 200 --keys 50`), 5.59 and 2.32 at 200; lookups found their nodes as often
+//!   (99.8 % at 10,000 both ways) and no key was lost.
 //! - There is no republishing by the original publisher (section 2.5): records live until
 //!   deleted or until the TTL their writer gave, and every holder replicates them hourly
 //!   (see `crate::kad`'s notes). A holder whose replication STORE meets a newer version
@@ -465,7 +473,7 @@ impl Driver {
             .is_none_or(|t| now.saturating_duration_since(t) >= gap_interval)
         {
             self.last_stale_probe = Some(now);
-            self.probe_stale();
+            self.probe_stale(gap_interval);
         }
         self.replicate_due();
         self.run_jobs();
@@ -557,11 +565,18 @@ impl Driver {
         self.run_jobs();
     }
 
-    /// Pings stale contacts: an answer makes one live again, a failure keeps it stale (or
-    /// hands its slot to a replacement).
-    fn probe_stale(&mut self) {
+    /// Pings the stale contacts due this round (`RoutingTable::stale_due`; rounds are
+    /// `interval` apart): an answer makes one live again, a failure keeps it stale (or hands
+    /// its slot to a replacement) and doubles its wait for the next ping, up to the refresh
+    /// interval.
+    fn probe_stale(&mut self, interval: Duration) {
         let me = self.core.id();
-        let mut stale: Vec<Contact> = self.core.routing().stale().cloned().collect();
+        let round = self.stale_probe_round;
+        self.stale_probe_round += 1;
+        let longest = (self.cfg.refresh_interval.as_secs_f64() / interval.as_secs_f64()).max(1.0);
+        let doublings = longest.log2().floor() as u32;
+        let due = self.core.routing().stale_due(round, doublings);
+        let mut stale: Vec<Contact> = due.cloned().collect();
         stale.sort_by_key(|c| c.id.distance(&me));
         stale.truncate(STALE_PROBE_BATCH);
         if !stale.is_empty() {
