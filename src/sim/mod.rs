@@ -826,8 +826,15 @@ mod tests {
         // At most one of the 60 lookups may miss (a node at the edge of the k closest).
         assert!(r.lookup_success_pct >= 98.0, "{r:?}");
         assert!(r.idle_messages_per_node_minute.is_some_and(|m| m > 0.0));
-        let after = r.idle_after_churn_messages_per_node_minute;
-        assert!(after.is_some_and(|m| m > 0.0), "{r:?}");
+        // Departed contacts linger in the tables (stale, section 4.1) and are pinged with a
+        // backoff: after the churn, 1.7-1.8 times the traffic before it (seeds 7, 1, 2); a
+        // ping every minute made it 2.4-2.8 times.
+        let (before, after) = (
+            r.idle_messages_per_node_minute.unwrap_or(0.0),
+            r.idle_after_churn_messages_per_node_minute.unwrap_or(0.0),
+        );
+        assert!(before > 0.0 && after > 0.0, "{r:?}");
+        assert!(after < 2.2 * before, "{r:?}");
         assert!(r.simulated_seconds >= 1800 + 2 * 3900, "{r:?}");
         assert!(r.messages_per_lookup > 0.0);
     }
