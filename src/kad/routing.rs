@@ -833,12 +833,10 @@ mod tests {
         }
         let due = |t: &RoutingTable, round| t.stale_due(round, 3).count() == 1;
         assert!(!due(&t, 0), "not stale yet: lookups still use it, no probe");
+        t.on_failure(&a);
         // Each probe fails: the rounds it is probed in spread out 1, 2, 4, then every 8.
         let mut probed = Vec::new();
         for round in 1..=40 {
-            if round == 1 {
-                t.on_failure(&a);
-            }
             if due(&t, round) {
                 probed.push(round);
                 t.on_failure(&a);

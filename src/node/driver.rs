@@ -82,9 +82,9 @@ pub(crate) struct Driver {
     pub pinging: HashSet<NodeId>,
     /// Addresses pinged to verify a sender's claim (see `Effect::Verify`).
     pub verifying: HashSet<String>,
-    /// When stale contacts were last pinged (maintenance), and how many rounds of pings
-    /// there have been (`RoutingTable::stale_due` backs off by round).
+    /// When stale contacts were last pinged (maintenance).
     pub last_stale_probe: Option<Instant>,
+    /// Rounds of stale pings so far (`RoutingTable::stale_due` backs off by round).
     pub stale_probe_round: u64,
     /// Issues the versions of this node's writes (see [`crate::kad::write`]).
     pub clock: HybridClock,
@@ -192,6 +192,13 @@ impl Driver {
 impl Driver {
     pub fn now(&self) -> Instant {
         super::clock::now()
+    }
+
+    /// `base` times a random factor from `factors`: waits that nodes started together must
+    /// not all end at the same moment (the first maintenance tick, the post-join refresh,
+    /// bootstrap retries).
+    pub fn spread(&mut self, base: Duration, factors: std::ops::Range<f64>) -> Duration {
+        base.mul_f64(rand::Rng::random_range(&mut self.rng, factors))
     }
 
     /// This node's wall clock (the system's, moved by `NodeConfig::clock_offset_ms`).

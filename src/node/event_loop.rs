@@ -40,7 +40,7 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future<Output 
     // The first tick falls anywhere in the second tick's span: nodes started together
     // (`docker compose up --scale`, a StatefulSet, a simulation's build) do not all refresh,
     // probe and replicate at the same moment, every tick after.
-    let phase = tick.mul_f64(rand::Rng::random_range(&mut d.rng, 1.0..2.0));
+    let phase = d.spread(tick, 1.0..2.0);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);

@@ -84,7 +84,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use tracing::{debug, info, warn};
 
 use super::driver::{Driver, Event, RpcDone};
@@ -325,8 +324,7 @@ impl Driver {
             self.join.backoff * 2
         };
         self.join.backoff = next.min(self.cfg.bootstrap_backoff_max);
-        let jitter = self.rng.random_range(0.5..1.0);
-        let wait = self.join.backoff.mul_f64(jitter);
+        let wait = self.spread(self.join.backoff, 0.5..1.0);
         let host = self.cfg.remote_host.as_deref().unwrap_or_default();
         if self.join.self_only > 0 {
             info!(remote = %host, attempt = self.join.attempts, retry_in = ?wait, "{why}");
@@ -356,7 +354,7 @@ impl Driver {
         if self.join.post_refresh_at.is_none() && !self.join.post_refresh_done {
             // Between one and two times the delay, at random: nodes that joined together do
             // not repeat their refreshes all at the same moment.
-            let wait = POST_JOIN_REFRESH.mul_f64(self.rng.random_range(1.0..2.0));
+            let wait = self.spread(POST_JOIN_REFRESH, 1.0..2.0);
             self.join.post_refresh_at = Some(self.now() + wait);
         }
         self.save_contacts();
