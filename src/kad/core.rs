@@ -340,9 +340,10 @@ impl Core {
                 addr: sender.addr.to_string(),
             }]
         } else {
-            // A full bucket of live contacts would only cache it: contacts that answered
-            // this node's lookups fill the cache, and an unproven claim must not make this
-            // node ping anyone (a spoofer could aim such pings at will).
+            // A full bucket of live contacts that are spread over its range would only cache
+            // it: contacts that answered this node's lookups fill the cache, and an unproven
+            // claim must not make this node ping anyone (a spoofer could aim such pings at
+            // will).
             Vec::new()
         }
     }

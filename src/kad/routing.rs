@@ -378,7 +378,8 @@ impl RoutingTable {
 
     /// Whether a new contact `id` could enter its bucket now: the bucket has fewer than k
     /// contacts, or a stale one (which a newcomer waiting in the cache takes over once the
-    /// stale one fails again).
+    /// stale one fails again), or `id` would take a place to spread the bucket's contacts
+    /// over its range (see the module notes).
     pub fn has_room_for(&self, id: &NodeId) -> bool {
         self.local.bucket_index(id).is_some_and(|i| {
             let b = &self.buckets[i];
