@@ -105,6 +105,17 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// Puts `entry` in the replacement cache as its freshest contact (once), keeping the
+    /// `k` freshest.
+    fn cache(&mut self, entry: Entry, k: usize) {
+        self.replacements
+            .retain(|e| e.contact.id != entry.contact.id);
+        self.replacements.push_back(entry);
+        while self.replacements.len() > k {
+            self.replacements.pop_front();
+        }
+    }
+
     /// No lookup has targeted this bucket's range within `interval`.
     pub fn lookup_due(&self, now: Instant, interval: std::time::Duration) -> bool {
         self.last_lookup
@@ -256,38 +267,21 @@ impl RoutingTable {
             failures: 0,
             answered: false,
         };
-        let room = self.has_room(index);
-        let crowded_out = if room {
-            None
-        } else {
-            self.spread_victim(index, &entry.contact.id)
-        };
-        let bucket = &mut self.buckets[index];
-        if room {
-            bucket.entries.push_back(entry);
+        if self.has_room(index) {
+            self.buckets[index].entries.push_back(entry);
             return InsertResult::Inserted;
         }
-        if let Some(pos) = crowded_out {
+        if let Some(pos) = self.spread_victim(index, &entry.contact.id) {
             // A quarter of the range with few contacts gains one; the least-recently seen of
             // the crowded quarter waits in the replacement cache (alive: first in line).
+            let bucket = &mut self.buckets[index];
             let out = bucket.entries.remove(pos).expect("position is valid");
             bucket.entries.push_back(entry);
-            bucket
-                .replacements
-                .retain(|e| e.contact.id != out.contact.id);
-            bucket.replacements.push_back(out);
-            while bucket.replacements.len() > k {
-                bucket.replacements.pop_front();
-            }
+            bucket.cache(out, k);
             return InsertResult::Inserted;
         }
-        bucket
-            .replacements
-            .retain(|e| e.contact.id != entry.contact.id);
-        bucket.replacements.push_back(entry);
-        while bucket.replacements.len() > k {
-            bucket.replacements.pop_front();
-        }
+        let bucket = &mut self.buckets[index];
+        bucket.cache(entry, k);
         let lru = bucket
             .entries
             .front()
