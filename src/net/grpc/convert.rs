@@ -4,6 +4,8 @@
 //! addresses non-empty "host:port". Failures become `INVALID_ARGUMENT` with a message naming
 //! the field.
 
+use std::fmt::Display;
+
 use prost::Message;
 
 use super::pb;
@@ -25,11 +27,13 @@ impl From<BadMessage> for tonic::Status {
     }
 }
 
-fn id(field: &str, bytes: &[u8]) -> Result<NodeId, BadMessage> {
+// The field names are `Display` so that callers can pass `format_args!` for nested fields: a
+// reply's every contact is checked, and naming the field costs only when the check fails.
+fn id(field: impl Display, bytes: &[u8]) -> Result<NodeId, BadMessage> {
     NodeId::from_slice(bytes).map_err(|e| BadMessage(format!("{field}: {e}")))
 }
 
-fn address(field: &str, addr: String) -> Result<String, BadMessage> {
+fn address(field: impl Display, addr: String) -> Result<String, BadMessage> {
     if addr.is_empty() {
         return Err(BadMessage(format!("{field}: address must not be empty")));
     }
@@ -51,8 +55,8 @@ fn address(field: &str, addr: String) -> Result<String, BadMessage> {
 pub fn contact_from_pb(field: &str, c: Option<pb::Contact>) -> Result<Contact, BadMessage> {
     let c = c.ok_or_else(|| BadMessage(format!("{field}: missing")))?;
     Ok(Contact {
-        id: id(&format!("{field}.node_id"), &c.node_id)?,
-        addr: address(&format!("{field}.address"), c.address)?.into(),
+        id: id(format_args!("{field}.node_id"), &c.node_id)?,
+        addr: address(format_args!("{field}.address"), c.address)?.into(),
         incarnation: c.incarnation,
     })
 }
