@@ -27,7 +27,10 @@
 //!   without hearing from every replica, so the write answers at the quorum only once it has also
 //!   heard the versions of `n - quorum + 1` of its `n` replicas ([`Write::confirm`]): every
 //!   acknowledged write is on at least `quorum` of them, so that many answers include one from each
-//!   such write's replicas, and a newer one would have been reported. A write that hears of a newer
+//!   such write's replicas, and a newer one would have been reported. A replica that answered the
+//!   survey counts as heard (it said which version it held, after every write acknowledged before
+//!   this put began, and the put's version is above it), so the put waits for that many fewer
+//!   STORE answers: typically the alpha closest and a few more. A write that hears of a newer
 //!   version is not acknowledged, even at the quorum; once its STOREs have answered it asks to be
 //!   written again after a full survey ([`Step::Retry`]), above the version it heard of. Otherwise
 //!   a conditional write that did not hear from enough replicas (some failed) is settled, like a
@@ -38,9 +41,10 @@
 //!   `quorum - 1` replicas the put did not hear before answering. When that version is ahead
 //!   of the put's (its writer's clock ran ahead, within `max_clock_skew`), it wins over the
 //!   acknowledged put; a surveyed put would have seen it and been ordered after it. And a
-//!   conditional put waits for all but `quorum - 1` of its STOREs, where a surveyed put waits
-//!   for every replica's FIND_VALUE (a read) and then its quorum's STOREs: with durable
-//!   replicas, whose STOREs wait for the disk, one slow disk among k then slows the put.
+//!   conditional put waits for the STOREs of all but `quorum - 1` of the replicas its survey did
+//!   not hear, where a surveyed put waits for every replica's FIND_VALUE (a read) and then its
+//!   quorum's STOREs: with durable replicas, whose STOREs wait for the disk, one slow disk among
+//!   k then slows the put.
 //!
 //! This node's own copy is written only after a peer accepted the record (or at once when no
 //! peer is in the replica set). Every peer checks the version against its own clock; a node
@@ -58,6 +62,8 @@
 //! ends at convergence, and its STOREs go to the k closest *seen* (the paper stores at the k
 //! closest that answered): a dead one among them fails its STORE, leaving one copy fewer
 //! until replication restores it.
+
+use std::sync::Arc;
 
 use super::clock::HybridClock;
 use super::lookup::{Outcome, replica_set};
@@ -173,9 +179,12 @@ pub struct Write {
     /// Replicas (this node included) whose versions must be known before the client is
     /// answered at the quorum; 0 for a surveyed write.
     confirm: usize,
-    /// Replicas whose versions are known: those that stored the record or said they hold a
-    /// newer one, and this node when it is a replica.
+    /// Replicas whose versions are known: those that answered the survey, stored the record
+    /// or said they hold a newer one, and this node when it is a replica.
     heard: usize,
+    /// Replicas (addresses) that answered the survey: their STORE answers are not counted
+    /// again in `heard`.
+    surveyed: Vec<Arc<str>>,
     /// STOREs sent to replicas other than this node.
     remote: usize,
     pending: usize,
@@ -240,6 +249,17 @@ impl Write {
             Local::NotReplica
         };
         replicas.retain(|c| c.id != me.id);
+        // A replica that answered the survey said which version it held: a conditional write
+        // need not hear it again from its STORE.
+        let surveyed: Vec<Arc<str>> = if settings.conditional {
+            replicas
+                .iter()
+                .filter(|c| outcome.closest.iter().any(|a| a.id == c.id))
+                .map(|c| c.addr.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let also = outcome
             .holders
             .iter()
@@ -256,7 +276,8 @@ impl Write {
             needed,
             conditional: settings.conditional,
             confirm,
-            heard: usize::from(local_replica),
+            heard: usize::from(local_replica) + surveyed.len(),
+            surveyed,
             remote: replicas.len(),
             pending: replicas.len(),
             stored_at: Vec::new(),
@@ -299,7 +320,8 @@ impl Write {
     /// The answer of replica `addr` to its STORE.
     pub fn on_ack(&mut self, addr: &str, ack: Ack) {
         self.pending = self.pending.saturating_sub(1);
-        if matches!(ack, Ack::Stored | Ack::Newer(_)) {
+        if matches!(ack, Ack::Stored | Ack::Newer(_)) && !self.surveyed.iter().any(|a| **a == *addr)
+        {
             self.heard += 1;
         }
         self.count(addr, ack);
@@ -741,6 +763,36 @@ mod tests {
             w.poll(),
             Step::Answer(Verdict::Acknowledged { .. })
         ));
+    }
+
+    #[test]
+    fn replicas_that_answered_the_survey_count_as_heard_once() {
+        // Six replicas, a quorum of 2: it must hear 5. Three answered the survey (2, 3, 4).
+        let mut p = conditional(&[2, 3, 4], &[2, 3, 4, 5, 6, 7], 6, 2);
+        let w = &mut p.write;
+        assert_eq!(w.confirm(), 5);
+        // Their STOREs tell nothing new about versions: stored at the quorum, heard 3 of 5.
+        w.on_ack("n2:1", Ack::Stored);
+        w.on_ack("n3:1", Ack::Newer(0));
+        assert_eq!(
+            w.poll(),
+            Step::Wait,
+            "heard 3, not 5: the survey's are not counted twice"
+        );
+        w.on_ack("n5:1", Ack::Stored);
+        assert_eq!(w.poll(), Step::Wait, "heard 4");
+        w.on_ack("n6:1", Ack::Stored);
+        // Heard 5 (three in the survey, two by STORE) while 4 and 7 are still to answer.
+        assert!(matches!(
+            w.poll(),
+            Step::Answer(Verdict::Acknowledged { .. })
+        ));
+        w.on_ack("n4:1", Ack::Stored);
+        w.on_ack("n7:1", Ack::Stored);
+        let Step::Done(Verdict::Acknowledged { stored_at }) = w.poll() else {
+            panic!("not acknowledged");
+        };
+        assert_eq!(stored_at.len(), 5);
     }
 
     #[test]
