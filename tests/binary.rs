@@ -457,6 +457,75 @@ fn bench_reports_json_with_latencies_in_pings() {
     assert_eq!(r["put"]["ok"], 12, "{r}");
     assert_eq!(r["get"]["ok"], 6, "{r}");
     assert_eq!(r["get"]["wrong"], 0, "{r}");
+    // --before-gets runs between the puts and the gets, and --get-addrs sends the gets to the
+    // nodes it names only (scripts/measure-kill.sh kills nodes with the one and leaves them
+    // out with the other).
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let only = format!("127.0.0.1:{base},127.0.0.1:{}", base + 1);
+    let r = bench_json(
+        base,
+        &[
+            "--pings",
+            "3",
+            "--puts",
+            "8",
+            "--gets",
+            "8",
+            "--before-gets",
+            &touch,
+            "--get-addrs",
+            &only,
+        ],
+    );
+    assert!(marker.exists(), "--before-gets did not run");
+    assert_eq!(r["get"]["ok"], 8, "{r}");
+    assert_eq!(r["get"]["wrong"], 0, "{r}");
+    // Gets through an address where nothing listens fail: they do go where --get-addrs says.
+    let nobody = format!("127.0.0.1:{}", free_port_range(1));
+    let base_s = base.to_string();
+    let out = cli(&[
+        "bench",
+        "--nodes",
+        "4",
+        "--base-port",
+        &base_s,
+        "--quiet",
+        "--puts",
+        "2",
+        "--gets",
+        "2",
+        "--get-addrs",
+        &nobody,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot connect to {nobody}")),
+        "{err}"
+    );
+    // A command that fails stops the run before the gets.
+    let out = cli(&[
+        "bench",
+        "--nodes",
+        "4",
+        "--base-port",
+        &base_s,
+        "--quiet",
+        "--puts",
+        "2",
+        "--gets",
+        "2",
+        "--before-gets",
+        "exit 3",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--before-gets") && err.contains("failed"),
+        "{err}"
+    );
     assert!(net.interrupt().success());
 }
 

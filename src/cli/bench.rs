@@ -3,7 +3,9 @@
 //! counts. A ping is the Info call: one round trip through a node that does no network work.
 //! Put and get latencies are also given as multiples of the ping's median measured in the
 //! same run, which stays comparable on a shared, noisy machine. Bounded in operations and in
-//! time (`--max-seconds`), like redis-benchmark.
+//! time (`--max-seconds`), like redis-benchmark. `--before-gets` runs a command between the
+//! puts and the gets, and `--get-addrs` sends the gets elsewhere: `scripts/measure-kill.sh`
+//! kills nodes with the one and reads through the survivors with the other.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +52,15 @@ pub struct BenchArgs {
     /// (0: every put a key of its own)
     #[arg(long, default_value_t = 0)]
     pub keys: usize,
+    /// A shell command run after the puts, before the gets (e.g. one that kills nodes, to
+    /// measure gets right after): the gets start as soon as it exits, and the run fails if it
+    /// fails
+    #[arg(long, value_name = "CMD")]
+    pub before_gets: Option<String>,
+    /// Comma-separated node addresses the gets go to (default: the nodes of the puts), e.g.
+    /// the nodes a --before-gets command leaves running
+    #[arg(long, value_delimiter = ',')]
+    pub get_addrs: Vec<String>,
     /// Key prefix (a random suffix keeps runs apart)
     #[arg(long, default_value = "bench")]
     pub prefix: String,
@@ -315,8 +326,21 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
     })
     .await;
 
+    if let Some(cmd) = args.before_gets.clone() {
+        let status = tokio::task::spawn_blocking({
+            let cmd = cmd.clone();
+            move || std::process::Command::new("sh").arg("-c").arg(cmd).status()
+        })
+        .await?
+        .with_context(|| format!("cannot run --before-gets {cmd:?}"))?;
+        anyhow::ensure!(status.success(), "--before-gets {cmd:?} failed: {status}");
+    }
+    let get_clients = match args.get_addrs.as_slice() {
+        [] => clients,
+        addrs => self::clients(addrs).await?,
+    };
     let p = prefix.clone();
-    let get_stats = phase("get", args.gets, args, &clients, move |i, mut c| {
+    let get_stats = phase("get", args.gets, args, &get_clients, move |i, mut c| {
         let key = format!("{p}-{}", i % keys);
         async move {
             let r = c
