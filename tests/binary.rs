@@ -410,6 +410,18 @@ fn bench_json(base: u16, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// `kademlia bench` of 2 puts and 2 gets on the 4 nodes from `base`, with `args`, which must
+/// fail: its stderr.
+fn bench_fails(base: u16, args: &[&str]) -> String {
+    let base = base.to_string();
+    let mut all = vec!["bench", "--nodes", "4", "--base-port", &base, "--quiet"];
+    all.extend_from_slice(&["--puts", "2", "--gets", "2"]);
+    all.extend_from_slice(args);
+    let out = cli(&all);
+    assert!(!out.status.success(), "bench {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `kademlia bench --json` against a devnet: every ping, put and get counted, none wrong, and
 /// the put and get latencies also given in pings measured in the same run.
 #[test]
@@ -484,44 +496,13 @@ fn bench_reports_json_with_latencies_in_pings() {
     assert_eq!(r["get"]["wrong"], 0, "{r}");
     // Gets through an address where nothing listens fail: they do go where --get-addrs says.
     let nobody = format!("127.0.0.1:{}", free_port_range(1));
-    let base_s = base.to_string();
-    let out = cli(&[
-        "bench",
-        "--nodes",
-        "4",
-        "--base-port",
-        &base_s,
-        "--quiet",
-        "--puts",
-        "2",
-        "--gets",
-        "2",
-        "--get-addrs",
-        &nobody,
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = bench_fails(base, &["--get-addrs", &nobody]);
     assert!(
         err.contains(&format!("cannot connect to {nobody}")),
         "{err}"
     );
     // A command that fails stops the run before the gets.
-    let out = cli(&[
-        "bench",
-        "--nodes",
-        "4",
-        "--base-port",
-        &base_s,
-        "--quiet",
-        "--puts",
-        "2",
-        "--gets",
-        "2",
-        "--before-gets",
-        "exit 3",
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = bench_fails(base, &["--before-gets", "exit 3"]);
     assert!(
         err.contains("--before-gets") && err.contains("failed"),
         "{err}"
