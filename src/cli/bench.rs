@@ -326,13 +326,12 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
     })
     .await;
 
-    if let Some(cmd) = args.before_gets.clone() {
-        let status = tokio::task::spawn_blocking({
-            let cmd = cmd.clone();
-            move || std::process::Command::new("sh").arg("-c").arg(cmd).status()
-        })
-        .await?
-        .with_context(|| format!("cannot run --before-gets {cmd:?}"))?;
+    if let Some(cmd) = &args.before_gets {
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c").arg(cmd);
+        let status = tokio::task::spawn_blocking(move || sh.status())
+            .await?
+            .with_context(|| format!("cannot run --before-gets {cmd:?}"))?;
         anyhow::ensure!(status.success(), "--before-gets {cmd:?} failed: {status}");
     }
     let get_clients = match args.get_addrs.as_slice() {

@@ -133,8 +133,9 @@ pub enum InsertResult {
     Updated,
     /// A known contact moved to the tail and reports a higher incarnation: it restarted.
     Restarted,
-    /// The bucket is full: the contact waits in the replacement cache; the caller should ping
-    /// `lru` and report the outcome with [`RoutingTable::on_ping_result`].
+    /// The bucket is full: the contact waits in the replacement cache; the caller may ping
+    /// `lru` and report the outcome with [`RoutingTable::on_ping_result`] (`Core::observe`
+    /// does unless `lru` was heard from lately).
     Full { lru: Contact },
     /// The contact is this node: never stored.
     IsSelf,
