@@ -98,6 +98,9 @@ pub struct Settings {
     /// Peer requests per second admitted from one remote IP (bursts of twice that); 0: no
     /// limit.
     pub peer_rate_limit: u32,
+    /// Peer requests go as frames on one stream per peer (`Exchange`) where the peer serves
+    /// it; false: unary calls only, and this node's `Exchange` answers UNIMPLEMENTED.
+    pub peer_streams: bool,
     /// Directory for records, identity and contacts (redb); empty keeps everything in memory.
     pub data_dir: String,
     /// PEM certificate of the cluster CA: when set, peers talk mTLS on `peer_port` and only
@@ -153,6 +156,7 @@ impl Default for Settings {
             bootstrap_backoff_max_ms: ms(n.bootstrap_backoff_max),
             drain_timeout_secs: n.drain_timeout.as_secs(),
             peer_rate_limit: n.peer_rate_limit,
+            peer_streams: n.peer_streams,
             data_dir: String::new(),
             tls_ca_cert: String::new(),
             tls_ca_key: String::new(),
@@ -457,6 +461,7 @@ impl Settings {
             data_dir: None,
             clock_offset_ms: 0,
             peer_rate_limit: self.peer_rate_limit,
+            peer_streams: self.peer_streams,
             peer_tls: None,
         }
     }

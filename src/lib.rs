@@ -59,7 +59,8 @@ pub async fn run(
 /// limit, and its peer TLS if any. `default_port` completes bootstrap names without a port.
 pub(crate) fn node_transport(cfg: &NodeConfig, default_port: u16) -> net::grpc::GrpcTransport {
     let transport = net::grpc::GrpcTransport::new(cfg.params.rpc_timeout, default_port)
-        .with_max_value_bytes(cfg.max_value_bytes);
+        .with_max_value_bytes(cfg.max_value_bytes)
+        .with_streams(cfg.peer_streams);
     match &cfg.peer_tls {
         Some(tls) => transport.with_tls(tls.clone()),
         None => transport,
@@ -84,6 +85,7 @@ pub async fn run_with(
     let request_timeout = cfg.lookup_timeout + 2 * cfg.params.rpc_timeout;
     let peer_tls = cfg.peer_tls.clone();
     let peer_rate_limit = cfg.peer_rate_limit;
+    let peer_streams = cfg.peer_streams;
     let pending = PendingNode::new(cfg, transport);
     let handle = pending.handle.clone();
     let inbound = pending.inbound.clone();
@@ -97,6 +99,7 @@ pub async fn run_with(
         drain_timeout,
         request_timeout,
         peer_rate_limit,
+        peer_streams,
         peer_tls,
         metrics: handle.metrics(),
     };

@@ -27,6 +27,9 @@
 //!   write answers its client once its quorum has stored it; `phase="background"` counts the
 //!   STOREs that answered after that; `kademlia_write_retries_total`: puts whose conditional
 //!   STOREs met a newer version and that wrote again after a full survey (`kad::write`);
+//! - `kademlia_peer_frames_total`: peer requests served as frames on `Exchange` streams
+//!   (`net::grpc::exchange`); each is also in `rpc_server_call_duration_seconds` under the
+//!   RPC it carries, like a unary call;
 //! - `kademlia_peer_tls_handshakes_total{outcome}`: TLS handshakes on the peer port (with peer
 //!   mTLS on), `accepted`, `failed` (no certificate from the cluster CA, or a broken exchange)
 //!   or `timed_out`, recorded by `net::tls::incoming`.
@@ -138,6 +141,7 @@ pub struct Metrics {
     replication_stores: Family<OutcomeLabels, Counter>,
     write_stores: Family<WriteStoreLabels, Counter>,
     write_retries: Counter,
+    peer_frames: Counter,
     tls_handshakes: Family<OutcomeLabels, Counter>,
 }
 
@@ -198,6 +202,7 @@ impl Metrics {
             replication_stores: Family::default(),
             write_stores: Family::default(),
             write_retries: Counter::default(),
+            peer_frames: Counter::default(),
             tls_handshakes: Family::default(),
         };
         let r = &mut m.registry;
@@ -297,6 +302,12 @@ impl Metrics {
             m.write_retries.clone(),
         );
         r.register(
+            "kademlia_peer_frames",
+            "Peer requests served as frames on Exchange streams (also counted by RPC in \
+             rpc_server_call_duration_seconds)",
+            m.peer_frames.clone(),
+        );
+        r.register(
             "kademlia_peer_tls_handshakes",
             "TLS handshakes on the peer port, by outcome (accepted, failed, timed_out)",
             m.tls_handshakes.clone(),
@@ -357,8 +368,19 @@ impl Metrics {
             .inc();
     }
 
+    /// Records one peer request served as a frame on a stream (with [`Self::observe_call`]).
+    pub(crate) fn observe_frame(&self) {
+        self.peer_frames.inc();
+    }
+
     /// Records one served call.
-    fn observe_call(&self, service: &'static str, method: &str, code: &str, seconds: f64) {
+    pub(crate) fn observe_call(
+        &self,
+        service: &'static str,
+        method: &str,
+        code: &str,
+        seconds: f64,
+    ) {
         let labels = CallLabels {
             rpc_system: "grpc",
             rpc_service: service,

@@ -6,15 +6,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{http, tools};
+use common::{http, sample, tools};
 use kademlia::pb;
-
-/// The value of the sample whose line starts with `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.parse().expect("a number"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_calls_and_show_the_node_and_parse_with_the_reference_parser() {

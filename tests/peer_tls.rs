@@ -259,32 +259,38 @@ async fn a_peer_whose_certificate_is_not_for_its_claimed_id_is_refused() {
     let honest = start(None, Some(tls_for(&ca))).await;
     joined(&honest).await;
 
-    // A request claiming another id than the certificate's key: UNAUTHENTICATED.
+    // A request claiming another id than the certificate's key: UNAUTHENTICATED, as a unary
+    // call and as a frame on a stream.
     let mine = tls_for(&ca);
-    let transport = GrpcTransport::new(Duration::from_secs(2), 0).with_tls(mine.clone());
-    let claimed = NodeId::random(&mut rand::rng());
-    let forged = Envelope {
-        sender: Contact::new(claimed, "127.0.0.1:9"),
-        network_id: "kademlia".into(),
-        body: Request::Ping,
-    };
-    let err = transport.send(&honest.addr, forged).await.unwrap_err();
-    match &err {
-        TransportError::Rejected(_, why) => {
-            assert!(
-                why.contains("Unauthenticated") && why.contains("certificate"),
-                "{why}"
-            )
+    for streams in [false, true] {
+        let transport = GrpcTransport::new(Duration::from_secs(2), 0)
+            .with_tls(mine.clone())
+            .with_streams(streams);
+        let claimed = NodeId::random(&mut rand::rng());
+        let forged = Envelope {
+            sender: Contact::new(claimed, "127.0.0.1:9"),
+            network_id: "kademlia".into(),
+            body: Request::Ping,
+        };
+        let err = transport.send(&honest.addr, forged).await.unwrap_err();
+        match &err {
+            TransportError::Rejected(_, why) => {
+                assert!(
+                    why.contains("Unauthenticated") && why.contains("certificate"),
+                    "streams {streams}: {why}"
+                )
+            }
+            other => panic!("streams {streams}: expected a refusal, got {other}"),
         }
-        other => panic!("expected a refusal, got {other}"),
+        // The same request under the certificate's own id is answered.
+        let honest_request = Envelope {
+            sender: Contact::new(mine.id(), "127.0.0.1:9"),
+            network_id: "kademlia".into(),
+            body: Request::Ping,
+        };
+        transport.send(&honest.addr, honest_request).await.unwrap();
     }
-    // The same request under the certificate's own id is answered.
-    let honest_request = Envelope {
-        sender: Contact::new(mine.id(), "127.0.0.1:9"),
-        network_id: "kademlia".into(),
-        body: Request::Ping,
-    };
-    transport.send(&honest.addr, honest_request).await.unwrap();
+    let transport = GrpcTransport::new(Duration::from_secs(2), 0).with_tls(mine.clone());
 
     // A node whose header claims another id than its certificate's: its replies are refused.
     let (client, _) = loopback_listener().await;

@@ -15,6 +15,7 @@ mod containers;
 mod deploy;
 mod docs;
 mod durable;
+mod exchange;
 mod flood;
 mod grpc_network;
 mod metrics;

@@ -94,7 +94,8 @@ impl Devnet {
         let rpc_timeout = std::time::Duration::from_millis(settings.rpc_timeout_ms);
         let transport: std::sync::Arc<dyn crate::net::Transport> = std::sync::Arc::new(
             crate::net::grpc::GrpcTransport::new(rpc_timeout, base_port)
-                .with_max_value_bytes(settings.max_value_bytes),
+                .with_max_value_bytes(settings.max_value_bytes)
+                .with_streams(settings.peer_streams),
         );
         for port in base_port..=last {
             let peer_port = peer_base_port.map(|p| p + (port - base_port));

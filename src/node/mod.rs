@@ -99,6 +99,9 @@ pub struct NodeConfig {
     pub clock_offset_ms: i64,
     /// Peer requests per second the server admits from one remote IP; 0: no limit.
     pub peer_rate_limit: u32,
+    /// Peer requests as frames on streams (`crate::net::grpc::session`); false: unary only,
+    /// sent and served.
+    pub peer_streams: bool,
     /// Peer mTLS (`tls_ca_cert`): the id is then the one its certificate's key stands for.
     pub peer_tls: Option<std::sync::Arc<crate::net::tls::PeerTls>>,
 }
@@ -158,6 +161,7 @@ impl NodeConfig {
             data_dir: None,
             clock_offset_ms: 0,
             peer_rate_limit: 2000,
+            peer_streams: true,
             peer_tls: None,
         }
     }

@@ -1,6 +1,7 @@
-//! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata: a peer RPC carries the
-//! context of the span that sent it, and a served call continues the context it came with,
-//! so that a lookup's trace goes on at every node it touched.
+//! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata, or in a frame's fields on
+//! a peer stream (`crate::net::grpc::exchange`): a peer RPC carries the context of the span
+//! that sent it, and a served call continues the context it came with, so that a lookup's
+//! trace goes on at every node it touched.
 //!
 //! Off (nothing read or written) unless the node exports traces (`telemetry::init_node`).
 
@@ -64,5 +65,33 @@ pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     // Fails only when the span is disabled or already started: then it has no parent to take.
+    let _ = span.set_parent(cx);
+}
+
+/// `span`'s trace context as the `traceparent` and `tracestate` fields of a frame; empty
+/// strings when nothing is carried.
+pub fn fields(span: &tracing::Span) -> (String, String) {
+    if !enabled() {
+        return Default::default();
+    }
+    let mut map = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut map);
+    (
+        map.remove("traceparent").unwrap_or_default(),
+        map.remove("tracestate").unwrap_or_default(),
+    )
+}
+
+/// Makes `span` continue the trace context of a frame's `traceparent` and `tracestate`.
+pub fn continue_from_fields(span: &tracing::Span, traceparent: &str, tracestate: &str) {
+    if !enabled() || traceparent.is_empty() {
+        return;
+    }
+    let mut map = std::collections::HashMap::new();
+    map.insert("traceparent".to_string(), traceparent.to_string());
+    if !tracestate.is_empty() {
+        map.insert("tracestate".to_string(), tracestate.to_string());
+    }
+    let cx = TraceContextPropagator::new().extract(&map);
     let _ = span.set_parent(cx);
 }

@@ -286,6 +286,14 @@ pub async fn network_with_http_tweaked(
     (nodes, http_addrs)
 }
 
+/// The value of the sample of a `/metrics` page whose line starts with `series` (name and
+/// labels).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}
+
 /// Binds a listener on 127.0.0.1 with an OS-chosen port; returns it with its address.
 pub async fn loopback_listener() -> (tokio::net::TcpListener, String) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")

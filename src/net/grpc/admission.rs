@@ -5,7 +5,9 @@
 //! The peer service and the client service each get their own budget
 //! ([`PEER_REQUESTS_IN_FLIGHT`], [`CLIENT_REQUESTS_IN_FLIGHT`]), so a flood of peer requests
 //! cannot take the capacity clients need, nor the other way round; health and reflection are
-//! not limited, so probes keep answering under load. The layer keeps the wrapped service's
+//! not limited, so probes keep answering under load. A peer stream's call holds a permit only
+//! until the stream is open; each frame on it then takes one of the peer budget's permits
+//! until it is answered (`super::exchange`). The layer keeps the wrapped service's
 //! gRPC name, which tonic's router needs. The server adds the rest of the admission: a
 //! deadline per request and a limit on HTTP/2 streams per connection (`server`).
 //!
@@ -46,6 +48,19 @@ impl AdmissionLayer {
     }
 }
 
+impl AdmissionLayer {
+    /// A permit to handle one request, held until it is answered, or the RESOURCE_EXHAUSTED
+    /// status that sheds it.
+    pub(crate) fn try_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, tonic::Status> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            tonic::Status::resource_exhausted(format!(
+                "node is overloaded: {} {} requests in flight; retry later",
+                self.limit, self.what
+            ))
+        })
+    }
+}
+
 impl<S> tower_layer::Layer<S> for AdmissionLayer {
     type Service = Admission<S>;
 
@@ -83,7 +98,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match self.layer.permits.clone().try_acquire_owned() {
+        match self.layer.try_permit() {
             Ok(permit) => {
                 let fut = self.inner.call(req);
                 Box::pin(async move {
@@ -92,13 +107,7 @@ where
                     response
                 })
             }
-            Err(_) => {
-                let status = tonic::Status::resource_exhausted(format!(
-                    "node is overloaded: {} {} requests in flight; retry later",
-                    self.layer.limit, self.layer.what
-                ));
-                Box::pin(std::future::ready(Ok(status.into_http())))
-            }
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The gRPC side of [`Transport`]: one reusable HTTP/2 channel per peer address.
+//! The gRPC side of [`Transport`]: one reusable HTTP/2 channel per peer address, and on it
+//! one `Exchange` stream (`super::session`) that carries the peer requests as frames; requests
+//! the stream cannot take, and all requests to peers without streams, go as unary calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{self, PbReply, PbRequest};
 use super::pb::kademlia_client::KademliaClient;
+use super::pb::{reply_frame, request_frame};
+use super::session::{Session, Unanswered};
 use crate::kad::{Envelope, Reply};
 use crate::net::tls::{PeerSeen, PeerTls};
 use crate::net::{Transport, TransportError};
@@ -17,10 +21,23 @@ use crate::net::{Transport, TransportError};
 /// Channels kept open at most; beyond this the pool is cleared (peers reconnect lazily).
 const MAX_CHANNELS: usize = 4096;
 
+/// What the transport keeps for one peer address.
+struct Peer {
+    channel: Channel,
+    /// The node id of the certificate the connection presented (mTLS).
+    seen: PeerSeen,
+    /// The open stream, once a request went on one.
+    session: Option<Arc<Session>>,
+    /// The peer answered UNIMPLEMENTED to a stream: unary calls only.
+    unary_only: bool,
+}
+
 /// Sends peer requests over gRPC.
 #[derive(Clone)]
 pub struct GrpcTransport {
-    channels: Arc<Mutex<HashMap<String, (Channel, PeerSeen)>>>,
+    channels: Arc<Mutex<HashMap<String, Peer>>>,
+    /// Whether requests go as frames on streams (`super::session`) where peers allow.
+    streams: bool,
     /// Peer mTLS: channels dial with it, and a reply must come from the id whose certificate
     /// the connection presented.
     tls: Option<Arc<PeerTls>>,
@@ -36,6 +53,7 @@ impl GrpcTransport {
     pub fn new(timeout: Duration, default_port: u16) -> Self {
         GrpcTransport {
             channels: Arc::default(),
+            streams: true,
             tls: None,
             timeout,
             default_port,
@@ -56,10 +74,35 @@ impl GrpcTransport {
         self
     }
 
-    fn channel(&self, addr: &str) -> Result<(Channel, PeerSeen), TransportError> {
+    /// The same transport sending every request as a unary call (`streams` false).
+    pub fn with_streams(mut self, streams: bool) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// The channel to `addr`, the id its certificate showed, and its open stream (opened
+    /// now if needed) unless requests to it go as unary calls.
+    fn channel(
+        &self,
+        addr: &str,
+    ) -> Result<(Channel, PeerSeen, Option<Arc<Session>>), TransportError> {
         let mut pool = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = pool.get(addr) {
-            return Ok(c.clone());
+        if let Some(peer) = pool.get_mut(addr) {
+            if peer.session.as_ref().is_some_and(|s| s.ended()) {
+                let session = peer.session.take().expect("checked");
+                peer.unary_only = session.unsupported();
+            }
+            if self.streams && !peer.unary_only && peer.session.is_none() {
+                peer.session = Some(Arc::new(Session::open(
+                    peer.channel.clone(),
+                    self.max_message_bytes,
+                )));
+            }
+            return Ok((
+                peer.channel.clone(),
+                peer.seen.clone(),
+                peer.session.clone(),
+            ));
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| TransportError::Unreachable(addr.to_string(), e.to_string()))?
@@ -76,8 +119,17 @@ impl GrpcTransport {
         if pool.len() >= MAX_CHANNELS {
             pool.clear();
         }
-        pool.insert(addr.to_string(), (channel.clone(), seen.clone()));
-        Ok((channel, seen))
+        let session = self
+            .streams
+            .then(|| Arc::new(Session::open(channel.clone(), self.max_message_bytes)));
+        let peer = Peer {
+            channel: channel.clone(),
+            seen: seen.clone(),
+            session: session.clone(),
+            unary_only: false,
+        };
+        pool.insert(addr.to_string(), peer);
+        Ok((channel, seen, session))
     }
 
     fn forget(&self, addr: &str) {
@@ -142,32 +194,103 @@ pub(crate) fn status_error(addr: &str, s: tonic::Status) -> TransportError {
     }
 }
 
+/// A request as an `Exchange` frame carries it.
+fn to_frame(request: PbRequest) -> request_frame::Request {
+    match request {
+        PbRequest::Ping(m) => request_frame::Request::Ping(m),
+        PbRequest::Store(m) => request_frame::Request::Store(m),
+        PbRequest::FindNode(m) => request_frame::Request::FindNode(m),
+        PbRequest::FindValue(m) => request_frame::Request::FindValue(m),
+    }
+}
+
+/// The RPC a request or reply belongs to.
+fn request_kind(r: &request_frame::Request) -> &'static str {
+    match r {
+        request_frame::Request::Ping(_) => "PING",
+        request_frame::Request::Store(_) => "STORE",
+        request_frame::Request::FindNode(_) => "FIND_NODE",
+        request_frame::Request::FindValue(_) => "FIND_VALUE",
+    }
+}
+
+/// The reply a reply frame carries: its status when it is a failure, and an invalid reply
+/// when it answers another RPC than `kind`.
+fn from_frame(
+    addr: &str,
+    kind: &'static str,
+    reply: reply_frame::Reply,
+) -> Result<PbReply, TransportError> {
+    let (reply, replied) = match reply {
+        reply_frame::Reply::Ping(m) => (PbReply::Ping(m), "PING"),
+        reply_frame::Reply::Store(m) => (PbReply::Store(m), "STORE"),
+        reply_frame::Reply::FindNode(m) => (PbReply::FindNode(m), "FIND_NODE"),
+        reply_frame::Reply::FindValue(m) => (PbReply::FindValue(m), "FIND_VALUE"),
+        reply_frame::Reply::Failure(f) => {
+            let status = tonic::Status::new(tonic::Code::from(f.code), f.message);
+            return Err(status_error(addr, status));
+        }
+    };
+    if replied != kind {
+        return Err(TransportError::Invalid(
+            addr.to_string(),
+            format!("a {kind} answered with a {replied} reply"),
+        ));
+    }
+    Ok(reply)
+}
+
+/// Sends `request` as a unary call.
+async fn unary(
+    mut client: KademliaClient<Channel>,
+    request: request_frame::Request,
+) -> Result<PbReply, tonic::Status> {
+    Ok(match request {
+        request_frame::Request::Ping(m) => {
+            PbReply::Ping(client.ping(traced(m)).await?.into_inner())
+        }
+        request_frame::Request::Store(m) => {
+            PbReply::Store(client.store(traced(m)).await?.into_inner())
+        }
+        request_frame::Request::FindNode(m) => {
+            PbReply::FindNode(client.find_node(traced(m)).await?.into_inner())
+        }
+        request_frame::Request::FindValue(m) => {
+            PbReply::FindValue(client.find_value(traced(m)).await?.into_inner())
+        }
+    })
+}
+
 impl Transport for GrpcTransport {
     fn send(&self, addr: &str, env: Envelope) -> BoxFuture<'static, Result<Reply, TransportError>> {
         let addr = addr.to_string();
         let this = self.clone();
         async move {
-            let (channel, seen) = this.channel(&addr)?;
-            let mut client = KademliaClient::new(channel)
+            let (channel, seen, session) = this.channel(&addr)?;
+            let client = KademliaClient::new(channel)
                 .max_decoding_message_size(this.max_message_bytes)
                 .max_encoding_message_size(this.max_message_bytes);
             let call = async {
-                Ok::<_, tonic::Status>(match convert::request_to_pb(&env) {
-                    PbRequest::Ping(m) => PbReply::Ping(client.ping(traced(m)).await?.into_inner()),
-                    PbRequest::Store(m) => {
-                        PbReply::Store(client.store(traced(m)).await?.into_inner())
-                    }
-                    PbRequest::FindNode(m) => {
-                        PbReply::FindNode(client.find_node(traced(m)).await?.into_inner())
-                    }
-                    PbRequest::FindValue(m) => {
-                        PbReply::FindValue(client.find_value(traced(m)).await?.into_inner())
-                    }
-                })
+                let request = to_frame(convert::request_to_pb(&env));
+                let unary = |request| async {
+                    unary(client, request)
+                        .await
+                        .map_err(|status| status_error(&addr, status))
+                };
+                let Some(session) = session else {
+                    return unary(request).await;
+                };
+                let kind = request_kind(&request);
+                match session.send(request).await {
+                    Ok(reply) => from_frame(&addr, kind, reply),
+                    Err(Unanswered::NotSent(request)) => unary(request).await,
+                    Err(Unanswered::Unread) => unary(to_frame(convert::request_to_pb(&env))).await,
+                    Err(Unanswered::Failed(status)) => Err(status_error(&addr, status)),
+                }
             };
             let result = match tokio::time::timeout(this.timeout, call).await {
                 Err(_) => Err(TransportError::Timeout(addr.clone())),
-                Ok(Err(status)) => Err(status_error(&addr, status)),
+                Ok(Err(e)) => Err(e),
                 Ok(Ok(reply)) => convert::reply_from_pb(reply)
                     .map_err(|e| TransportError::Invalid(addr.clone(), e.0))
                     .and_then(|reply| this.authenticate(&addr, &seen, reply)),
@@ -203,5 +326,34 @@ impl Transport for GrpcTransport {
             Ok(out)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_frame_for_another_rpc_is_an_invalid_reply_and_a_failure_is_its_status() {
+        let store = reply_frame::Reply::Store(Default::default());
+        match from_frame("10.0.0.1:1", "PING", store) {
+            Err(TransportError::Invalid(_, why)) => {
+                assert_eq!(why, "a PING answered with a STORE reply")
+            }
+            other => panic!("{other:?}"),
+        }
+        let ping = reply_frame::Reply::Ping(Default::default());
+        assert!(matches!(
+            from_frame("10.0.0.1:1", "PING", ping),
+            Ok(PbReply::Ping(_))
+        ));
+        let shed = reply_frame::Reply::Failure(super::super::pb::Failure {
+            code: tonic::Code::ResourceExhausted as i32,
+            message: "node is overloaded".into(),
+        });
+        assert_eq!(
+            from_frame("10.0.0.1:1", "STORE", shed).unwrap_err(),
+            TransportError::Overloaded("10.0.0.1:1".into(), "node is overloaded".into())
+        );
     }
 }

@@ -5,9 +5,11 @@ pub mod admission;
 pub mod client;
 pub mod convert;
 pub mod dht_service;
+pub mod exchange;
 pub mod peer_service;
 pub mod rate;
 pub mod server;
+pub mod session;
 pub mod trace;
 
 /// Code generated from proto/kademlia/v1 by tonic-prost-build.

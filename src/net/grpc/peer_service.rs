@@ -2,17 +2,28 @@
 //! node's driver, and encodes its answers. With peer mTLS, a request whose header claims an id
 //! other than its client certificate's is refused with UNAUTHENTICATED. When the driver's inbound queue is full the request
 //! is refused with RESOURCE_EXHAUSTED instead of waiting for room.
+//!
+//! The four RPCs also arrive as frames on `Exchange` streams, served by `super::exchange` with
+//! the same checks; a service built without [`PeerService::with_streams`] answers `Exchange`
+//! with UNIMPLEMENTED, as a node of an older version would.
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::convert::{self, BadMessage, PbReply};
+use super::exchange::{self, FrameGuards};
 use super::pb;
 use crate::error::rejection_status;
-use crate::kad::Envelope;
+use crate::kad::{Envelope, NodeId, Rejection, Reply};
 use crate::net::Inbound;
+
+/// Where the driver's answer to one submitted request arrives.
+pub(crate) type Answer = oneshot::Receiver<Result<Reply, Rejection>>;
 
 /// Serves peer RPCs for one node.
 #[derive(Clone)]
@@ -20,6 +31,8 @@ pub struct PeerService {
     inbound: mpsc::Sender<Inbound>,
     /// Peer mTLS: a request must come with a certificate for the id its header claims.
     authenticate: bool,
+    /// What frames on `Exchange` streams are checked against; `None`: no streams.
+    streams: Option<Arc<FrameGuards>>,
 }
 
 impl PeerService {
@@ -27,6 +40,22 @@ impl PeerService {
         PeerService {
             inbound,
             authenticate,
+            streams: None,
+        }
+    }
+
+    /// The same service serving `Exchange` streams, each frame checked by `guards`.
+    pub(crate) fn with_streams(mut self, guards: FrameGuards) -> Self {
+        self.streams = Some(Arc::new(guards));
+        self
+    }
+
+    /// The node id a request's connection is certified for, when peers use mTLS.
+    fn certified<T>(&self, req: &Request<T>) -> Result<Option<NodeId>, Status> {
+        if self.authenticate {
+            certified_id(req).map(Some)
+        } else {
+            Ok(None)
         }
     }
 
@@ -37,13 +66,24 @@ impl PeerService {
     ) -> Result<PbReply, Status> {
         // The IP the connection comes from (TCP's handshake vouches for it).
         let source = req.remote_addr().map(|a| a.ip());
-        let certified = if self.authenticate {
-            Some(certified_id(&req)?)
-        } else {
-            None
-        };
+        let certified = self.certified(&req)?;
         let env = convert(req.into_inner())
             .inspect_err(|e| debug!(error = %e, "rejected malformed peer request"))?;
+        let answer = self.submit(source, certified, env)?;
+        let reply = answer
+            .await
+            .map_err(|_| Status::unavailable("node is shutting down"))?;
+        Ok(convert::reply_to_pb(&reply.map_err(rejection_status)?))
+    }
+
+    /// Hands a decoded request to the driver, after checking the id it claims against the
+    /// connection's certificate; refuses it at once when the driver's queue is full.
+    pub(crate) fn submit(
+        &self,
+        source: Option<IpAddr>,
+        certified: Option<NodeId>,
+        env: Envelope,
+    ) -> Result<Answer, Status> {
         // The sender, on this call's span (`super::trace`).
         tracing::Span::current()
             .record("kademlia.peer.id", tracing::field::display(&env.sender.id));
@@ -69,10 +109,7 @@ impl PeerService {
             )),
             TrySendError::Closed(_) => Status::unavailable("node is shutting down"),
         })?;
-        let reply = rx
-            .await
-            .map_err(|_| Status::unavailable("node is shutting down"))?;
-        Ok(convert::reply_to_pb(&reply.map_err(rejection_status)?))
+        Ok(rx)
     }
 }
 
@@ -95,6 +132,28 @@ fn wrong(kind: &str) -> Status {
 
 #[tonic::async_trait]
 impl pb::kademlia_server::Kademlia for PeerService {
+    type ExchangeStream = exchange::Replies;
+
+    async fn exchange(
+        &self,
+        req: Request<Streaming<pb::RequestFrame>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
+        let Some(guards) = self.streams.clone() else {
+            return Err(Status::unimplemented(
+                "this node serves the peer RPCs as unary calls only",
+            ));
+        };
+        let source = req.remote_addr().map(|a| a.ip());
+        let certified = self.certified(&req)?;
+        Ok(Response::new(exchange::serve(
+            self.clone(),
+            guards,
+            source,
+            certified,
+            req.into_inner(),
+        )))
+    }
+
     async fn ping(
         &self,
         req: Request<pb::PingRequest>,

@@ -1,7 +1,8 @@
 //! A per-source-address rate limit on the peer service: a token bucket per remote IP
 //! (`peer_rate_limit` requests per second, bursts of twice that), so that one host cannot
 //! take a node's whole peer budget ([`super::admission`]) while others wait. A request beyond
-//! its bucket is refused at once with RESOURCE_EXHAUSTED naming the limit.
+//! its bucket is refused at once with RESOURCE_EXHAUSTED naming the limit. Each frame on a peer
+//! stream takes a token too (`super::exchange`), so streams do not get around the limit.
 //!
 //! Why hand-written: tower's `RateLimit` is one bucket for all callers and waits instead of
 //! refusing; governor would do, but a bucket per IP in a bounded map is a few lines.
@@ -84,6 +85,19 @@ impl RateLimitLayer {
     }
 }
 
+impl RateLimitLayer {
+    /// Admits one request from `ip` now, or the RESOURCE_EXHAUSTED status that refuses it.
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), tonic::Status> {
+        if self.admit(ip, Instant::now()) {
+            return Ok(());
+        }
+        Err(tonic::Status::resource_exhausted(format!(
+            "node is overloaded: {ip} sends more than {} peer requests per second; retry later",
+            self.per_second
+        )))
+    }
+}
+
 impl<S> tower_layer::Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
@@ -133,14 +147,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match source(&req) {
-            Some(ip) if !self.layer.admit(ip, Instant::now()) => {
-                let status = tonic::Status::resource_exhausted(format!(
-                    "node is overloaded: {ip} sends more than {} peer requests per second; retry later",
-                    self.layer.per_second
-                ));
-                Box::pin(std::future::ready(Ok(status.into_http())))
-            }
+        match source(&req).map(|ip| self.layer.check(ip)) {
+            Some(Err(status)) => Box::pin(std::future::ready(Ok(status.into_http()))),
             _ => Box::pin(self.inner.call(req)),
         }
     }

@@ -30,6 +30,7 @@ use tower_layer::Layer;
 
 use super::admission::{AdmissionLayer, CLIENT_REQUESTS_IN_FLIGHT, PEER_REQUESTS_IN_FLIGHT};
 use super::dht_service::DhtService;
+use super::exchange::FrameGuards;
 use super::pb;
 use super::peer_service::PeerService;
 use super::rate::RateLimitLayer;
@@ -55,6 +56,8 @@ pub struct ServeOptions {
     pub request_timeout: std::time::Duration,
     /// Peer requests per second admitted from one remote IP (`rate`); 0: no limit.
     pub peer_rate_limit: u32,
+    /// Whether the peer service serves `Exchange` streams (`super::exchange`).
+    pub peer_streams: bool,
     /// Peer mTLS on the peer listener (which must then be its own).
     pub peer_tls: Option<std::sync::Arc<crate::net::tls::PeerTls>>,
     /// Where served calls are counted (and what the HTTP listener serves).
@@ -173,16 +176,27 @@ pub async fn serve(
     let max = options.max_message_bytes;
     let measured = MetricsLayer::new(options.metrics.clone());
     let traced = TraceLayer::new(node.id());
+    let rate = RateLimitLayer::new(options.peer_rate_limit);
+    let admission = AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer");
+    let mut peer_service = PeerService::new(inbound, options.peer_tls.is_some());
+    if options.peer_streams {
+        // Frames on streams pass the same rate limit and admission budget as calls.
+        peer_service = peer_service.with_streams(FrameGuards {
+            rate: rate.clone(),
+            admission: admission.clone(),
+            metrics: options.metrics.clone(),
+            node: node.id(),
+            request_timeout: options.request_timeout,
+            stopping: stop_tx.subscribe(),
+        });
+    }
     let peer = measured.layer(
         traced.layer(
-            RateLimitLayer::new(options.peer_rate_limit).layer(
-                AdmissionLayer::new(PEER_REQUESTS_IN_FLIGHT, "peer").layer(
-                    pb::kademlia_server::KademliaServer::new(PeerService::new(
-                        inbound,
-                        options.peer_tls.is_some(),
-                    ))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
+            rate.layer(
+                admission.layer(
+                    pb::kademlia_server::KademliaServer::new(peer_service)
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
                 ),
             ),
         ),

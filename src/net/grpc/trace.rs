@@ -6,7 +6,8 @@
 //! The span is named after the call (`kademlia.v1.Kademlia/Store`), with OpenTelemetry's
 //! RPC attributes (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`), the
 //! serving node's id (`kademlia.node.id`), and, on peer calls, the sender's id
-//! (`kademlia.peer.id`, recorded by the peer service once the request is decoded).
+//! (`kademlia.peer.id`, recorded by the peer service once the request is decoded). Each frame
+//! on a peer stream gets the same span, named after the RPC it carries (`super::exchange`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,17 +70,11 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let span = tracing::debug_span!(
-            "grpc call",
-            otel.name = path.trim_start_matches('/'),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = S::NAME,
-            rpc.method = grpc_method(path),
-            rpc.grpc.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            kademlia.node.id = %self.node,
-            kademlia.peer.id = tracing::field::Empty,
+        let span = call_span(
+            path.trim_start_matches('/'),
+            S::NAME,
+            grpc_method(path),
+            &self.node,
         );
         crate::telemetry::propagation::continue_from(&span, req.headers());
         let fut = span.in_scope(|| self.inner.call(req));
@@ -87,18 +82,40 @@ where
         Box::pin(
             async move {
                 let response = fut.await;
-                if let Ok(r) = &response
-                    && !recorded.is_disabled()
-                {
-                    let code = grpc_status(r.headers());
-                    recorded.record("rpc.grpc.status_code", code.parse::<i64>().unwrap_or(2));
-                    if code != "0" {
-                        recorded.record("otel.status_code", "error");
-                    }
+                if let Ok(r) = &response {
+                    record_status(&recorded, grpc_status(r.headers()).parse().unwrap_or(2));
                 }
                 response
             }
             .instrument(span),
         )
+    }
+}
+
+/// The span of one served call, or of one frame on a peer stream (`super::exchange`): `name`
+/// is the call's path without its leading slash (`kademlia.v1.Kademlia/Store`).
+pub(crate) fn call_span(name: &str, service: &str, method: &str, node: &NodeId) -> tracing::Span {
+    tracing::debug_span!(
+        "grpc call",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        kademlia.node.id = %node,
+        kademlia.peer.id = tracing::field::Empty,
+    )
+}
+
+/// Records a served call's gRPC status code on its span.
+pub(crate) fn record_status(span: &tracing::Span, code: i32) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("rpc.grpc.status_code", i64::from(code));
+    if code != 0 {
+        span.record("otel.status_code", "error");
     }
 }
