@@ -71,6 +71,21 @@ async fn nodes_send_frames_and_a_node_without_streams_gets_unary_calls() {
         assert_eq!(nodes[1].0.handle.get(key).await.unwrap().value, value);
     }
 
+    // The largest value a node takes (64 KiB): its STOREs go as unary calls (over
+    // `STREAM_REQUEST_MAX_BYTES`), and it comes back in a FIND_VALUE reply frame.
+    let big: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+    nodes[0]
+        .0
+        .handle
+        .put("big".into(), big.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes[1].0.handle.get("big".into()).await.unwrap().value,
+        big
+    );
+    assert_eq!(old.handle.get("big".into()).await.unwrap().value, big);
+
     // The new nodes served frames: their STOREs came on streams.
     let (_, _, text) = http(&nodes[1].1, "GET", "/metrics").await;
     let frames = sample(&text, "kademlia_peer_frames_total").unwrap_or(0.0);

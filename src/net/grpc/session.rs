@@ -191,3 +191,41 @@ async fn read(
         let _ = sender.send(Err(ended.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(value_bytes: usize) -> request_frame::Request {
+        request_frame::Request::Store(pb::StoreRequest {
+            record: Some(pb::Record {
+                value: vec![7; value_bytes],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_frame_limit_comes_back_unsent_and_a_dead_stream_fails() {
+        // Nothing listens on port 9 of loopback: the stream fails to open.
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let session = Session::open(channel, 8 << 20);
+        match session.send(store(STREAM_REQUEST_MAX_BYTES)).await {
+            Err(Unanswered::NotSent(request_frame::Request::Store(m))) => {
+                assert_eq!(m.record.unwrap().value.len(), STREAM_REQUEST_MAX_BYTES)
+            }
+            _ => panic!("a request over the limit must come back unsent"),
+        }
+        // A small request goes on the stream, which fails: its status comes back, or the
+        // request unsent if the stream had already ended.
+        match session.send(store(10)).await {
+            Err(Unanswered::Failed(status)) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}")
+            }
+            Err(Unanswered::NotSent(_)) => assert!(session.ended()),
+            _ => panic!("a stream to a closed port cannot answer"),
+        }
+        assert!(session.ended() && !session.unsupported());
+    }
+}
