@@ -221,3 +221,51 @@ async fn a_node_that_shuts_down_ends_its_streams_instead_of_waiting_for_them() {
     );
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_holds_at_most_four_streams() {
+    let (node, _) = start(None, |_| {}).await;
+    // One channel: one connection.
+    let client = KademliaClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let open = || {
+        let mut client = client.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<pb::RequestFrame>(1);
+            let opened = client.exchange(ReceiverStream::new(rx)).await;
+            (tx, opened)
+        }
+    };
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let (tx, opened) = open().await;
+        streams.push((tx, opened.expect("one of the first four").into_inner()));
+    }
+    let (_tx, fifth) = open().await;
+    let refused = fifth.expect_err("a fifth stream on the connection");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("4 peer streams"), "{refused:?}");
+    // One ends (the sender closes its side, the node ends its own): room for another.
+    let (tx, mut replies) = streams.pop().unwrap();
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_tx, again) = open().await;
+        match again {
+            Ok(_) => break,
+            Err(s) if Instant::now() < deadline => {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(s) => panic!("the ended stream's place never came back: {s:?}"),
+        }
+    }
+    drop(streams);
+    node.stop().await;
+}

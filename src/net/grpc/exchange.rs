@@ -23,7 +23,10 @@
 //!
 //! One stream answers at most [`FRAMES_IN_FLIGHT`] frames at once; beyond that it stops
 //! reading, and HTTP/2 flow control holds the sender back. Replies wait in a queue of the
-//! same size; a peer that stops reading them stops its own stream. When the node shuts down,
+//! same size; a peer that stops reading them stops its own stream. One connection may hold
+//! at most [`STREAMS_PER_CONNECTION`] streams open (a sender needs one): without that bound,
+//! a peer could open a thousand streams on one connection, read no replies, and have the
+//! node hold a thousand full reply queues. When the node shuts down,
 //! each stream stops reading, answers the frames it took, and ends, so that the server's
 //! graceful shutdown is not held up by streams that would otherwise stay open.
 //!
@@ -32,8 +35,9 @@
 //!   behind it on that stream. Clients send large requests as unary calls
 //!   (`super::session::STREAM_REQUEST_MAX_BYTES`), but a reply's size is the server's.
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -56,6 +60,10 @@ use crate::metrics::Metrics;
 /// Frames one stream answers at once at most (and replies it queues for the peer).
 pub const FRAMES_IN_FLIGHT: usize = 64;
 
+/// `Exchange` streams one connection may hold open at once; more are refused with
+/// RESOURCE_EXHAUSTED.
+pub const STREAMS_PER_CONNECTION: usize = 4;
+
 /// The service name frames are counted and traced under.
 const SERVICE: &str = pb::kademlia_server::SERVICE_NAME;
 
@@ -70,19 +78,64 @@ pub(crate) struct FrameGuards {
     pub request_timeout: Duration,
     /// Turns true when the node starts shutting down.
     pub stopping: watch::Receiver<bool>,
+    /// Streams open per connection (its remote address).
+    pub open: OpenStreams,
+}
+
+/// Counts the streams open on each connection, keyed by its remote address.
+#[derive(Clone, Default)]
+pub(crate) struct OpenStreams(Arc<Mutex<HashMap<SocketAddr, usize>>>);
+
+/// One stream counted in [`OpenStreams`] until it is dropped.
+pub(crate) struct Opened {
+    open: OpenStreams,
+    remote: SocketAddr,
+}
+
+impl OpenStreams {
+    /// Counts one more stream on the connection from `remote`, or refuses it when that
+    /// connection already holds [`STREAMS_PER_CONNECTION`].
+    pub fn open(&self, remote: SocketAddr) -> Result<Opened, Status> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(remote).or_default();
+        if *n >= STREAMS_PER_CONNECTION {
+            return Err(Status::resource_exhausted(format!(
+                "this connection already holds {STREAMS_PER_CONNECTION} peer streams; send \
+                 on those"
+            )));
+        }
+        *n += 1;
+        Ok(Opened {
+            open: self.clone(),
+            remote,
+        })
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        let mut open = self.open.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.remote) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.remote);
+            }
+        }
+    }
 }
 
 /// The reply frames of one stream, as tonic sends them.
 pub type Replies = ReceiverStream<Result<pb::ReplyFrame, Status>>;
 
 /// Serves one `Exchange` stream from `source` (certified as node `certified` with mTLS) in a
-/// task of its own; returns its replies.
+/// task of its own, counted in its connection's streams while it lasts; returns its replies.
 pub(crate) fn serve(
     service: PeerService,
     guards: Arc<FrameGuards>,
     source: Option<IpAddr>,
     certified: Option<NodeId>,
     frames: Streaming<pb::RequestFrame>,
+    opened: Option<Opened>,
 ) -> Replies {
     let (tx, rx) = mpsc::channel(FRAMES_IN_FLIGHT);
     let stream = Stream {
@@ -91,7 +144,10 @@ pub(crate) fn serve(
         source,
         certified,
     };
-    tokio::spawn(stream.run(frames, tx));
+    tokio::spawn(async move {
+        stream.run(frames, tx).await;
+        drop(opened);
+    });
     ReceiverStream::new(rx)
 }
 

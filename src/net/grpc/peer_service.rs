@@ -143,14 +143,16 @@ impl pb::kademlia_server::Kademlia for PeerService {
                 "this node serves the peer RPCs as unary calls only",
             ));
         };
-        let source = req.remote_addr().map(|a| a.ip());
+        let remote = req.remote_addr();
         let certified = self.certified(&req)?;
+        let opened = remote.map(|r| guards.open.open(r)).transpose()?;
         Ok(Response::new(exchange::serve(
             self.clone(),
             guards,
-            source,
+            remote.map(|a| a.ip()),
             certified,
             req.into_inner(),
+            opened,
         )))
     }
 

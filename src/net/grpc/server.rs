@@ -188,6 +188,7 @@ pub async fn serve(
             node: node.id(),
             request_timeout: options.request_timeout,
             stopping: stop_tx.subscribe(),
+            open: Default::default(),
         });
     }
     let peer = measured.layer(
