@@ -230,7 +230,16 @@ impl RoutingTable {
         if !known_there && self.crowded(index, &contact.id, &contact.addr) {
             return InsertResult::Crowded;
         }
-        if !known_there {
+        // Only `insert` brings an address into the table, and it leaves one id there per
+        // address: a contact already waiting in the bucket's replacement cache at this address
+        // has no alias to look for (most of a busy node's contacts for full buckets, heard
+        // from on every RPC, are there).
+        let cached_there = !known_there
+            && self.buckets[index]
+                .replacements
+                .iter()
+                .any(|e| e.contact.id == contact.id && e.contact.addr == contact.addr);
+        if !known_there && !cached_there {
             let others: Vec<NodeId> = self
                 .buckets
                 .iter()
@@ -268,6 +277,12 @@ impl RoutingTable {
             failures: 0,
             answered: false,
         };
+        // A contact waiting in the replacement cache leaves it: it moves to the bucket, or
+        // back to the cache's tail. A copy left behind would be promoted when the contact
+        // itself fails.
+        bucket
+            .replacements
+            .retain(|e| e.contact.id != entry.contact.id);
         if self.has_room(index) {
             self.buckets[index].entries.push_back(entry);
             return InsertResult::Inserted;
@@ -1211,6 +1226,55 @@ mod tests {
     }
 
     proptest! {
+        /// However contacts come, go, fail and come back at reused addresses, the table
+        /// (entries and replacement caches) holds one id per address (what `insert`'s
+        /// shortcut for cached contacts relies on) and each id once (a contact promoted
+        /// from the replacement cache leaves it, so a failure cannot promote its own copy).
+        #[test]
+        fn the_table_holds_one_id_per_address(seed in any::<u64>(), n in 1usize..400) {
+            let now = Instant::now();
+            let mut rng = StdRng::seed_from_u64(seed);
+            let me = NodeId::random(&mut rng);
+            // k = 2 fills buckets and their caches; 24 addresses are reused by new ids.
+            let mut t = RoutingTable::new(me, 2, now);
+            let mut seen: Vec<Contact> = Vec::new();
+            for step in 0..n {
+                let roll = rng.random_range(0..10);
+                if roll < 5 || seen.is_empty() {
+                    let id = NodeId::random(&mut rng);
+                    let contact = Contact::new(id, format!("10.0.0.{}:1", rng.random_range(0..24)));
+                    seen.push(contact.clone());
+                    let _ = t.insert(contact, now);
+                } else {
+                    let old = seen[rng.random_range(0..seen.len())].clone();
+                    match roll {
+                        5..=7 => { let _ = t.insert(old, now); }
+                        8 => { let _ = t.on_failure(&old.id); }
+                        _ => t.on_ping_result(&old.id, step % 2 == 0, now),
+                    }
+                }
+                let mut addrs: Vec<&str> = t
+                    .buckets()
+                    .iter()
+                    .flat_map(|b| b.entries.iter().chain(&b.replacements))
+                    .map(|e| &*e.contact.addr)
+                    .collect();
+                let all = addrs.len();
+                addrs.sort_unstable();
+                addrs.dedup();
+                prop_assert_eq!(addrs.len(), all, "an address with two ids after step {}", step);
+                let mut ids: Vec<NodeId> = t
+                    .buckets()
+                    .iter()
+                    .flat_map(|b| b.entries.iter().chain(&b.replacements))
+                    .map(|e| e.contact.id)
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                prop_assert_eq!(ids.len(), all, "an id twice in the table after step {}", step);
+            }
+        }
+
         #[test]
         fn contacts_land_in_bucket_of_their_distance(seed in any::<u64>(), n in 1usize..300) {
             let now = Instant::now();
