@@ -7,30 +7,11 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{GrpcNode, http, loopback_listener, sample};
+use common::{http, node_with_http as start, sample};
+use kademlia::NodeId;
 use kademlia::pb::kademlia_client::KademliaClient;
 use kademlia::pb::{self, reply_frame, request_frame};
-use kademlia::{NodeConfig, NodeId};
 use tokio_stream::wrappers::ReceiverStream;
-
-/// A node on loopback with an HTTP listener, joining through `remote`; returns it with its
-/// HTTP address.
-async fn start(remote: Option<String>, tweak: impl FnOnce(&mut NodeConfig)) -> (GrpcNode, String) {
-    let (client, addr) = loopback_listener().await;
-    let (http_listener, http_addr) = loopback_listener().await;
-    let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
-    cfg.remote_host = remote;
-    cfg.bootstrap_backoff_max = Duration::from_millis(300);
-    tweak(&mut cfg);
-    let listeners = kademlia::Listeners {
-        client,
-        peer: None,
-        http: Some(http_listener),
-    };
-    let node = GrpcNode::start(listeners, cfg).await;
-    node.handle.wait_joined().await;
-    (node, http_addr)
-}
 
 fn calls(service_method: &str, code: u8) -> String {
     format!(

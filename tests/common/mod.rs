@@ -267,23 +267,35 @@ pub async fn network_with_http_tweaked(
     let mut nodes: Vec<GrpcNode> = Vec::new();
     let mut http_addrs = Vec::new();
     for i in 0..n {
-        let (client, addr) = loopback_listener().await;
-        let (http_listener, http_addr) = loopback_listener().await;
-        let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
-        cfg.remote_host = (i > 0).then(|| nodes[0].addr.clone());
-        cfg.bootstrap_backoff_max = Duration::from_millis(300);
-        tweak(&mut cfg);
-        let listeners = kademlia::Listeners {
-            client,
-            peer: None,
-            http: Some(http_listener),
-        };
-        let node = GrpcNode::start(listeners, cfg).await;
-        node.handle.wait_joined().await;
+        let remote = (i > 0).then(|| nodes[0].addr.clone());
+        let (node, http_addr) = node_with_http(remote, tweak).await;
         nodes.push(node);
         http_addrs.push(http_addr);
     }
     (nodes, http_addrs)
+}
+
+/// One node on loopback with an HTTP listener, creating a network (`remote` `None`) or
+/// joining through `remote`, with `tweak` applied to its configuration; returns it once it
+/// has joined, with its HTTP address.
+pub async fn node_with_http(
+    remote: Option<String>,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> (GrpcNode, String) {
+    let (client, addr) = loopback_listener().await;
+    let (http_listener, http_addr) = loopback_listener().await;
+    let mut cfg = NodeConfig::new(NodeId::random(&mut rand::rng()), &addr);
+    cfg.remote_host = remote;
+    cfg.bootstrap_backoff_max = Duration::from_millis(300);
+    tweak(&mut cfg);
+    let listeners = kademlia::Listeners {
+        client,
+        peer: None,
+        http: Some(http_listener),
+    };
+    let node = GrpcNode::start(listeners, cfg).await;
+    node.handle.wait_joined().await;
+    (node, http_addr)
 }
 
 /// The value of the sample of a `/metrics` page whose line starts with `series` (name and
