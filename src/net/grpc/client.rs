@@ -12,7 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{self, PbReply, PbRequest};
 use super::pb::kademlia_client::KademliaClient;
-use super::pb::{reply_frame, request_frame};
+use super::pb::reply_frame;
 use super::session::{Session, Unanswered};
 use crate::kad::{Envelope, Reply};
 use crate::net::tls::{PeerSeen, PeerTls};
@@ -87,23 +87,31 @@ impl GrpcTransport {
         addr: &str,
     ) -> Result<(Channel, PeerSeen, Option<Arc<Session>>), TransportError> {
         let mut pool = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(peer) = pool.get_mut(addr) {
-            if peer.session.as_ref().is_some_and(|s| s.ended()) {
-                let session = peer.session.take().expect("checked");
-                peer.unary_only = session.unsupported();
+        if !pool.contains_key(addr) {
+            let peer = self.dial(addr)?;
+            if pool.len() >= MAX_CHANNELS {
+                pool.clear();
             }
-            if self.streams && !peer.unary_only && peer.session.is_none() {
-                peer.session = Some(Arc::new(Session::open(
-                    peer.channel.clone(),
-                    self.max_message_bytes,
-                )));
-            }
-            return Ok((
-                peer.channel.clone(),
-                peer.seen.clone(),
-                peer.session.clone(),
-            ));
+            pool.insert(addr.to_string(), peer);
         }
+        let peer = pool.get_mut(addr).expect("inserted above");
+        if peer.session.as_ref().is_some_and(|s| s.ended()) {
+            let session = peer.session.take().expect("checked");
+            peer.unary_only = session.unsupported();
+        }
+        if self.streams && !peer.unary_only && peer.session.is_none() {
+            let session = Session::open(peer.channel.clone(), self.max_message_bytes);
+            peer.session = Some(Arc::new(session));
+        }
+        Ok((
+            peer.channel.clone(),
+            peer.seen.clone(),
+            peer.session.clone(),
+        ))
+    }
+
+    /// A lazy channel to `addr` (it connects on its first request), without a stream yet.
+    fn dial(&self, addr: &str) -> Result<Peer, TransportError> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| TransportError::Unreachable(addr.to_string(), e.to_string()))?
             .connect_timeout(self.timeout)
@@ -116,20 +124,12 @@ impl GrpcTransport {
             Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(seen.clone())),
             None => endpoint.connect_lazy(),
         };
-        if pool.len() >= MAX_CHANNELS {
-            pool.clear();
-        }
-        let session = self
-            .streams
-            .then(|| Arc::new(Session::open(channel.clone(), self.max_message_bytes)));
-        let peer = Peer {
-            channel: channel.clone(),
-            seen: seen.clone(),
-            session: session.clone(),
+        Ok(Peer {
+            channel,
+            seen,
+            session: None,
             unary_only: false,
-        };
-        pool.insert(addr.to_string(), peer);
-        Ok((channel, seen, session))
+        })
     }
 
     fn forget(&self, addr: &str) {
@@ -194,47 +194,28 @@ pub(crate) fn status_error(addr: &str, s: tonic::Status) -> TransportError {
     }
 }
 
-/// A request as an `Exchange` frame carries it.
-fn to_frame(request: PbRequest) -> request_frame::Request {
-    match request {
-        PbRequest::Ping(m) => request_frame::Request::Ping(m),
-        PbRequest::Store(m) => request_frame::Request::Store(m),
-        PbRequest::FindNode(m) => request_frame::Request::FindNode(m),
-        PbRequest::FindValue(m) => request_frame::Request::FindValue(m),
-    }
-}
-
-/// The RPC a request or reply belongs to.
-fn request_kind(r: &request_frame::Request) -> &'static str {
-    match r {
-        request_frame::Request::Ping(_) => "PING",
-        request_frame::Request::Store(_) => "STORE",
-        request_frame::Request::FindNode(_) => "FIND_NODE",
-        request_frame::Request::FindValue(_) => "FIND_VALUE",
-    }
-}
-
 /// The reply a reply frame carries: its status when it is a failure, and an invalid reply
-/// when it answers another RPC than `kind`.
+/// when it answers another RPC than `method` ([`convert::request_method`]).
 fn from_frame(
     addr: &str,
-    kind: &'static str,
+    method: &'static str,
     reply: reply_frame::Reply,
 ) -> Result<PbReply, TransportError> {
-    let (reply, replied) = match reply {
-        reply_frame::Reply::Ping(m) => (PbReply::Ping(m), "PING"),
-        reply_frame::Reply::Store(m) => (PbReply::Store(m), "STORE"),
-        reply_frame::Reply::FindNode(m) => (PbReply::FindNode(m), "FIND_NODE"),
-        reply_frame::Reply::FindValue(m) => (PbReply::FindValue(m), "FIND_VALUE"),
+    let reply = match reply {
+        reply_frame::Reply::Ping(m) => PbReply::Ping(m),
+        reply_frame::Reply::Store(m) => PbReply::Store(m),
+        reply_frame::Reply::FindNode(m) => PbReply::FindNode(m),
+        reply_frame::Reply::FindValue(m) => PbReply::FindValue(m),
         reply_frame::Reply::Failure(f) => {
             let status = tonic::Status::new(tonic::Code::from(f.code), f.message);
             return Err(status_error(addr, status));
         }
     };
-    if replied != kind {
+    let replied = convert::reply_method(&reply);
+    if replied != method {
         return Err(TransportError::Invalid(
             addr.to_string(),
-            format!("a {kind} answered with a {replied} reply"),
+            format!("a {method} request answered with a {replied} reply"),
         ));
     }
     Ok(reply)
@@ -243,19 +224,15 @@ fn from_frame(
 /// Sends `request` as a unary call.
 async fn unary(
     mut client: KademliaClient<Channel>,
-    request: request_frame::Request,
+    request: PbRequest,
 ) -> Result<PbReply, tonic::Status> {
     Ok(match request {
-        request_frame::Request::Ping(m) => {
-            PbReply::Ping(client.ping(traced(m)).await?.into_inner())
-        }
-        request_frame::Request::Store(m) => {
-            PbReply::Store(client.store(traced(m)).await?.into_inner())
-        }
-        request_frame::Request::FindNode(m) => {
+        PbRequest::Ping(m) => PbReply::Ping(client.ping(traced(m)).await?.into_inner()),
+        PbRequest::Store(m) => PbReply::Store(client.store(traced(m)).await?.into_inner()),
+        PbRequest::FindNode(m) => {
             PbReply::FindNode(client.find_node(traced(m)).await?.into_inner())
         }
-        request_frame::Request::FindValue(m) => {
+        PbRequest::FindValue(m) => {
             PbReply::FindValue(client.find_value(traced(m)).await?.into_inner())
         }
     })
@@ -271,7 +248,7 @@ impl Transport for GrpcTransport {
                 .max_decoding_message_size(this.max_message_bytes)
                 .max_encoding_message_size(this.max_message_bytes);
             let call = async {
-                let request = to_frame(convert::request_to_pb(&env));
+                let request = convert::request_to_pb(&env);
                 let unary = |request| async {
                     unary(client, request)
                         .await
@@ -280,11 +257,11 @@ impl Transport for GrpcTransport {
                 let Some(session) = session else {
                     return unary(request).await;
                 };
-                let kind = request_kind(&request);
+                let method = convert::request_method(&request);
                 match session.send(request).await {
-                    Ok(reply) => from_frame(&addr, kind, reply),
+                    Ok(reply) => from_frame(&addr, method, reply),
                     Err(Unanswered::NotSent(request)) => unary(request).await,
-                    Err(Unanswered::Unread) => unary(to_frame(convert::request_to_pb(&env))).await,
+                    Err(Unanswered::Unread) => unary(convert::request_to_pb(&env)).await,
                     Err(Unanswered::Failed(status)) => Err(status_error(&addr, status)),
                 }
             };
@@ -336,15 +313,15 @@ mod tests {
     #[test]
     fn a_reply_frame_for_another_rpc_is_an_invalid_reply_and_a_failure_is_its_status() {
         let store = reply_frame::Reply::Store(Default::default());
-        match from_frame("10.0.0.1:1", "PING", store) {
+        match from_frame("10.0.0.1:1", "Ping", store) {
             Err(TransportError::Invalid(_, why)) => {
-                assert_eq!(why, "a PING answered with a STORE reply")
+                assert_eq!(why, "a Ping request answered with a Store reply")
             }
             other => panic!("{other:?}"),
         }
         let ping = reply_frame::Reply::Ping(Default::default());
         assert!(matches!(
-            from_frame("10.0.0.1:1", "PING", ping),
+            from_frame("10.0.0.1:1", "Ping", ping),
             Ok(PbReply::Ping(_))
         ));
         let shed = reply_frame::Reply::Failure(super::super::pb::Failure {
@@ -352,7 +329,7 @@ mod tests {
             message: "node is overloaded".into(),
         });
         assert_eq!(
-            from_frame("10.0.0.1:1", "STORE", shed).unwrap_err(),
+            from_frame("10.0.0.1:1", "Store", shed).unwrap_err(),
             TransportError::Overloaded("10.0.0.1:1".into(), "node is overloaded".into())
         );
     }

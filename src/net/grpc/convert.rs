@@ -166,13 +166,17 @@ pub fn find_value_from_pb(m: pb::FindValueRequest) -> Result<Envelope, BadMessag
     )
 }
 
-/// A request in wire form.
-#[derive(Clone, Debug)]
-pub enum PbRequest {
-    Ping(pb::PingRequest),
-    Store(pb::StoreRequest),
-    FindNode(pb::FindNodeRequest),
-    FindValue(pb::FindValueRequest),
+/// A request in wire form: the request an `Exchange` frame carries, or a unary call's.
+pub type PbRequest = pb::request_frame::Request;
+
+/// The peer RPC a request is for ("Ping", "Store", "FindNode", "FindValue").
+pub fn request_method(r: &PbRequest) -> &'static str {
+    match r {
+        PbRequest::Ping(_) => "Ping",
+        PbRequest::Store(_) => "Store",
+        PbRequest::FindNode(_) => "FindNode",
+        PbRequest::FindValue(_) => "FindValue",
+    }
 }
 
 pub fn request_to_pb(env: &Envelope) -> PbRequest {
@@ -211,6 +215,16 @@ pub enum PbReply {
     Store(pb::StoreResponse),
     FindNode(pb::FindNodeResponse),
     FindValue(pb::FindValueResponse),
+}
+
+/// The peer RPC a reply answers, named as by [`request_method`].
+pub fn reply_method(r: &PbReply) -> &'static str {
+    match r {
+        PbReply::Ping(_) => "Ping",
+        PbReply::Store(_) => "Store",
+        PbReply::FindNode(_) => "FindNode",
+        PbReply::FindValue(_) => "FindValue",
+    }
 }
 
 pub fn reply_to_pb(r: &Reply) -> PbReply {
