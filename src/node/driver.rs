@@ -463,17 +463,25 @@ impl Driver {
             .core
             .routing()
             .lookup_seeds(&target, self.core.params().k);
-        self.start_lookup_from(target, seeds, mode, 1, then);
+        self.start_lookup_from(target, seeds, mode, |l| l, then);
     }
 
     /// A FIND_VALUE lookup that goes on until `records` contacts returned the record (see
-    /// [`Lookup::wanting`]).
-    pub fn start_read(&mut self, target: NodeId, records: usize, then: AfterLookup) {
+    /// [`Lookup::wanting`]); `holds_replica`: this node holds a replica of the key (see
+    /// [`Lookup::beside_a_holder`]).
+    pub fn start_read(
+        &mut self,
+        target: NodeId,
+        records: usize,
+        holds_replica: bool,
+        then: AfterLookup,
+    ) {
         let seeds = self
             .core
             .routing()
             .lookup_seeds(&target, self.core.params().k);
-        self.start_lookup_from(target, seeds, Mode::FindValue, records, then);
+        let shape = |l: Lookup| l.wanting(records).beside_a_holder(holds_replica);
+        self.start_lookup_from(target, seeds, Mode::FindValue, shape, then);
     }
 
     /// Refreshes bucket `index` (paper section 2.3): a node lookup for a random id in its
@@ -484,7 +492,7 @@ impl Driver {
         let target = self.core.id().random_in_bucket(index, &mut self.rng);
         let k = self.core.params().k;
         let seeds = self.core.routing().refresh_seeds(index, &target, k);
-        self.start_lookup_from(target, seeds, Mode::FindNode, 1, AfterLookup::Refresh);
+        self.start_lookup_from(target, seeds, Mode::FindNode, |l| l, AfterLookup::Refresh);
     }
 
     fn start_lookup_from(
@@ -492,7 +500,7 @@ impl Driver {
         target: NodeId,
         seeds: Vec<Contact>,
         mode: Mode,
-        wanted: usize,
+        shape: impl FnOnce(Lookup) -> Lookup,
         then: AfterLookup,
     ) {
         let now = self.now();
@@ -509,8 +517,8 @@ impl Driver {
         )
         .with_deadline(now + self.cfg.lookup_timeout)
         .with_query_cap(self.cfg.lookup_max_queries)
-        .with_disjoint_paths(self.cfg.lookup_disjoint_paths)
-        .wanting(wanted);
+        .with_disjoint_paths(self.cfg.lookup_disjoint_paths);
+        let lookup = shape(lookup);
         // A put's conditional STOREs do the survey's last round (`kad::write`).
         let lookup = match then {
             AfterLookup::Write {

@@ -331,7 +331,8 @@ impl Driver {
             reply,
             started: self.now(),
         };
-        self.start_read(key_id, wanted, then);
+        let holds_replica = local.is_some_and(|(_, cached)| !cached);
+        self.start_read(key_id, wanted, holds_replica, then);
     }
 
     /// Answers a get with the newest copy among the local one and those the lookup found,
