@@ -201,16 +201,12 @@ fn from_frame(
     method: &'static str,
     reply: reply_frame::Reply,
 ) -> Result<PbReply, TransportError> {
-    let reply = match reply {
-        reply_frame::Reply::Ping(m) => PbReply::Ping(m),
-        reply_frame::Reply::Store(m) => PbReply::Store(m),
-        reply_frame::Reply::FindNode(m) => PbReply::FindNode(m),
-        reply_frame::Reply::FindValue(m) => PbReply::FindValue(m),
-        reply_frame::Reply::Failure(f) => {
-            let status = tonic::Status::new(tonic::Code::from(f.code), f.message);
-            return Err(status_error(addr, status));
-        }
-    };
+    let reply = convert::reply_from_frame(reply).map_err(|f| {
+        status_error(
+            addr,
+            tonic::Status::new(tonic::Code::from(f.code), f.message),
+        )
+    })?;
     let replied = convert::reply_method(&reply);
     if replied != method {
         return Err(TransportError::Invalid(

@@ -179,6 +179,16 @@ pub fn request_method(r: &PbRequest) -> &'static str {
     }
 }
 
+/// Validates a request in wire form, as an `Exchange` frame carries it.
+pub fn request_from_pb(r: PbRequest) -> Result<Envelope, BadMessage> {
+    match r {
+        PbRequest::Ping(m) => ping_from_pb(m),
+        PbRequest::Store(m) => store_from_pb(m),
+        PbRequest::FindNode(m) => find_node_from_pb(m),
+        PbRequest::FindValue(m) => find_value_from_pb(m),
+    }
+}
+
 pub fn request_to_pb(env: &Envelope) -> PbRequest {
     let header = header_to_pb(env);
     match &env.body {
@@ -225,6 +235,19 @@ pub fn reply_method(r: &PbReply) -> &'static str {
         PbReply::FindNode(_) => "FindNode",
         PbReply::FindValue(_) => "FindValue",
     }
+}
+
+/// What a reply frame carries: the reply, or the failure the unary call would have ended
+/// with.
+pub fn reply_from_frame(r: pb::reply_frame::Reply) -> Result<PbReply, pb::Failure> {
+    use pb::reply_frame::Reply as Frame;
+    Ok(match r {
+        Frame::Ping(m) => PbReply::Ping(m),
+        Frame::Store(m) => PbReply::Store(m),
+        Frame::FindNode(m) => PbReply::FindNode(m),
+        Frame::FindValue(m) => PbReply::FindValue(m),
+        Frame::Failure(f) => return Err(f),
+    })
 }
 
 pub fn reply_to_pb(r: &Reply) -> PbReply {
@@ -290,12 +313,12 @@ fn wire<M: Message + Default>(m: &M) -> Result<M, BadMessage> {
 
 /// Encodes a request to bytes and decodes it again with full validation (in-memory transport).
 pub fn roundtrip_request(env: &Envelope) -> Result<Envelope, BadMessage> {
-    match request_to_pb(env) {
-        PbRequest::Ping(m) => ping_from_pb(wire(&m)?),
-        PbRequest::Store(m) => store_from_pb(wire(&m)?),
-        PbRequest::FindNode(m) => find_node_from_pb(wire(&m)?),
-        PbRequest::FindValue(m) => find_value_from_pb(wire(&m)?),
-    }
+    request_from_pb(match request_to_pb(env) {
+        PbRequest::Ping(m) => PbRequest::Ping(wire(&m)?),
+        PbRequest::Store(m) => PbRequest::Store(wire(&m)?),
+        PbRequest::FindNode(m) => PbRequest::FindNode(wire(&m)?),
+        PbRequest::FindValue(m) => PbRequest::FindValue(wire(&m)?),
+    })
 }
 
 /// Encodes a reply to bytes and decodes it again with full validation (in-memory transport).

@@ -255,14 +255,10 @@ impl Stream {
             self.guards.rate.check(ip)?;
         }
         let permit = self.guards.admission.try_permit()?;
-        let decoded = match request {
-            None => return Err(Status::invalid_argument("the frame carries no request")),
-            Some(request_frame::Request::Ping(m)) => convert::ping_from_pb(m),
-            Some(request_frame::Request::Store(m)) => convert::store_from_pb(m),
-            Some(request_frame::Request::FindNode(m)) => convert::find_node_from_pb(m),
-            Some(request_frame::Request::FindValue(m)) => convert::find_value_from_pb(m),
-        };
-        let env = decoded.inspect_err(|e| debug!(error = %e, "rejected malformed peer frame"))?;
+        let request =
+            request.ok_or_else(|| Status::invalid_argument("the frame carries no request"))?;
+        let env = convert::request_from_pb(request)
+            .inspect_err(|e| debug!(error = %e, "rejected malformed peer frame"))?;
         let answer = self.service.submit(self.source, self.certified, env)?;
         Ok((answer, permit))
     }
