@@ -306,7 +306,9 @@ impl Lookup {
     /// This node holds a replica of the target's record, so it is one of the key's k closest
     /// nodes and its own closest contacts to the key are the other replicas: the lookup
     /// starts as one that has found a record, with one request more in flight than the
-    /// records it wants rather than alpha (see the module's notes).
+    /// records it wants rather than alpha (see the module's notes). Not on disjoint paths
+    /// ([`Lookup::with_disjoint_paths`]): each of them starts with alpha, so that lying peers
+    /// next to this node cannot starve them.
     pub fn beside_a_holder(mut self, holds_replica: bool) -> Self {
         self.beside_holder = holds_replica;
         self
@@ -480,7 +482,7 @@ impl Lookup {
     /// came back (see the module's notes).
     fn enough_in_flight(&self, in_flight: usize) -> bool {
         self.mode == Mode::FindValue
-            && (!self.holders.is_empty() || self.beside_holder)
+            && (!self.holders.is_empty() || (self.beside_holder && self.paths == 1))
             && in_flight > self.wanted.saturating_sub(self.holders.len())
     }
 
@@ -1319,6 +1321,12 @@ mod tests {
             .wanting(1)
             .beside_a_holder(false);
         assert_eq!(sent_now(&mut l, now).len(), 3);
+        // On two disjoint paths: alpha on each.
+        let mut l = lookup_with_alpha(Mode::FindValue, seeds(7), 3)
+            .with_disjoint_paths(2)
+            .wanting(1)
+            .beside_a_holder(true);
+        assert_eq!(sent_now(&mut l, now).len(), 6);
     }
 
     #[test]
