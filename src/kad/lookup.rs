@@ -47,8 +47,9 @@
 //!   a write or delete cannot answer for the key alone. A holder returns the record without
 //!   contacts (paper section 2.3; `crate::kad::core`), so the further holders come from the
 //!   contacts that non-holders named and from the lookup's own seeds: holders sit together,
-//!   at the key, and a reply naming the nearest of them names the rest. Once it has found a record it keeps
-//!   at most one request more in flight than the records it still wants, rather than alpha:
+//!   at the key, and a reply naming the nearest of them names the rest. Once it has found a
+//!   record it keeps at most one request more in flight than the records it still wants,
+//!   rather than alpha:
 //!   a get wanting two copies sent a fourth FIND_VALUE whenever the first copy came back
 //!   before the other two answers. `scripts/measure.sh`, 100 nodes, two runs of each:
 //!   FIND_VALUEs per get 4.0-4.1 -> 3.1-3.4, gets/s at 32 in flight +13-14 %, rounds per get
@@ -1053,6 +1054,14 @@ mod tests {
     }
 
     /// Queries the lookup sends at `now` before it has to wait for an answer.
+    /// A contact for each id, at addresses of their own ("c0", "c1", ...).
+    fn contacts(ids: &[NodeId]) -> Vec<Contact> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| Contact::new(*id, format!("c{i}")))
+            .collect()
+    }
+
     fn sent_now(l: &mut Lookup, now: Instant) -> Vec<Contact> {
         let mut sent = Vec::new();
         while let Poll::Query(c) = l.poll(now) {
@@ -1267,12 +1276,7 @@ mod tests {
         let now = Instant::now();
         let target = NodeId([0; 20]);
         let ids: Vec<NodeId> = (1..=7).map(id_at).collect();
-        let seeds = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| Contact::new(*id, format!("c{i}")))
-            .collect();
-        let mut l = lookup_with_alpha(Mode::FindValue, seeds, 3).wanting(2);
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3).wanting(2);
         let record = record_of(target, ids[0]);
         // The first round is alpha, as in the paper.
         assert_eq!(sent_now(&mut l, now).len(), 3);
@@ -1298,15 +1302,8 @@ mod tests {
         let now = Instant::now();
         let target = NodeId([0; 20]);
         let ids: Vec<NodeId> = (1..=7).map(id_at).collect();
-        let seeds = |n: usize| {
-            ids[..n]
-                .iter()
-                .enumerate()
-                .map(|(i, id)| Contact::new(*id, format!("c{i}")))
-                .collect::<Vec<_>>()
-        };
         // This node holds a replica and wants one more copy: the copy and a spare.
-        let mut l = lookup_with_alpha(Mode::FindValue, seeds(7), 3)
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
             .wanting(1)
             .beside_a_holder(true);
         let ids_of = |sent: Vec<Contact>| sent.iter().map(|c| c.id).collect::<Vec<_>>();
@@ -1317,12 +1314,12 @@ mod tests {
         l.on_success(&ids[2], vec![], Some(record_of(target, ids[2])));
         assert_eq!(l.poll(now), Poll::Done);
         // Not beside a holder: alpha, as in the paper.
-        let mut l = lookup_with_alpha(Mode::FindValue, seeds(7), 3)
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
             .wanting(1)
             .beside_a_holder(false);
         assert_eq!(sent_now(&mut l, now).len(), 3);
         // On two disjoint paths: alpha on each.
-        let mut l = lookup_with_alpha(Mode::FindValue, seeds(7), 3)
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
             .with_disjoint_paths(2)
             .wanting(1)
             .beside_a_holder(true);

@@ -317,7 +317,8 @@ impl Driver {
             .map(|s| (s.record.clone(), s.cached));
         // The local copy counts as one of the copies the get waits for (a cached one does
         // not); a node that has not joined yet (just restarted) serves what it holds.
-        let wanted = copies_wanted(self.cfg.read_quorum, local.as_ref().map(|(_, c)| *c));
+        let local_cached = local.as_ref().map(|(_, cached)| *cached);
+        let wanted = copies_wanted(self.cfg.read_quorum, local_cached);
         if let Some((record, _)) = &local
             && (wanted == 0 || !self.is_joined())
         {
@@ -331,8 +332,7 @@ impl Driver {
             reply,
             started: self.now(),
         };
-        let holds_replica = local.is_some_and(|(_, cached)| !cached);
-        self.start_read(key_id, wanted, holds_replica, then);
+        self.start_read(key_id, wanted, local_cached == Some(false), then);
     }
 
     /// Answers a get with the newest copy among the local one and those the lookup found,
