@@ -8,6 +8,8 @@
 # A killed process's sockets are closed by the kernel, so calls to it fail at once (connection
 # refused or reset); on a network where a dead host stays silent they would wait for
 # `rpc_timeout_ms` instead, so this measures routing around failures, not timeouts.
+# SIGNAL=STOP stops the victims instead (SIGSTOP): their connections stay open and nothing
+# answers, as with a host that hangs or drops off the network; calls to them time out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100}
@@ -15,6 +17,7 @@ OPS=${2:-1000}
 FRACTION=${3:-0.3}
 CONCURRENCY=${4:-32}
 BASE=${BASE_PORT:-21000}
+SIGNAL=${SIGNAL:-KILL}
 if [ -z "${MEASURE_BIN:-}" ]; then cargo build --release --locked --quiet; fi
 BIN=${MEASURE_BIN:-target/release/kademlia}
 LOG=$(mktemp -d)
@@ -48,9 +51,9 @@ SURVIVORS=""
 for i in $(seq 0 $((N - 1))); do
   case " ${VICTIMS[*]} " in *" $i "*) ;; *) SURVIVORS="$SURVIVORS,127.0.0.1:$((BASE + i))" ;; esac
 done
-echo "== $N nodes, $OPS puts through all, then $KILL killed (SIGKILL) and $OPS gets through the $((N - KILL)) left, concurrency $CONCURRENCY =="
+echo "== $N nodes, $OPS puts through all, then $KILL sent SIG$SIGNAL and $OPS gets through the $((N - KILL)) left, concurrency $CONCURRENCY =="
 OUT=$("$BIN" bench --quiet --json --nodes "$N" --base-port "$BASE" --puts "$OPS" --gets "$OPS" \
-  -c "$CONCURRENCY" --before-gets "kill -9$VICTIM_PIDS" --get-addrs "${SURVIVORS#,}")
+  -c "$CONCURRENCY" --before-gets "kill -$SIGNAL$VICTIM_PIDS" --get-addrs "${SURVIVORS#,}")
 echo "$OUT" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)

@@ -54,10 +54,24 @@
 //!   before the other two answers. `scripts/measure.sh`, 100 nodes, two runs of each:
 //!   FIND_VALUEs per get 4.0-4.1 -> 3.1-3.4, gets/s at 32 in flight +13-14 %, rounds per get
 //!   1.00-1.01 -> 1.01-1.09, get p50 at concurrency 1 unchanged (3.7-4.0 and 3.9-4.1 pings).
-//!   A get on a node that holds a replica ([`Lookup::beside_a_holder`]) starts that way: it
-//!   is itself one of the k closest, so its closest contacts are the other replicas, and it
-//!   sends 2 FIND_VALUEs for the one copy it still wants rather than 3. In a network of k
-//!   nodes or fewer (`docker compose up --scale node=20`) that is every get.
+//!   A get among holders ([`Lookup::beside_a_holder`]) starts that way: on a node that holds
+//!   a replica (it is itself one of the k closest, so its closest contacts are the other
+//!   replicas), or whose closest contacts to the key lie nearer it than the node's own k-th
+//!   closest contact lies to the node (then they are likely replicas too). In a network of
+//!   k nodes or fewer (`docker compose up --scale node=20`) that is every get.
+//! - A get's spare request is hedged ([`Lookup::hedged`]; `crate::node::rtt`): among holders
+//!   it sends as many FIND_VALUEs as copies it still wants, and another in place of each
+//!   that has gone unanswered for the smoothed round trip plus four deviations (TCP's
+//!   retransmission timeout, RFC 6298), where the paper's lookup sends alpha at once. The
+//!   spare sent at once covered a holder that is slow or silent; such a holder now costs a
+//!   get that delay, and a get among healthy holders sends no spare. A holder that fails,
+//!   or answers without the record, is replaced at once as before. 100-node devnet (`kademlia devnet`, 1,000 puts
+//!   then gets through `kademlia bench`, the FIND_VALUEs the nodes served
+//!   (`rpc_server_call_duration_seconds_count`) divided by the gets): 2.82-2.83 -> 1.86
+//!   FIND_VALUEs a get, at concurrency 1 and 32. Gets right after 30 of 100 node processes
+//!   stopped answering (`SIGNAL=STOP scripts/measure-kill.sh`, their connections open and
+//!   silent): p99 2,011 -> 199 ms, max 6,017 -> 401 ms, 82 -> 880 gets/s; after 30 were
+//!   killed (calls to them fail at once): p99 24.9 -> 23.4 ms, RPCs a get 3.9 -> 2.6.
 
 use std::collections::{BTreeMap, HashSet, btree_map};
 use std::sync::Arc;
@@ -198,8 +212,11 @@ pub struct Lookup {
     /// End at convergence instead of querying the rest of the k closest
     /// ([`Lookup::until_converged`]).
     stop_at_convergence: bool,
-    /// This node holds a replica ([`Lookup::beside_a_holder`]).
+    /// The closest seeds are holders, or likely ones ([`Lookup::beside_a_holder`]).
     beside_holder: bool,
+    /// The spare request beyond the records still wanted waits this long for the requests in
+    /// flight ([`Lookup::hedged`]); `None`: it goes out at once.
+    hedge: Option<Duration>,
 }
 
 /// What [`Lookup::scan`] finds on one path.
@@ -260,6 +277,7 @@ impl Lookup {
             converged: vec![false],
             stop_at_convergence: false,
             beside_holder: false,
+            hedge: None,
         };
         l.add(seeds, 1, 0);
         l
@@ -304,14 +322,27 @@ impl Lookup {
         self
     }
 
-    /// This node holds a replica of the target's record, so it is one of the key's k closest
-    /// nodes and its own closest contacts to the key are the other replicas: the lookup
-    /// starts as one that has found a record, with one request more in flight than the
-    /// records it wants rather than alpha (see the module's notes). Not on disjoint paths
+    /// The closest seeds hold the target's record, or likely do: this node holds a replica
+    /// (it is one of the key's k closest nodes, so its own closest contacts to the key are the
+    /// other replicas), or the seeds lie nearer the key than this node's own k-th closest
+    /// contact lies to it (the caller judges). The lookup starts as one that has found a
+    /// record, with one request more in flight than the records it wants (or as many, with
+    /// [`Lookup::hedged`]) rather than alpha (see the module's notes). Not on disjoint paths
     /// ([`Lookup::with_disjoint_paths`]): each of them starts with alpha, so that lying peers
     /// next to this node cannot starve them.
-    pub fn beside_a_holder(mut self, holds_replica: bool) -> Self {
-        self.beside_holder = holds_replica;
+    pub fn beside_a_holder(mut self, holders_at_hand: bool) -> Self {
+        self.beside_holder = holders_at_hand;
+        self
+    }
+
+    /// Once among holders (a record found, or [`Lookup::beside_a_holder`]), a FindValue
+    /// lookup keeps as many requests in flight as the records it still wants, with no spare,
+    /// and a request unanswered for `after` no longer counts: another goes out in its place
+    /// (a hedged request: Dean and Barroso, "The Tail at Scale", 2013), and whichever answers
+    /// first is used. A holder that fails, or answers without the record, is replaced at once
+    /// either way.
+    pub fn hedged(mut self, after: Duration) -> Self {
+        self.hedge = Some(after);
         self
     }
 
@@ -440,7 +471,9 @@ impl Lookup {
                 } else {
                     self.alpha
                 };
-                if scan.path_in_flight < limit {
+                // Hedged requests that went late stop counting against alpha, as timed-out
+                // ones do (their answers are still awaited and used).
+                if scan.path_in_flight.saturating_sub(self.late(path, now)) < limit {
                     query = query.or(Some(d));
                 } else {
                     wake = earlier(wake, self.next_deadline());
@@ -458,9 +491,12 @@ impl Lookup {
             }
             return Poll::Wait(self.earliest(self.next_deadline()));
         }
-        if query.is_some() && self.enough_in_flight(waiting) {
-            // Enough holders are being asked: wait for them (or for one to time out).
-            return Poll::Wait(self.earliest(self.next_deadline()));
+        if query.is_some()
+            && let Some(hedge_at) = self.enough_in_flight(waiting, now)
+        {
+            // Enough holders are being asked: wait for them (or for one to time out, or to be
+            // late enough for the hedged spare).
+            return Poll::Wait(self.earliest(earlier(self.next_deadline(), hedge_at)));
         }
         match query {
             Some(d) => {
@@ -476,15 +512,60 @@ impl Lookup {
         }
     }
 
+    /// Requests in flight on `path` that went unanswered for the hedge, when the lookup is
+    /// hedged ([`Lookup::hedged`]) and among holders; 0 otherwise.
+    fn late(&self, path: usize, now: Instant) -> usize {
+        let Some(hedge) = self.hedge.filter(|_| self.among_holders()) else {
+            return 0;
+        };
+        self.peers
+            .values()
+            .filter(|p| p.path == path)
+            .filter(|p| matches!(p.state, State::Waiting { deadline } if self.sent_at(deadline) + hedge <= now))
+            .count()
+    }
+
+    /// When a request whose deadline is `deadline` was sent.
+    fn sent_at(&self, deadline: Instant) -> Instant {
+        deadline.checked_sub(self.timeout).unwrap_or(deadline)
+    }
+
+    /// A FindValue lookup that found a record, or started among holders on one path.
+    fn among_holders(&self) -> bool {
+        self.mode == Mode::FindValue
+            && (!self.holders.is_empty() || (self.beside_holder && self.paths == 1))
+    }
+
     /// A FindValue lookup that found a record already has one request more in flight than
     /// the records it still wants: the next holder is most likely among them (holders sit
     /// together, at the key), and the spare covers one that fails or lacks the record. A
     /// get with `read_quorum` 2 otherwise sent a fourth FIND_VALUE as soon as the first copy
     /// came back (see the module's notes).
-    fn enough_in_flight(&self, in_flight: usize) -> bool {
-        self.mode == Mode::FindValue
-            && (!self.holders.is_empty() || (self.beside_holder && self.paths == 1))
-            && in_flight > self.wanted.saturating_sub(self.holders.len())
+    ///
+    /// With [`Lookup::hedged`] there is no spare at once: a request that has gone unanswered
+    /// for the hedge stops counting (as a timed-out one stops counting against alpha), so each
+    /// late holder gets one spare, and several silent ones do not hold the lookup until their
+    /// timeouts. `Some(when)`: enough are in flight, and `when` the next of them turns late.
+    fn enough_in_flight(&self, in_flight: usize, now: Instant) -> Option<Option<Instant>> {
+        if !self.among_holders() {
+            return None;
+        }
+        let still = self.wanted.saturating_sub(self.holders.len());
+        let Some(hedge) = self.hedge else {
+            return (in_flight > still).then_some(None);
+        };
+        // When each request in flight turns late (it was sent at its deadline less the
+        // timeout).
+        let late_at = self.peers.values().filter_map(|p| match p.state {
+            State::Waiting { deadline } => Some(self.sent_at(deadline) + hedge),
+            _ => None,
+        });
+        let (mut timely, mut next_late) = (0, None);
+        for at in late_at.filter(|at| *at > now) {
+            timely += 1;
+            next_late = earlier(next_late, Some(at));
+        }
+        (timely >= still).then_some(next_late)
     }
 
     /// One path's state: its closest candidate not yet contacted among its k closest still in
@@ -1324,6 +1405,80 @@ mod tests {
             .wanting(1)
             .beside_a_holder(true);
         assert_eq!(sent_now(&mut l, now).len(), 6);
+    }
+
+    #[test]
+    fn a_hedged_find_value_among_holders_sends_its_spare_only_once_a_request_is_late() {
+        let now = Instant::now();
+        let target = NodeId([0; 20]);
+        let ids: Vec<NodeId> = (1..=7).map(id_at).collect();
+        let ids_of = |sent: Vec<Contact>| sent.iter().map(|c| c.id).collect::<Vec<_>>();
+        let hedge = Duration::from_millis(5);
+        // Among (likely) holders, wanting two copies: two requests and no spare yet; the
+        // lookup wakes when the first of them is late.
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
+            .wanting(2)
+            .beside_a_holder(true)
+            .hedged(hedge);
+        assert_eq!(ids_of(sent_now(&mut l, now)), vec![ids[0], ids[1]]);
+        assert_eq!(l.poll(now), Poll::Wait(Some(now + hedge)));
+        // One answers without the record: the next one goes out at once, still no spare.
+        let soon = now + Duration::from_millis(1);
+        l.on_success(&ids[0], vec![], None);
+        assert_eq!(ids_of(sent_now(&mut l, soon)), vec![ids[2]]);
+        assert_eq!(l.poll(soon), Poll::Wait(Some(now + hedge)));
+        // ids[1] is late: one spare goes out, and only one.
+        let late = now + hedge;
+        assert_eq!(ids_of(sent_now(&mut l, late)), vec![ids[3]]);
+        assert_eq!(l.poll(late), Poll::Wait(Some(soon + hedge)));
+        // Two copies: done, without the late one's answer.
+        l.on_success(&ids[2], vec![], Some(record_of(target, ids[2])));
+        l.on_success(&ids[3], vec![], Some(record_of(target, ids[3])));
+        assert_eq!(l.poll(late), Poll::Done);
+        assert_eq!(l.finish().queried, 4);
+
+        // Healthy holders: two requests, two copies, no spare at all.
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
+            .wanting(2)
+            .beside_a_holder(true)
+            .hedged(hedge);
+        assert_eq!(sent_now(&mut l, now).len(), 2);
+        l.on_success(&ids[0], vec![], Some(record_of(target, ids[0])));
+        assert_eq!(
+            sent_now(&mut l, soon),
+            vec![],
+            "one copy more is awaited, no spare"
+        );
+        l.on_success(&ids[1], vec![], Some(record_of(target, ids[1])));
+        assert_eq!(l.poll(soon), Poll::Done);
+        assert_eq!(l.finish().queried, 2);
+
+        // Both holders asked are silent: each gets a spare once it is late, and the copies
+        // end the lookup without waiting for the silent ones' timeouts.
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
+            .wanting(2)
+            .beside_a_holder(true)
+            .hedged(hedge);
+        assert_eq!(ids_of(sent_now(&mut l, now)), vec![ids[0], ids[1]]);
+        assert_eq!(ids_of(sent_now(&mut l, late)), vec![ids[2], ids[3]]);
+        l.on_success(&ids[2], vec![], Some(record_of(target, ids[2])));
+        l.on_success(&ids[3], vec![], Some(record_of(target, ids[3])));
+        assert_eq!(l.poll(late), Poll::Done);
+
+        // A failed holder is replaced at once.
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
+            .wanting(1)
+            .beside_a_holder(true)
+            .hedged(hedge);
+        assert_eq!(ids_of(sent_now(&mut l, now)), vec![ids[0]]);
+        l.on_failure(&ids[0]);
+        assert_eq!(ids_of(sent_now(&mut l, soon)), vec![ids[1]]);
+
+        // Not among holders: alpha at once, hedge or not (the paper's first round).
+        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
+            .wanting(2)
+            .hedged(hedge);
+        assert_eq!(sent_now(&mut l, now).len(), 3);
     }
 
     #[test]

@@ -479,6 +479,22 @@ impl RoutingTable {
         }
     }
 
+    /// The bucket that holds this node's k-th closest live contact: its distance to this node
+    /// is at least 2^index. `None` with fewer than k live contacts (then this node knows of
+    /// no more than k other nodes, and each of them is one of any key's k closest). Nodes lie
+    /// about as densely around a key as around this node, so a contact nearer a key than
+    /// 2^index is likely one of the key's k closest: a replica of its record.
+    pub fn neighbourhood_bucket(&self) -> Option<usize> {
+        let mut seen = 0;
+        for (index, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.entries.iter().filter(|e| !e.is_stale()).count();
+            if seen >= self.k {
+                return Some(index);
+            }
+        }
+        None
+    }
+
     /// Where the refresh of bucket `index` (a lookup for `target`, an id in its range)
     /// starts. A non-empty bucket starts as any lookup. An empty bucket's range may be a blind
     /// spot that every node near this one shares (nodes that joined together and never heard
@@ -1185,6 +1201,29 @@ mod tests {
             t.stale_buckets(later, hour),
             vec![152, 153, 154, 155, 157, 158, 159]
         );
+    }
+
+    #[test]
+    fn the_neighbourhood_bucket_holds_the_kth_closest_live_contact() {
+        let t0 = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut t = RoutingTable::new(me, 4, t0);
+        for i in [140, 150, 150] {
+            let _ = t.insert(c(me.random_in_bucket(i, &mut rng)), t0);
+        }
+        assert_eq!(t.neighbourhood_bucket(), None, "fewer than k contacts");
+        let far = me.random_in_bucket(155, &mut rng);
+        let _ = t.insert(c(far), t0);
+        assert_eq!(t.neighbourhood_bucket(), Some(155));
+        let _ = t.insert(c(me.random_in_bucket(152, &mut rng)), t0);
+        assert_eq!(t.neighbourhood_bucket(), Some(152));
+        // A stale contact does not count.
+        let near = t.closest(&me, 1)[0].id;
+        for _ in 0..MAX_FAILURES {
+            t.on_failure(&near);
+        }
+        assert_eq!(t.neighbourhood_bucket(), Some(155));
     }
 
     #[test]

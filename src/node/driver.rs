@@ -56,6 +56,8 @@ pub(crate) struct RpcDone {
     pub result: Result<Reply, TransportError>,
     /// The request was sent (it held a flow-control slot), not refused before sending.
     pub sent: bool,
+    /// From sending the request to its answer (or failure).
+    pub elapsed: Duration,
 }
 
 /// Things that happen to the driver besides requests and commands.
@@ -118,6 +120,8 @@ pub(crate) struct Driver {
     pub finished: Vec<(Outcome, AfterLookup, tracing::Span)>,
     /// The last lookups, for the node's picture.
     pub recent: super::recent::Recent,
+    /// Lookup requests' round trips, for a get's hedged spare.
+    pub round_trips: super::rtt::RoundTrips,
 }
 
 impl Driver {
@@ -184,6 +188,7 @@ impl Driver {
             backlog: Default::default(),
             finished: Vec::new(),
             recent: Default::default(),
+            round_trips: Default::default(),
         };
         (d, events_rx)
     }
@@ -367,6 +372,7 @@ impl Driver {
                     result: Err(TransportError::NotSent(rpc.addr.clone(), why)),
                     addr: rpc.addr,
                     sent: false,
+                    elapsed: Duration::ZERO,
                 })));
             }
         }
@@ -394,6 +400,7 @@ impl Driver {
         let (op, purpose, to_id, addr) = (rpc.op, rpc.purpose, rpc.to_id, rpc.addr);
         let traced = span.clone();
         let rpc = async move {
+            let sent_at = tokio::time::Instant::now();
             let result = match tokio::time::timeout(timeout, fut).await {
                 Ok(result) => result,
                 Err(_) => Err(TransportError::Timeout(addr.clone())),
@@ -406,6 +413,7 @@ impl Driver {
                 addr,
                 result,
                 sent: true,
+                elapsed: sent_at.elapsed(),
             })));
         };
         tokio::spawn(rpc.instrument(span));
@@ -427,6 +435,9 @@ impl Driver {
         let (now, wall) = (self.now(), self.wall());
         match &done.result {
             Ok(reply) => {
+                if matches!(done.purpose, Purpose::Lookup) {
+                    self.round_trips.observe(done.elapsed);
+                }
                 if let Some(expected) = done.to_id
                     && expected != reply.responder.id
                     && self
@@ -467,8 +478,13 @@ impl Driver {
     }
 
     /// A FIND_VALUE lookup that goes on until `records` contacts returned the record (see
-    /// [`Lookup::wanting`]); `holds_replica`: this node holds a replica of the key (see
-    /// [`Lookup::beside_a_holder`]).
+    /// [`Lookup::wanting`]). It starts among holders ([`Lookup::beside_a_holder`]) when this
+    /// node holds a replica of the key (`holds_replica`), or when its `records` closest seeds
+    /// are likely replicas: nearer the key than this node's k-th closest contact is to it
+    /// ([`RoutingTable::neighbourhood_bucket`]). Its spare request is hedged
+    /// ([`Lookup::hedged`]) by the round trips seen so far.
+    ///
+    /// [`RoutingTable::neighbourhood_bucket`]: crate::kad::routing::RoutingTable::neighbourhood_bucket
     pub fn start_read(
         &mut self,
         target: NodeId,
@@ -476,11 +492,25 @@ impl Driver {
         holds_replica: bool,
         then: AfterLookup,
     ) {
-        let seeds = self
-            .core
-            .routing()
-            .lookup_seeds(&target, self.core.params().k);
-        let shape = |l: Lookup| l.wanting(records).beside_a_holder(holds_replica);
+        let routing = self.core.routing();
+        let seeds = routing.lookup_seeds(&target, self.core.params().k);
+        let radius = routing.neighbourhood_bucket();
+        let likely = seeds
+            .iter()
+            .filter(|c| {
+                let d = c.id.distance(&target).bucket_index();
+                radius.is_none_or(|r| d.is_none_or(|d| d < r))
+            })
+            .count()
+            >= records;
+        let hedge = self.round_trips.hedge(self.core.params().rpc_timeout);
+        let shape = |l: Lookup| {
+            let l = l.wanting(records).beside_a_holder(holds_replica || likely);
+            match hedge {
+                Some(after) => l.hedged(after),
+                None => l,
+            }
+        };
         self.start_lookup_from(target, seeds, Mode::FindValue, shape, then);
     }
 

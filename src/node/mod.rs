@@ -26,6 +26,7 @@ mod ops;
 mod persist;
 mod recent;
 mod repair;
+mod rtt;
 mod state;
 mod trace;
 
