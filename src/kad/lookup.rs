@@ -60,13 +60,13 @@
 //!   closest contact lies to the node (then they are likely replicas too). In a network of
 //!   k nodes or fewer (`docker compose up --scale node=20`) that is every get.
 //! - A get's spare request is hedged ([`Lookup::hedged`]; `crate::node::rtt`): among holders
-//!   it sends as many FIND_VALUEs as copies it still wants, and another in place of each
-//!   that has gone unanswered for the smoothed round trip plus four deviations (TCP's
+//!   it sends as many FIND_VALUEs as copies it still wants, and another in place of each that
+//!   has gone unanswered for the smoothed round trip plus four deviations (TCP's
 //!   retransmission timeout, RFC 6298), where the paper's lookup sends alpha at once. The
 //!   spare sent at once covered a holder that is slow or silent; such a holder now costs a
-//!   get that delay, and a get among healthy holders sends no spare. A holder that fails,
-//!   or answers without the record, is replaced at once as before. 100-node devnet (`kademlia devnet`, 1,000 puts
-//!   then gets through `kademlia bench`, the FIND_VALUEs the nodes served
+//!   get that delay, and a get among healthy holders sends no spare. A holder that fails, or
+//!   answers without the record, is replaced at once as before. 100-node devnet (`kademlia
+//!   devnet`, 1,000 puts then gets through `kademlia bench`, the FIND_VALUEs the nodes served
 //!   (`rpc_server_call_duration_seconds_count`) divided by the gets): 2.82-2.83 -> 1.86
 //!   FIND_VALUEs a get, at concurrency 1 and 32. Gets right after 30 of 100 node processes
 //!   stopped answering (`SIGNAL=STOP scripts/measure-kill.sh`, their connections open and
@@ -214,8 +214,8 @@ pub struct Lookup {
     stop_at_convergence: bool,
     /// The closest seeds are holders, or likely ones ([`Lookup::beside_a_holder`]).
     beside_holder: bool,
-    /// The spare request beyond the records still wanted waits this long for the requests in
-    /// flight ([`Lookup::hedged`]); `None`: it goes out at once.
+    /// Among holders, a request unanswered this long stops counting as in flight, and the
+    /// spare waits for that ([`Lookup::hedged`]); `None`: the spare goes out at once.
     hedge: Option<Duration>,
 }
 
@@ -451,8 +451,10 @@ impl Lookup {
         // query, if it has fewer than alpha requests in flight.
         let mut any_next = false;
         let mut any_in_flight = false;
-        // Requests in flight on every path (timed-out ones were marked above).
+        // Requests in flight on every path (timed-out ones were marked above), and those of
+        // them that went late for a hedge.
         let mut waiting = 0;
+        let mut late = 0;
         let mut all_converged = true;
         let mut wake: Option<Instant> = None;
         let mut query: Option<Distance> = None;
@@ -462,6 +464,8 @@ impl Lookup {
             any_next |= scan.next.is_some();
             any_in_flight |= scan.in_flight > 0;
             waiting += scan.path_in_flight;
+            let path_late = self.late(path, now);
+            late += path_late;
             wake = earlier(wake, scan.wake);
             if let Some(d) = scan.next {
                 // Past convergence the paper sends to all of the k closest not yet queried.
@@ -473,7 +477,7 @@ impl Lookup {
                 };
                 // Hedged requests that went late stop counting against alpha, as timed-out
                 // ones do (their answers are still awaited and used).
-                if scan.path_in_flight.saturating_sub(self.late(path, now)) < limit {
+                if scan.path_in_flight.saturating_sub(path_late) < limit {
                     query = query.or(Some(d));
                 } else {
                     wake = earlier(wake, self.next_deadline());
@@ -491,12 +495,11 @@ impl Lookup {
             }
             return Poll::Wait(self.earliest(self.next_deadline()));
         }
-        if query.is_some()
-            && let Some(hedge_at) = self.enough_in_flight(waiting, now)
-        {
-            // Enough holders are being asked: wait for them (or for one to time out, or to be
-            // late enough for the hedged spare).
-            return Poll::Wait(self.earliest(earlier(self.next_deadline(), hedge_at)));
+        if query.is_some() && self.enough_in_flight(waiting.saturating_sub(late)) {
+            // Enough holders are being asked: wait for them (or for one to time out, or to go
+            // late, which lets another go out in its place).
+            let wake = earlier(self.next_deadline(), self.next_late(now));
+            return Poll::Wait(self.earliest(wake));
         }
         match query {
             Some(d) => {
@@ -512,22 +515,41 @@ impl Lookup {
         }
     }
 
-    /// Requests in flight on `path` that went unanswered for the hedge, when the lookup is
-    /// hedged ([`Lookup::hedged`]) and among holders; 0 otherwise.
+    /// The hedge ([`Lookup::hedged`]) when it applies: the lookup is among holders.
+    fn hedge_now(&self) -> Option<Duration> {
+        self.hedge.filter(|_| self.among_holders())
+    }
+
+    /// When `p`'s request goes late: unanswered for `hedge`. `None` when it is not in flight.
+    fn turns_late(&self, p: &Peer, hedge: Duration) -> Option<Instant> {
+        match p.state {
+            // Sent at its deadline less the timeout.
+            State::Waiting { deadline } => {
+                Some(deadline.checked_sub(self.timeout).unwrap_or(deadline) + hedge)
+            }
+            _ => None,
+        }
+    }
+
+    /// Requests in flight on `path` that went late for the hedge, when it applies.
     fn late(&self, path: usize, now: Instant) -> usize {
-        let Some(hedge) = self.hedge.filter(|_| self.among_holders()) else {
+        let Some(hedge) = self.hedge_now() else {
             return 0;
         };
         self.peers
             .values()
-            .filter(|p| p.path == path)
-            .filter(|p| matches!(p.state, State::Waiting { deadline } if self.sent_at(deadline) + hedge <= now))
+            .filter(|p| p.path == path && self.turns_late(p, hedge).is_some_and(|at| at <= now))
             .count()
     }
 
-    /// When a request whose deadline is `deadline` was sent.
-    fn sent_at(&self, deadline: Instant) -> Instant {
-        deadline.checked_sub(self.timeout).unwrap_or(deadline)
+    /// The next moment a request in flight goes late for the hedge, when it applies.
+    fn next_late(&self, now: Instant) -> Option<Instant> {
+        let hedge = self.hedge_now()?;
+        self.peers
+            .values()
+            .filter_map(|p| self.turns_late(p, hedge))
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// A FindValue lookup that found a record, or started among holders on one path.
@@ -542,30 +564,13 @@ impl Lookup {
     /// get with `read_quorum` 2 otherwise sent a fourth FIND_VALUE as soon as the first copy
     /// came back (see the module's notes).
     ///
-    /// With [`Lookup::hedged`] there is no spare at once: a request that has gone unanswered
-    /// for the hedge stops counting (as a timed-out one stops counting against alpha), so each
-    /// late holder gets one spare, and several silent ones do not hold the lookup until their
-    /// timeouts. `Some(when)`: enough are in flight, and `when` the next of them turns late.
-    fn enough_in_flight(&self, in_flight: usize, now: Instant) -> Option<Option<Instant>> {
-        if !self.among_holders() {
-            return None;
-        }
-        let still = self.wanted.saturating_sub(self.holders.len());
-        let Some(hedge) = self.hedge else {
-            return (in_flight > still).then_some(None);
-        };
-        // When each request in flight turns late (it was sent at its deadline less the
-        // timeout).
-        let late_at = self.peers.values().filter_map(|p| match p.state {
-            State::Waiting { deadline } => Some(self.sent_at(deadline) + hedge),
-            _ => None,
-        });
-        let (mut timely, mut next_late) = (0, None);
-        for at in late_at.filter(|at| *at > now) {
-            timely += 1;
-            next_late = earlier(next_late, Some(at));
-        }
-        (timely >= still).then_some(next_late)
+    /// With [`Lookup::hedged`] there is no spare at once, and `timely` leaves out the requests
+    /// that went late (as a timed-out one stops counting against alpha): each late holder
+    /// gets one in its place, and several silent ones do not hold the lookup until their
+    /// timeouts.
+    fn enough_in_flight(&self, timely: usize) -> bool {
+        let spare = usize::from(self.hedge.is_none());
+        self.among_holders() && timely >= self.wanted.saturating_sub(self.holders.len()) + spare
     }
 
     /// One path's state: its closest candidate not yet contacted among its k closest still in
@@ -1134,7 +1139,6 @@ mod tests {
         );
     }
 
-    /// Queries the lookup sends at `now` before it has to wait for an answer.
     /// A contact for each id, at addresses of their own ("c0", "c1", ...).
     fn contacts(ids: &[NodeId]) -> Vec<Contact> {
         ids.iter()
@@ -1143,6 +1147,7 @@ mod tests {
             .collect()
     }
 
+    /// Queries the lookup sends at `now` before it has to wait for an answer.
     fn sent_now(l: &mut Lookup, now: Instant) -> Vec<Contact> {
         let mut sent = Vec::new();
         while let Poll::Query(c) = l.poll(now) {
@@ -1414,12 +1419,16 @@ mod tests {
         let ids: Vec<NodeId> = (1..=7).map(id_at).collect();
         let ids_of = |sent: Vec<Contact>| sent.iter().map(|c| c.id).collect::<Vec<_>>();
         let hedge = Duration::from_millis(5);
+        // A hedged FindValue lookup among (likely) holders, wanting `copies`.
+        let holders = |copies: usize| {
+            lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
+                .wanting(copies)
+                .beside_a_holder(true)
+                .hedged(hedge)
+        };
         // Among (likely) holders, wanting two copies: two requests and no spare yet; the
         // lookup wakes when the first of them is late.
-        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
-            .wanting(2)
-            .beside_a_holder(true)
-            .hedged(hedge);
+        let mut l = holders(2);
         assert_eq!(ids_of(sent_now(&mut l, now)), vec![ids[0], ids[1]]);
         assert_eq!(l.poll(now), Poll::Wait(Some(now + hedge)));
         // One answers without the record: the next one goes out at once, still no spare.
@@ -1438,10 +1447,7 @@ mod tests {
         assert_eq!(l.finish().queried, 4);
 
         // Healthy holders: two requests, two copies, no spare at all.
-        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
-            .wanting(2)
-            .beside_a_holder(true)
-            .hedged(hedge);
+        let mut l = holders(2);
         assert_eq!(sent_now(&mut l, now).len(), 2);
         l.on_success(&ids[0], vec![], Some(record_of(target, ids[0])));
         assert_eq!(
@@ -1455,10 +1461,7 @@ mod tests {
 
         // Both holders asked are silent: each gets a spare once it is late, and the copies
         // end the lookup without waiting for the silent ones' timeouts.
-        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
-            .wanting(2)
-            .beside_a_holder(true)
-            .hedged(hedge);
+        let mut l = holders(2);
         assert_eq!(ids_of(sent_now(&mut l, now)), vec![ids[0], ids[1]]);
         assert_eq!(ids_of(sent_now(&mut l, late)), vec![ids[2], ids[3]]);
         l.on_success(&ids[2], vec![], Some(record_of(target, ids[2])));
@@ -1466,10 +1469,7 @@ mod tests {
         assert_eq!(l.poll(late), Poll::Done);
 
         // A failed holder is replaced at once.
-        let mut l = lookup_with_alpha(Mode::FindValue, contacts(&ids), 3)
-            .wanting(1)
-            .beside_a_holder(true)
-            .hedged(hedge);
+        let mut l = holders(1);
         assert_eq!(ids_of(sent_now(&mut l, now)), vec![ids[0]]);
         l.on_failure(&ids[0]);
         assert_eq!(ids_of(sent_now(&mut l, soon)), vec![ids[1]]);
