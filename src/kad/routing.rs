@@ -495,6 +495,28 @@ impl RoutingTable {
         None
     }
 
+    /// Whether this table holds every node it has heard of nearer `key` than the farthest of
+    /// `seeds` (the table's closest contacts to `key`): the buckets that range falls in are
+    /// not full, so no contact there was turned away (paper section 2.2: a node's table is
+    /// complete where its buckets are not full). Then `seeds` are the key's k closest nodes
+    /// as far as the network has told this node.
+    pub fn covers(&self, key: &NodeId, seeds: &[Contact]) -> bool {
+        // Nodes nearer `key` than the farthest seed share its id above bit `m`.
+        let m = match seeds.get(self.k.saturating_sub(1)) {
+            Some(c) if seeds.len() >= self.k => {
+                c.id.distance(key).bucket_index().map_or(0, |b| b + 1)
+            }
+            _ => ID_BITS,
+        };
+        let not_full = |i: usize| self.buckets.get(i).is_none_or(|b| b.entries.len() < self.k);
+        match self.local.bucket_index(key) {
+            // Beyond `m` from this node: that range lies within the key's bucket.
+            Some(b) if b >= m => not_full(b),
+            // Within `m`: that range is this node's buckets below `m`.
+            _ => (0..m).all(not_full),
+        }
+    }
+
     /// Where the refresh of bucket `index` (a lookup for `target`, an id in its range)
     /// starts. A non-empty bucket starts as any lookup. An empty bucket's range may be a blind
     /// spot that every node near this one shares (nodes that joined together and never heard
@@ -1224,6 +1246,43 @@ mod tests {
             t.on_failure(&near);
         }
         assert_eq!(t.neighbourhood_bucket(), Some(155));
+    }
+
+    #[test]
+    fn a_table_covers_a_key_where_the_buckets_around_its_k_closest_are_not_full() {
+        let t0 = Instant::now();
+        let me = NodeId([0; 20]);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut t = RoutingTable::new(me, 4, t0);
+        let covers = |t: &RoutingTable, key: &NodeId| t.covers(key, &t.lookup_seeds(key, 4));
+        for _ in 0..3 {
+            let _ = t.insert(c(me.random_in_bucket(150, &mut rng)), t0);
+        }
+        let far = me.random_in_bucket(159, &mut rng);
+        let near = me.random_in_bucket(150, &mut rng);
+        assert!(
+            covers(&t, &far),
+            "fewer than k contacts: every one is among any key's k closest"
+        );
+        assert!(covers(&t, &near));
+        for _ in 0..4 {
+            let _ = t.insert(c(me.random_in_bucket(159, &mut rng)), t0);
+        }
+        assert_eq!(t.buckets[159].entries.len(), 4);
+        assert!(
+            !covers(&t, &far),
+            "the far key's k closest lie in a full bucket"
+        );
+        assert!(
+            !covers(&t, &near),
+            "the near key's 4th closest is in the full bucket: so may be nodes this table turned away"
+        );
+        let _ = t.insert(c(me.random_in_bucket(152, &mut rng)), t0);
+        assert!(
+            covers(&t, &near),
+            "its 4 closest lie within buckets 0-152, none full"
+        );
+        assert!(!covers(&t, &far));
     }
 
     #[test]

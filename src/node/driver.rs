@@ -535,6 +535,9 @@ impl Driver {
     ) {
         let now = self.now();
         let p = self.core.params().clone();
+        // A survey must hear from each of the k closest: when the seeds are all of them that
+        // this node could know of, it asks them at once (`Lookup::all_at_once`).
+        let seeds_cover = mode == Mode::Survey && self.core.routing().covers(&target, &seeds);
         self.core.routing_mut().mark_lookup(&target, now);
         let lookup = Lookup::new(
             self.core.id(),
@@ -554,7 +557,7 @@ impl Driver {
             AfterLookup::Write {
                 conditional: true, ..
             } => lookup.until_converged(),
-            _ => lookup,
+            _ => lookup.all_at_once(seeds_cover),
         };
         let trace = LookupTrace::start(self.core.id(), target, mode);
         let id = self.next_op;
