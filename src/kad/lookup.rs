@@ -1180,13 +1180,27 @@ mod tests {
         sent
     }
 
+    /// `n` seeds at distances 1..=n from the target (id 0), at addresses "n1", "n2", ...
+    fn ranked_seeds(n: u8) -> Vec<Contact> {
+        (1..=n)
+            .map(|i| Contact::new(id_with(i, 0), format!("n{i}")))
+            .collect()
+    }
+
+    /// `by` answers naming the target's own id (closer than anyone), at "zero"; checks that
+    /// the lookup asks it at once, and returns that query.
+    fn names_a_closer_one(l: &mut Lookup, by: &NodeId, now: Instant) -> Vec<Contact> {
+        l.on_success(by, vec![Contact::new(id_with(0, 0), "zero")], None);
+        let closer = sent_now(l, now);
+        assert_eq!(closer.len(), 1);
+        assert_eq!(&*closer[0].addr, "zero");
+        closer
+    }
+
     #[test]
     fn once_the_alpha_closest_answered_the_rest_of_the_k_closest_are_queried_at_once() {
         let now = Instant::now();
-        // 30 seeds at distances 1..=30 from the target.
-        let seeds: Vec<Contact> = (1..=30u8)
-            .map(|i| Contact::new(id_with(i, 0), format!("n{i}")))
-            .collect();
+        let seeds = ranked_seeds(30);
         let mut l = lookup_from(seeds);
         let first = sent_now(&mut l, now);
         assert_eq!(first.len(), ALPHA, "alpha in flight before convergence");
@@ -1202,14 +1216,7 @@ mod tests {
         let ranks: Vec<u8> = burst.iter().map(|c| c.id.0[19]).collect();
         assert_eq!(ranks, (5..=K as u8).collect::<Vec<_>>());
         // A closer contact named during the burst is queried at once too.
-        l.on_success(
-            &burst[0].id,
-            vec![Contact::new(id_with(0, 0), "zero")],
-            None,
-        );
-        let closer = sent_now(&mut l, now);
-        assert_eq!(closer.len(), 1);
-        assert_eq!(&*closer[0].addr, "zero");
+        let closer = names_a_closer_one(&mut l, &burst[0].id, now);
         // It ends with every one of the k closest answered.
         for c in burst.iter().skip(1).chain(&next).chain(&closer) {
             l.on_success(&c.id, vec![], None);
@@ -1222,9 +1229,7 @@ mod tests {
     #[test]
     fn a_survey_whose_seeds_are_the_k_closest_asks_them_all_at_once() {
         let now = Instant::now();
-        let seeds: Vec<Contact> = (1..=30u8)
-            .map(|i| Contact::new(id_with(i, 0), format!("n{i}")))
-            .collect();
+        let seeds = ranked_seeds(30);
         let mut l = lookup_in(Mode::Survey, seeds.clone()).all_at_once(true);
         let first = sent_now(&mut l, now);
         let ranks: Vec<u8> = first.iter().map(|c| c.id.0[19]).collect();
@@ -1234,14 +1239,7 @@ mod tests {
             "the k closest, not alpha"
         );
         // A closer contact one of them names is asked at once, as past convergence.
-        l.on_success(
-            &first[5].id,
-            vec![Contact::new(id_with(0, 0), "zero")],
-            None,
-        );
-        let closer = sent_now(&mut l, now);
-        assert_eq!(closer.len(), 1);
-        assert_eq!(&*closer[0].addr, "zero");
+        let closer = names_a_closer_one(&mut l, &first[5].id, now);
         for c in first.iter().chain(&closer) {
             l.on_success(&c.id, vec![], None);
         }
