@@ -19,7 +19,7 @@
 //!   round of whichever answer happened to arrive first overstated some: of 1,000 lookups
 //!   among 10,000 simulated nodes, 14 went 5 rounds by that count and 7 by this one; with
 //!   30 % churn, 58 and 54).
-//! - A survey (a put's or delete's FIND_VALUE visit of the k closest) whose seeds are all of
+//! - A survey (a put's, delete's or locate's FIND_VALUE visit of the k closest) whose seeds are all of
 //!   the key's k closest that this node could know of ([`Lookup::all_at_once`]; the driver asks
 //!   `RoutingTable::covers`: the buckets around them are not full, so the table turned nobody
 //!   away there) asks them all at once, where the paper asks alpha first and the rest once
