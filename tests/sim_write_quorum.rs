@@ -7,6 +7,9 @@
 //! hold, so it answers with `quorum - 1` replicas slow (and not with more: that wait is what
 //! keeps an acknowledged write from hiding behind a version from a clock ahead).
 //!
+//! And a put in a network of k nodes or fewer takes two rounds, not three: its survey asks
+//! every replica at once rather than alpha first.
+//!
 //! The network runs on tokio's paused clock, so the slow replicas' delay costs no real time
 //! and the order of events is what the test checks, not a measured latency.
 
@@ -129,4 +132,44 @@ async fn a_delete_answers_at_its_quorum_while_the_slower_stores_still_complete()
 #[tokio::test(start_paused = true)]
 async fn a_conditional_put_answers_without_waiting_for_quorum_minus_one_slow_replicas() {
     answers_before_the_slow_replicas(Write::ConditionalPut, |_| 2).await;
+}
+
+/// What each request costs its receiver in the rounds test, one at a time: far above the
+/// simulated network's other delays, so a put's time counts its rounds.
+const ROUND: Duration = Duration::from_millis(100);
+
+/// In a network of k nodes or fewer every node knows every other, so a put's survey asks all
+/// of them at once (`kad::lookup`, `Lookup::all_at_once`): one round of FIND_VALUEs, then one
+/// of STOREs. The paper's order, alpha first and the rest once they answered, takes three
+/// (it did before: 300 ms a put here).
+#[tokio::test(start_paused = true)]
+async fn in_a_network_of_k_nodes_or_fewer_a_put_surveys_every_replica_at_once() {
+    const N: usize = 12;
+    let sim = SimNet::build(14, N, N).await;
+    let writer = &sim.nodes[0].handle;
+    assert_eq!(common::peers_once(writer, N - 1).await, N - 1);
+    // The joins' refresh lookups end; background requests queued at a replica would add
+    // rounds of their own.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    sim.net.set_service_time(ROUND);
+    let mut fastest = Duration::MAX;
+    for i in 0..3 {
+        while sim.net.stats().in_flight > 0 {
+            tokio::time::sleep(ROUND).await;
+        }
+        let started = tokio::time::Instant::now();
+        writer
+            .put(format!("rounds-key-{i}"), b"v".to_vec(), None)
+            .await
+            .expect("put acknowledged");
+        let took = started.elapsed();
+        assert!(took >= 2 * ROUND, "put {i} took {took:?}: under two rounds");
+        fastest = fastest.min(took);
+    }
+    assert!(
+        fastest < 3 * ROUND,
+        "the fastest of 3 puts took {fastest:?}: two rounds of {ROUND:?} expected (FIND_VALUEs, STOREs)"
+    );
+    sim.net.set_service_time(Duration::ZERO);
+    sim.shutdown().await;
 }
