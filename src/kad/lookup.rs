@@ -22,10 +22,11 @@
 //! - A survey (a put's, delete's or locate's FIND_VALUE visit of the k closest) whose seeds
 //!   are all of the key's k closest that this node could know of ([`Lookup::all_at_once`];
 //!   the driver asks `RoutingTable::covers`: the buckets around them are not full, so the
-//!   table turned nobody away there) asks them all at once, where the paper asks alpha first and the rest once
-//!   they answered. A survey has to hear from each of them anyway, so this costs no RPCs and
-//!   saves that first round: in a network of k nodes or fewer (`docker compose up --scale
-//!   node=20`) on every put; among 100 nodes on about a quarter of them. A closer node one of
+//!   table turned nobody away there) asks them all at once, where the paper asks alpha
+//!   first and the rest once they answered. A survey has to hear from each of them anyway,
+//!   so this costs no RPCs and saves that first round: in a network of k nodes or fewer
+//!   (`docker compose up --scale node=20`) on every put; among 100 nodes on about a quarter
+//!   of them. A closer node one of
 //!   them names is still asked, so a table that missed one (a diversity cap turned it away)
 //!   costs a round, as before. 20-node devnet (`kademlia devnet --nodes 20`, 1,000 puts at
 //!   concurrency 1 through `kademlia bench`, builds alternated, three pairs): put p50

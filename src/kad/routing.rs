@@ -484,7 +484,7 @@ impl RoutingTable {
     /// no more than k other nodes, and each of them is one of any key's k closest). Nodes lie
     /// about as densely around a key as around this node, so a contact nearer a key than
     /// 2^index is likely one of the key's k closest: a replica of its record.
-    pub fn neighbourhood_bucket(&self) -> Option<usize> {
+    fn neighbourhood_bucket(&self) -> Option<usize> {
         let mut seen = 0;
         for (index, bucket) in self.buckets.iter().enumerate() {
             seen += bucket.entries.iter().filter(|e| !e.is_stale()).count();
@@ -493,6 +493,20 @@ impl RoutingTable {
             }
         }
         None
+    }
+
+    /// How many of `seeds` (the table's closest contacts to `key`) are likely replicas of its
+    /// record: nearer the key than this node's k-th closest live contact lies to this node
+    /// ([`Self::neighbourhood_bucket`]), or all of them when this node knows fewer than k.
+    pub fn likely_replicas(&self, key: &NodeId, seeds: &[Contact]) -> usize {
+        let radius = self.neighbourhood_bucket();
+        seeds
+            .iter()
+            .filter(|c| {
+                let d = c.id.distance(key).bucket_index();
+                radius.is_none_or(|r| d.is_none_or(|d| d < r))
+            })
+            .count()
     }
 
     /// Whether this table holds every node it has heard of nearer `key` than the farthest of
@@ -1246,6 +1260,11 @@ mod tests {
             t.on_failure(&near);
         }
         assert_eq!(t.neighbourhood_bucket(), Some(155));
+        // For a key at this node's own id, the live seeds in buckets 140 and 150 lie nearer
+        // than 2^155: likely replicas; the one in 155 does not.
+        let seeds = t.lookup_seeds(&me, 4);
+        assert_eq!(seeds.len(), 4);
+        assert_eq!(t.likely_replicas(&me, &seeds), 3);
     }
 
     #[test]

@@ -480,11 +480,10 @@ impl Driver {
     /// A FIND_VALUE lookup that goes on until `records` contacts returned the record (see
     /// [`Lookup::wanting`]). It starts among holders ([`Lookup::beside_a_holder`]) when this
     /// node holds a replica of the key (`holds_replica`), or when its `records` closest seeds
-    /// are likely replicas: nearer the key than this node's k-th closest contact is to it
-    /// ([`RoutingTable::neighbourhood_bucket`]). Its spare request is hedged
+    /// are likely replicas ([`RoutingTable::likely_replicas`]). Its spare request is hedged
     /// ([`Lookup::hedged`]) by the round trips seen so far.
     ///
-    /// [`RoutingTable::neighbourhood_bucket`]: crate::kad::routing::RoutingTable::neighbourhood_bucket
+    /// [`RoutingTable::likely_replicas`]: crate::kad::routing::RoutingTable::likely_replicas
     pub fn start_read(
         &mut self,
         target: NodeId,
@@ -494,15 +493,7 @@ impl Driver {
     ) {
         let routing = self.core.routing();
         let seeds = routing.lookup_seeds(&target, self.core.params().k);
-        let radius = routing.neighbourhood_bucket();
-        let likely = seeds
-            .iter()
-            .filter(|c| {
-                let d = c.id.distance(&target).bucket_index();
-                radius.is_none_or(|r| d.is_none_or(|d| d < r))
-            })
-            .count()
-            >= records;
+        let likely = routing.likely_replicas(&target, &seeds) >= records;
         let hedge = self.round_trips.hedge(self.core.params().rpc_timeout);
         let shape = |l: Lookup| {
             let l = l.wanting(records).beside_a_holder(holds_replica || likely);
