@@ -548,7 +548,9 @@ impl Driver {
             AfterLookup::Write {
                 conditional: true, ..
             } => lookup.until_converged(),
-            _ => lookup.all_at_once(seeds_cover),
+            _ => lookup
+                .all_at_once(seeds_cover)
+                .at_first_near_answer(mode == Mode::Survey),
         };
         let trace = LookupTrace::start(self.core.id(), target, mode);
         let id = self.next_op;
