@@ -26,7 +26,7 @@ use crate::error::DhtError;
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::read::{copies_wanted, resolve};
 use crate::kad::store::{NEVER, PutOutcome, StoreError, unix_ms, unix_us};
-use crate::kad::write::{Ack, Plan, Step, Verdict, Write, WriteSettings};
+use crate::kad::write::{Ack, Eager, Plan, Step, Verdict, Write, WriteSettings};
 use crate::kad::{NodeId, Record, Reply as PeerReply, Request, Response};
 use crate::net::TransportError;
 
@@ -271,6 +271,7 @@ impl Driver {
             record,
             reply,
             conditional: self.cfg.conditional_puts,
+            eager: None,
         };
         self.start_lookup(key_id, Mode::Survey, then);
     }
@@ -300,6 +301,7 @@ impl Driver {
             record,
             reply,
             conditional: false,
+            eager: None,
         };
         self.start_lookup(key_id, Mode::Survey, then);
     }
@@ -450,8 +452,14 @@ impl Driver {
         outcome: Outcome,
         reply: Reply<WriteResult>,
         conditional: bool,
+        eager: Option<Box<Eager>>,
     ) {
-        if let Some(e) = self.cut_off(&outcome, "nothing was written") {
+        let consequence = if eager.as_ref().is_some_and(|e| e.sent_any()) {
+            "the write may be partially applied: retry it"
+        } else {
+            "nothing was written"
+        };
+        if let Some(e) = self.cut_off(&outcome, consequence) {
             // With no peer answering, this node alone would "succeed" and the value would be
             // lost to the rest of the network.
             return drop(reply.send(Err(e)));
@@ -467,19 +475,39 @@ impl Driver {
             conditional,
         };
         let me = self.core.me().clone();
+        // A put whose STOREs went out with its survey keeps their version, and its id (their
+        // answers come back under it), unless the survey saw a version at or above it.
+        let (eager_op, eager_plan) = match eager {
+            Some(eager) => (
+                Some(eager.op),
+                Write::plan_after_eager(
+                    *eager,
+                    &outcome,
+                    local.as_ref(),
+                    &me,
+                    settings,
+                    unix_us(wall),
+                ),
+            ),
+            None => (None, None),
+        };
+        let reuse_op = eager_op.filter(|_| eager_plan.is_some());
         let Plan {
             write,
             replicas,
             also,
-        } = Write::plan(
-            record,
-            &outcome,
-            local.as_ref(),
-            &me,
-            settings,
-            &mut self.clock,
-            unix_us(wall),
-        );
+        } = match eager_plan {
+            Some(plan) => plan,
+            None => Write::plan(
+                record,
+                &outcome,
+                local.as_ref(),
+                &me,
+                settings,
+                &mut self.clock,
+                unix_us(wall),
+            ),
+        };
         let store = Request::Store {
             record: write.record().clone(),
             cached: false,
@@ -490,10 +518,17 @@ impl Driver {
         for holder in &also {
             self.send(None, Purpose::Oneway, holder, store.clone());
         }
-        let op = self.new_op(Op::Write {
+        let write = Op::Write {
             write: Box::new(write),
             reply: Some(reply),
-        });
+        };
+        let op = match reuse_op {
+            Some(op) => {
+                self.ops.insert(op, write);
+                op
+            }
+            None => self.new_op(write),
+        };
         for c in &replicas {
             self.send(Some(op), Purpose::Store, c, store.clone());
         }
@@ -501,9 +536,6 @@ impl Driver {
     }
 
     pub(crate) fn on_store_result(&mut self, op: u64, done: &RpcDone) {
-        let Some(Op::Write { write, .. }) = self.ops.get_mut(&op) else {
-            return;
-        };
         let ack = match &done.result {
             Ok(PeerReply {
                 body: Response::Stored { stored: true, .. },
@@ -521,10 +553,28 @@ impl Driver {
             Err(TransportError::Overloaded(_, why)) => Ack::Exhausted(why.clone()),
             _ => Ack::Failed,
         };
-        self.metrics
-            .observe_write_store(ack == Ack::Stored, write.answered());
-        write.on_ack(&done.addr, ack);
-        self.step_write(op);
+        match self.ops.get_mut(&op) {
+            Some(Op::Write { write, .. }) => {
+                self.metrics
+                    .observe_write_store(ack == Ack::Stored, write.answered());
+                write.on_ack(&done.addr, ack);
+                self.step_write(op);
+            }
+            // An eager STORE answered while its put's survey still runs.
+            Some(Op::Lookup {
+                then:
+                    AfterLookup::Write {
+                        eager: Some(eager), ..
+                    },
+                ..
+            }) => {
+                self.metrics.observe_write_store(ack == Ack::Stored, false);
+                eager.on_ack(done.addr.as_str().into(), ack);
+            }
+            // An eager STORE of a put whose survey saw a newer version: its write went out
+            // afresh, and this answer no longer counts.
+            _ => self.metrics.observe_write_store(ack == Ack::Stored, true),
+        }
     }
 
     /// Performs what write `op` asks for, until it waits or is done.
@@ -580,6 +630,7 @@ impl Driver {
                         record: write.record().clone(),
                         reply,
                         conditional: false,
+                        eager: None,
                     };
                     self.start_lookup(write.record().key, Mode::Survey, then);
                     return;
