@@ -8,9 +8,8 @@
 //! keeps an acknowledged write from hiding behind a version from a clock ahead).
 //!
 //! And a put in a network of k nodes or fewer takes two rounds, not three: its survey asks
-//! every replica at once rather than alpha first. Among 100 nodes most puts take two as well:
-//! the survey asks the rest of the k closest once one of its alpha closest answered, and
-//! sends each its STORE along with its FIND_VALUE.
+//! every replica at once rather than alpha first. Among 100 nodes most puts take three: the
+//! survey asks the rest of the k closest once one of its alpha closest answered.
 //!
 //! The network runs on tokio's paused clock, so the slow replicas' delay costs no real time
 //! and the order of events is what the test checks, not a measured latency.
@@ -141,10 +140,9 @@ async fn a_conditional_put_answers_without_waiting_for_quorum_minus_one_slow_rep
 const ROUND: Duration = Duration::from_millis(100);
 
 /// In a network of k nodes or fewer every node knows every other, so a put's survey asks all
-/// of them at once (`kad::lookup`, `Lookup::all_at_once`), each with its STORE
-/// (`kad::write::Eager`): a replica serves the FIND_VALUE, then the STORE, two rounds of its
-/// time. The paper's order, alpha first and the rest once they answered, takes three (it
-/// did before: 300 ms a put here).
+/// of them at once (`kad::lookup`, `Lookup::all_at_once`): one round of FIND_VALUEs, then one
+/// of STOREs. The paper's order, alpha first and the rest once they answered, takes three
+/// (it did before: 300 ms a put here).
 #[tokio::test(start_paused = true)]
 async fn in_a_network_of_k_nodes_or_fewer_a_put_surveys_every_replica_at_once() {
     const N: usize = 12;
@@ -185,13 +183,11 @@ async fn in_a_network_of_k_nodes_or_fewer_a_put_surveys_every_replica_at_once() 
 /// Among 100 nodes a put's survey asks the alpha closest seeds first; once one of the alpha
 /// closest it knows has answered, it asks the rest of the k closest at once
 /// (`Lookup::at_first_near_answer`): a peer that close to the key knows its neighbourhood, so
-/// waiting for the other two only delayed the last round. Waiting for all alpha closest, 18
-/// of these 60 puts took four rounds or more; with the change, 5. And from then on each
-/// replica is sent its STORE along with its FIND_VALUE (`kad::write::Eager`), so most puts
-/// take two rounds (the seeds, then the rest of the k closest with their STOREs): 16 of the
-/// 60 did with the STOREs after the survey, 54 with them along.
+/// waiting for the other two only delayed the last round. Most puts then take three rounds
+/// (seeds, the rest of the k closest, STOREs). Waiting for all alpha closest, 18 of these 60
+/// puts took four rounds or more; with the change, 5.
 #[tokio::test(start_paused = true)]
-async fn among_100_nodes_most_puts_take_two_rounds() {
+async fn among_100_nodes_a_survey_asks_the_rest_of_the_k_closest_after_one_near_answer() {
     const N: usize = 100;
     const PUTS: usize = 60;
     let sim = SimNet::build(15, N, 20).await;
@@ -219,11 +215,6 @@ async fn among_100_nodes_most_puts_take_two_rounds() {
     assert!(
         slow <= 10,
         "{slow} of {PUTS} puts took four rounds or more (puts by rounds: {rounds:?})"
-    );
-    let two = rounds.range(..=2).map(|(_, n)| n).sum::<usize>();
-    assert!(
-        two >= 45,
-        "{two} of {PUTS} puts took two rounds or fewer (puts by rounds: {rounds:?})"
     );
     sim.net.set_service_time(Duration::ZERO);
     sim.shutdown().await;

@@ -436,24 +436,6 @@ impl Lookup {
         self.mode == Mode::Survey
     }
 
-    /// A lookup on one path that has converged: from now on it queries every candidate among
-    /// its k closest at once (see [`Lookup::all_at_once`], [`Lookup::at_first_near_answer`]).
-    pub fn converged(&self) -> bool {
-        self.paths == 1 && self.converged[0]
-    }
-
-    /// Its k closest contacts still in the running that it has queried (answered or awaited),
-    /// closest first.
-    pub fn queried_closest(&self) -> Vec<Contact> {
-        self.peers
-            .values()
-            .filter(|p| !matches!(p.state, State::Failed | State::TimedOut))
-            .take(self.k)
-            .filter(|p| matches!(p.state, State::Waiting { .. } | State::Succeeded { .. }))
-            .map(|p| p.contact.clone())
-            .collect()
-    }
-
     /// The contacts queried so far, closest to the target first.
     pub fn visits(&self) -> Vec<Visit> {
         self.peers

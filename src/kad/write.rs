@@ -1,8 +1,7 @@
 //! A put's or delete's write to its replica set, as a state machine without I/O.
 //!
 //! The driver runs a survey lookup (FIND_VALUE with `omit_value`, collecting every version),
-//! then [`Write::plan`] decides everything that follows (a fresh put's STOREs may already be
-//! under way: see *Eager STOREs* below):
+//! then [`Write::plan`] decides everything that follows:
 //! - the version: the node's [`HybridClock`], moved past every version the survey saw and the
 //!   local copy's, so the write is ordered after them whatever this node's clock says;
 //! - a delete's lifetime: [`tombstone_expiry`] of the copies the survey saw;
@@ -47,20 +46,6 @@
 //!   quorum's STOREs: with durable replicas, whose STOREs wait for the disk, one slow disk among
 //!   k then slows the put.
 //!
-//! **Eager STOREs** ([`Eager`]): a fresh put (not a delete, a conditional put or a retry, and
-//! on one lookup path) picks its version when it starts, from the node's clock and its own
-//! copy, and once its survey has converged it sends each of the k closest it queries the
-//! record along with the FIND_VALUE (and those it had queried already, at once). When the
-//! survey ends having seen no version at or above the eager one, the write is the surveyed
-//! write at that version ([`Write::plan_after_eager`]): the STOREs already answered count,
-//! the replicas not sent one yet are sent one now, and answers from nodes that turned out not
-//! to be replicas do not count. Otherwise (another writer's clock ran ahead, or a newer write
-//! raced it) the write is planned afresh above what the survey saw and sent again, as
-//! without eager STOREs. Either way an acknowledged put is ordered after every version its
-//! survey saw and stored on its quorum, as a surveyed put is; the STOREs just no longer wait
-//! for the survey's last answer, which saves a put the round trip of its STOREs when the
-//! network's latency rather than the nodes' CPU sets it.
-//!
 //! This node's own copy is written only after a peer accepted the record (or at once when no
 //! peer is in the replica set). Every peer checks the version against its own clock; a node
 //! whose clock runs far ahead has its STOREs refused by every correct peer, and must not keep
@@ -81,20 +66,10 @@
 //! fastest of five replicas rather than of k. A conditional put's lookup ends at convergence,
 //! and its STOREs go to the k closest *seen* (the paper stores at the k closest that answered):
 //! a dead one among them fails its STORE, leaving one copy fewer until replication restores it.
-//! A put's eager STOREs go to the k closest its survey has queried once it converged, before
-//! it knows the final k closest: a node that a closer one later pushes out of them keeps a
-//! copy beyond the k, as a cached one (section 2.5) would, and the 100-node devnet sent 1 %
-//! more STOREs for it (`kademlia devnet --nodes 100`, 1,000 puts at concurrency 1: 19.8 ->
-//! 20.0 a put). In a simulated 100-node network where each request costs its receiver
-//! 100 ms, 54 of 60 puts took two rounds with eager STOREs, 16 without (`sim_write_quorum`);
-//! on loopback, where a put's time is its nodes' CPU for its 40 RPCs rather than round trips,
-//! put p50 moved within the noise (three alternating pairs on a 100-node devnet: 7.3-8.8
-//! pings before, 7.0-7.7 after).
 
 use std::sync::Arc;
 
 use super::clock::HybridClock;
-use super::id::NodeId;
 use super::lookup::{Outcome, replica_set};
 use super::message::Contact;
 use super::store::{Record, tombstone_expiry};
@@ -226,9 +201,6 @@ pub struct Write {
     local: Local,
     /// [`Step::Answer`] was given.
     answered: bool,
-    /// The replicas (addresses) other than this node: only their answers count. Eager
-    /// STOREs ([`Eager`]) also went to nodes that turned out not to be replicas.
-    members: Vec<Arc<str>>,
 }
 
 impl Write {
@@ -250,46 +222,6 @@ impl Write {
             .chain(local.map(|r| r.version))
             .max();
         record.version = clock.issue(wall_us, seen);
-        Self::plan_at_version(record, outcome, local, me, settings, wall_us, None)
-    }
-
-    /// [`Write::plan`] for a put whose STOREs went out with its survey ([`Eager`]): when the
-    /// survey saw no version at or above the eager one (nor is this node's copy one), the
-    /// write keeps that version, counts the STOREs already answered and sends only to the
-    /// replicas not sent one yet. Otherwise `None`: the caller plans the write afresh, above
-    /// what the survey saw, and the eager STOREs' answers no longer count.
-    pub fn plan_after_eager(
-        eager: Eager,
-        outcome: &Outcome,
-        local: Option<&Record>,
-        me: &Contact,
-        settings: WriteSettings,
-        wall_us: u64,
-    ) -> Option<Plan> {
-        if !eager.usable(outcome, local) {
-            return None;
-        }
-        let record = eager.record.clone();
-        Some(Self::plan_at_version(
-            record,
-            outcome,
-            local,
-            me,
-            settings,
-            wall_us,
-            Some(eager),
-        ))
-    }
-
-    fn plan_at_version(
-        mut record: Record,
-        outcome: &Outcome,
-        local: Option<&Record>,
-        me: &Contact,
-        settings: WriteSettings,
-        wall_us: u64,
-        eager: Option<Eager>,
-    ) -> Plan {
         if record.tombstone {
             // Shadow the key as long as any copy this delete saw could live.
             let copies = outcome
@@ -332,7 +264,6 @@ impl Write {
         } else {
             Vec::new()
         };
-        let sent = |id: &NodeId| eager.as_ref().is_some_and(|e| e.sent.contains(id));
         let also = outcome
             .holders
             .iter()
@@ -340,12 +271,10 @@ impl Write {
                 r.version < record.version
                     && h.id != me.id
                     && !replicas.iter().any(|c| c.id == h.id)
-                    && !sent(&h.id)
             })
             .map(|(h, _)| h.clone())
             .collect();
-        let members = replicas.iter().map(|c| c.addr.clone()).collect();
-        let mut write = Write {
+        let write = Write {
             record,
             me: me.addr.to_string(),
             needed,
@@ -362,16 +291,7 @@ impl Write {
             other_failure: false,
             local: local_step,
             answered: false,
-            members,
         };
-        if let Some(eager) = eager {
-            // Replicas sent an eager STORE answer it (now, or later to this write); the rest
-            // are sent one now.
-            replicas.retain(|c| !eager.sent.contains(&c.id));
-            for (addr, ack) in eager.acks {
-                write.on_ack(&addr, ack);
-            }
-        }
         Plan {
             write,
             replicas,
@@ -403,9 +323,6 @@ impl Write {
 
     /// The answer of replica `addr` to its STORE.
     pub fn on_ack(&mut self, addr: &str, ack: Ack) {
-        if !self.members.iter().any(|a| **a == *addr) {
-            return;
-        }
         self.pending = self.pending.saturating_sub(1);
         if matches!(ack, Ack::Stored | Ack::Newer(_)) && !self.surveyed.iter().any(|a| **a == *addr)
         {
@@ -501,78 +418,6 @@ impl Write {
     }
 }
 
-/// A put's STOREs sent along with its survey ("eager" STOREs), before the survey has heard
-/// every replica: the put picks its version when it starts, and once its survey has
-/// converged each of the k closest it queries is sent the record too, so the STOREs do not
-/// wait for the survey's last answer. The survey still hears every replica, and the write
-/// keeps the eager version only when the survey saw nothing at or above it
-/// ([`Write::plan_after_eager`]); the write is then what a surveyed write at that version
-/// would be. Otherwise the write is planned afresh above what the survey saw, and sent
-/// again.
-#[derive(Debug)]
-pub struct Eager {
-    /// The id of the operation the STOREs were sent under (their answers come back to it).
-    pub op: u64,
-    record: Record,
-    /// Nodes sent the record.
-    sent: Vec<NodeId>,
-    /// Their answers so far (address, answer).
-    acks: Vec<(Arc<str>, Ack)>,
-}
-
-impl Eager {
-    /// Picks the version of a fresh put's `record` now: after this node's own copy `local`.
-    pub fn new(
-        mut record: Record,
-        local: Option<&Record>,
-        clock: &mut HybridClock,
-        wall_us: u64,
-    ) -> Self {
-        record.version = clock.issue(wall_us, local.map(|r| r.version));
-        Eager {
-            op: 0,
-            record,
-            sent: Vec::new(),
-            acks: Vec::new(),
-        }
-    }
-
-    /// The record, its version picked.
-    pub fn record(&self) -> &Record {
-        &self.record
-    }
-
-    /// Of `queried` (the survey's k closest it has queried), those not sent the record yet;
-    /// they count as sent from now on.
-    pub fn to_send(&mut self, queried: Vec<Contact>) -> Vec<Contact> {
-        let fresh: Vec<Contact> = queried
-            .into_iter()
-            .filter(|c| !self.sent.contains(&c.id))
-            .collect();
-        self.sent.extend(fresh.iter().map(|c| c.id));
-        fresh
-    }
-
-    /// Whether any STORE went out: the record may be on some nodes.
-    pub fn sent_any(&self) -> bool {
-        !self.sent.is_empty()
-    }
-
-    /// The answer of `addr` to its eager STORE.
-    pub fn on_ack(&mut self, addr: Arc<str>, ack: Ack) {
-        self.acks.push((addr, ack));
-    }
-
-    /// The survey saw no version at or above the eager one other than the eager one itself
-    /// (a replica may report the put's own STORE), and this node's copy is older.
-    fn usable(&self, outcome: &Outcome, local: Option<&Record>) -> bool {
-        let v = self.record.version;
-        let own = |r: &Record| r.version == v && r.publisher == self.record.publisher;
-        outcome.holders.iter().all(|(_, r)| r.version < v || own(r))
-            && local.is_none_or(|r| r.version < v || own(r))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,84 +507,6 @@ mod tests {
             settings(20, 2, 3),
         );
         assert_eq!(p.write.record().version, WALL_US);
-    }
-
-    /// An eager put's record at the wall clock, sent to `sent` (and answered by `acks`).
-    fn eager(sent: &[u8], acks: &[(u8, Ack)]) -> Eager {
-        let mut clock = HybridClock::default();
-        let mut e = Eager::new(record(false), None, &mut clock, WALL_US);
-        let to = e.to_send(sent.iter().map(|i| contact(*i)).collect());
-        assert_eq!(to.len(), sent.len());
-        for (i, ack) in acks {
-            e.on_ack(contact(*i).addr, ack.clone());
-        }
-        e
-    }
-
-    #[test]
-    fn an_eager_put_keeps_its_version_and_its_stores_when_the_survey_saw_nothing_newer() {
-        // Sent to 1, 2 and 9 along with the survey; the survey found 1 to 4 (9 turned out
-        // not to be a replica). 1 and 9 have answered so far.
-        let e = eager(&[1, 2, 9], &[(1, Ack::Stored), (9, Ack::Stored)]);
-        let o = survey(&[1, 2, 3, 4], &[(3, copy(5, NEVER))]);
-        // k = 4: the replicas are 1 to 4, not this node (7).
-        let s = settings(4, 3, 10);
-        let Some(mut p) = Write::plan_after_eager(e, &o, None, &contact(7), s, WALL_US) else {
-            panic!("nothing newer than the eager version was seen");
-        };
-        assert_eq!(
-            p.write.record().version,
-            WALL_US,
-            "the version picked at the start"
-        );
-        // Only the replicas not sent the record yet are sent it now; the older holder 3 is
-        // one of them.
-        let now: Vec<u8> = p.replicas.iter().map(|c| c.id.0[0]).collect();
-        assert_eq!(now, vec![3, 4]);
-        assert!(p.also.is_empty());
-        // 1's answer counts, 9's (not a replica) does not: one stored of three needed.
-        assert_eq!(p.write.poll(), Step::Wait);
-        p.write.on_ack(&contact(9).addr, Ack::Stored);
-        assert_eq!(p.write.poll(), Step::Wait, "9 is no replica");
-        p.write.on_ack(&contact(2).addr, Ack::Stored);
-        assert_eq!(p.write.poll(), Step::Wait);
-        p.write.on_ack(&contact(3).addr, Ack::Stored);
-        let Step::Answer(Verdict::Acknowledged { stored_at }) = p.write.poll() else {
-            panic!("three replicas stored it");
-        };
-        assert_eq!(stored_at.len(), 3);
-        assert!(!stored_at.contains(&contact(9).addr.to_string()));
-        p.write.on_ack(&contact(4).addr, Ack::Stored);
-        assert!(matches!(p.write.poll(), Step::Done(_)));
-    }
-
-    #[test]
-    fn an_eager_put_is_planned_afresh_when_the_survey_saw_its_version_or_a_newer_one() {
-        let s = settings(20, 3, 10);
-        // Another writer's copy at the eager version, or above it.
-        for v in [WALL_US, WALL_US + 1] {
-            let theirs = Record {
-                publisher: NodeId([8; 20]),
-                ..copy(v, NEVER)
-            };
-            let o = survey(&[1, 2, 3], &[(2, theirs)]);
-            let e = eager(&[1], &[(1, Ack::Stored)]);
-            assert!(Write::plan_after_eager(e, &o, None, &contact(7), s, WALL_US).is_none());
-        }
-        // This node's own copy, too.
-        let o = survey(&[1, 2, 3], &[]);
-        let local = copy(WALL_US + 5, NEVER);
-        let e = eager(&[1], &[]);
-        assert!(Write::plan_after_eager(e, &o, Some(&local), &contact(7), s, WALL_US).is_none());
-        // A replica that reports the eager STORE itself (it answered the survey after storing
-        // it) is no reason to start again.
-        let own = Record {
-            version: WALL_US,
-            ..record(false)
-        };
-        let o = survey(&[1, 2, 3], &[(1, own)]);
-        let e = eager(&[1], &[(1, Ack::Stored)]);
-        assert!(Write::plan_after_eager(e, &o, None, &contact(7), s, WALL_US).is_some());
     }
 
     #[test]

@@ -18,8 +18,7 @@ use super::trace::{self, LookupTrace};
 use super::{Command, NodeConfig};
 use crate::kad::clock::HybridClock;
 use crate::kad::lookup::{Lookup, Mode, Outcome, Poll};
-use crate::kad::store::{StoreError, unix_us};
-use crate::kad::write::Eager;
+use crate::kad::store::StoreError;
 use crate::kad::{
     Contact, Core, Effect, Envelope, MemoryStore, NodeId, Record, RecordStore, Rejection, Reply,
     Request, Response,
@@ -553,27 +552,6 @@ impl Driver {
                 .all_at_once(seeds_cover)
                 .at_first_near_answer(mode == Mode::Survey),
         };
-        // A fresh put on one path sends its STOREs along with its survey (`kad::write::Eager`).
-        let mut then = then;
-        if let AfterLookup::Write {
-            record,
-            conditional: false,
-            eager,
-            ..
-        } = &mut then
-            && record.version == 0
-            && !record.tombstone
-            && self.cfg.lookup_disjoint_paths <= 1
-        {
-            let local = self.local_copy(&record.key);
-            let wall_us = unix_us(self.wall());
-            *eager = Some(Box::new(Eager::new(
-                record.clone(),
-                local.as_ref(),
-                &mut self.clock,
-                wall_us,
-            )));
-        }
         let trace = LookupTrace::start(self.core.id(), target, mode);
         let id = self.next_op;
         self.next_op += 1;
@@ -587,41 +565,6 @@ impl Driver {
             },
         );
         self.advance(id);
-    }
-
-    /// Sends a put's eager STOREs (`kad::write::Eager`): once its survey has converged, to
-    /// each of the k closest it has queried and not sent the record yet.
-    fn send_eager(&mut self, id: u64) {
-        let Some(Op::Lookup {
-            lookup,
-            then: AfterLookup::Write {
-                eager: Some(eager), ..
-            },
-            trace,
-            ..
-        }) = self.ops.get_mut(&id)
-        else {
-            return;
-        };
-        if !lookup.converged() {
-            return;
-        }
-        let to = eager.to_send(lookup.queried_closest());
-        if to.is_empty() {
-            return;
-        }
-        let store = Request::Store {
-            record: eager.record().clone(),
-            cached: false,
-        };
-        // The STOREs belong to the put's trace, as its other STOREs do (`super::trace`).
-        let span = trace
-            .started_by()
-            .in_scope(|| trace::write_span(to.len(), self.cfg.quorum));
-        let _in_write = span.enter();
-        for c in &to {
-            self.send(Some(id), Purpose::Store, c, store.clone());
-        }
     }
 
     /// Polls a lookup: sends what it asks for, or finishes it.
@@ -668,7 +611,6 @@ impl Driver {
                         parent,
                         round: Some(round),
                     });
-                    self.send_eager(id);
                 }
                 Poll::Wait(t) => {
                     *wait_until = t;
@@ -677,19 +619,13 @@ impl Driver {
                 Poll::Done => {
                     let Some(Op::Lookup {
                         lookup,
-                        mut then,
+                        then,
                         trace,
                         ..
                     }) = self.ops.remove(&id)
                     else {
                         return;
                     };
-                    if let AfterLookup::Write {
-                        eager: Some(eager), ..
-                    } = &mut then
-                    {
-                        eager.op = id;
-                    }
                     let mode = lookup.mode();
                     let visits = lookup.visits();
                     let outcome = lookup.finish();

@@ -26,7 +26,7 @@ use crate::error::DhtError;
 use crate::kad::lookup::{Mode, Outcome};
 use crate::kad::read::{copies_wanted, resolve};
 use crate::kad::store::{NEVER, PutOutcome, StoreError, unix_ms, unix_us};
-use crate::kad::write::{Ack, Eager, Plan, Step, Verdict, Write, WriteSettings};
+use crate::kad::write::{Ack, Plan, Step, Verdict, Write, WriteSettings};
 use crate::kad::{NodeId, Record, Reply as PeerReply, Request, Response};
 use crate::net::TransportError;
 
@@ -271,7 +271,6 @@ impl Driver {
             record,
             reply,
             conditional: self.cfg.conditional_puts,
-            eager: None,
         };
         self.start_lookup(key_id, Mode::Survey, then);
     }
@@ -301,7 +300,6 @@ impl Driver {
             record,
             reply,
             conditional: false,
-            eager: None,
         };
         self.start_lookup(key_id, Mode::Survey, then);
     }
@@ -452,14 +450,8 @@ impl Driver {
         outcome: Outcome,
         reply: Reply<WriteResult>,
         conditional: bool,
-        eager: Option<Box<Eager>>,
     ) {
-        let consequence = if eager.as_ref().is_some_and(|e| e.sent_any()) {
-            "the write may be partially applied: retry it"
-        } else {
-            "nothing was written"
-        };
-        if let Some(e) = self.cut_off(&outcome, consequence) {
+        if let Some(e) = self.cut_off(&outcome, "nothing was written") {
             // With no peer answering, this node alone would "succeed" and the value would be
             // lost to the rest of the network.
             return drop(reply.send(Err(e)));
@@ -475,39 +467,19 @@ impl Driver {
             conditional,
         };
         let me = self.core.me().clone();
-        // A put whose STOREs went out with its survey keeps their version, and its id (their
-        // answers come back under it), unless the survey saw a version at or above it.
-        let (eager_op, eager_plan) = match eager {
-            Some(eager) => (
-                Some(eager.op),
-                Write::plan_after_eager(
-                    *eager,
-                    &outcome,
-                    local.as_ref(),
-                    &me,
-                    settings,
-                    unix_us(wall),
-                ),
-            ),
-            None => (None, None),
-        };
-        let reuse_op = eager_op.filter(|_| eager_plan.is_some());
         let Plan {
             write,
             replicas,
             also,
-        } = match eager_plan {
-            Some(plan) => plan,
-            None => Write::plan(
-                record,
-                &outcome,
-                local.as_ref(),
-                &me,
-                settings,
-                &mut self.clock,
-                unix_us(wall),
-            ),
-        };
+        } = Write::plan(
+            record,
+            &outcome,
+            local.as_ref(),
+            &me,
+            settings,
+            &mut self.clock,
+            unix_us(wall),
+        );
         let store = Request::Store {
             record: write.record().clone(),
             cached: false,
@@ -518,17 +490,10 @@ impl Driver {
         for holder in &also {
             self.send(None, Purpose::Oneway, holder, store.clone());
         }
-        let write = Op::Write {
+        let op = self.new_op(Op::Write {
             write: Box::new(write),
             reply: Some(reply),
-        };
-        let op = match reuse_op {
-            Some(op) => {
-                self.ops.insert(op, write);
-                op
-            }
-            None => self.new_op(write),
-        };
+        });
         for c in &replicas {
             self.send(Some(op), Purpose::Store, c, store.clone());
         }
@@ -536,6 +501,9 @@ impl Driver {
     }
 
     pub(crate) fn on_store_result(&mut self, op: u64, done: &RpcDone) {
+        let Some(Op::Write { write, .. }) = self.ops.get_mut(&op) else {
+            return;
+        };
         let ack = match &done.result {
             Ok(PeerReply {
                 body: Response::Stored { stored: true, .. },
@@ -553,28 +521,10 @@ impl Driver {
             Err(TransportError::Overloaded(_, why)) => Ack::Exhausted(why.clone()),
             _ => Ack::Failed,
         };
-        match self.ops.get_mut(&op) {
-            Some(Op::Write { write, .. }) => {
-                self.metrics
-                    .observe_write_store(ack == Ack::Stored, write.answered());
-                write.on_ack(&done.addr, ack);
-                self.step_write(op);
-            }
-            // An eager STORE answered while its put's survey still runs.
-            Some(Op::Lookup {
-                then:
-                    AfterLookup::Write {
-                        eager: Some(eager), ..
-                    },
-                ..
-            }) => {
-                self.metrics.observe_write_store(ack == Ack::Stored, false);
-                eager.on_ack(done.addr.as_str().into(), ack);
-            }
-            // An eager STORE of a put whose survey saw a newer version: its write went out
-            // afresh, and this answer no longer counts.
-            _ => self.metrics.observe_write_store(ack == Ack::Stored, true),
-        }
+        self.metrics
+            .observe_write_store(ack == Ack::Stored, write.answered());
+        write.on_ack(&done.addr, ack);
+        self.step_write(op);
     }
 
     /// Performs what write `op` asks for, until it waits or is done.
@@ -630,7 +580,6 @@ impl Driver {
                         record: write.record().clone(),
                         reply,
                         conditional: false,
-                        eager: None,
                     };
                     self.start_lookup(write.record().key, Mode::Survey, then);
                     return;

@@ -11,7 +11,7 @@ use super::trace::LookupTrace;
 use super::{GetResult, Located, NodeLookup, WriteResult};
 use crate::error::DhtError;
 use crate::kad::lookup::Lookup;
-use crate::kad::write::{Eager, Write};
+use crate::kad::write::Write;
 use crate::kad::{NodeId, Record};
 
 /// Where a client operation's answer goes.
@@ -49,9 +49,6 @@ pub(crate) enum AfterLookup {
         reply: Reply<WriteResult>,
         /// A conditional write (`kad::write`): its survey ends at convergence.
         conditional: bool,
-        /// A fresh put's STOREs sent along with its survey (`kad::write::Eager`; their
-        /// answers come back under the lookup's id, `Eager::op`).
-        eager: Option<Box<Eager>>,
     },
     Locate {
         reply: Reply<(NodeId, Vec<Located>)>,

@@ -75,11 +75,6 @@ impl LookupTrace {
         }
     }
 
-    /// The span that was current when the lookup started (a client call's, for a put).
-    pub fn started_by(&self) -> Span {
-        self.parent.clone()
-    }
-
     /// Records how the lookup ended; returns the span that started it, for what the lookup
     /// feeds to run in.
     pub fn finish(self, outcome: &Outcome) -> Span {
