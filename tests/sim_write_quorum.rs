@@ -139,6 +139,19 @@ async fn a_conditional_put_answers_without_waiting_for_quorum_minus_one_slow_rep
 /// simulated network's other delays, so a put's time counts its rounds.
 const ROUND: Duration = Duration::from_millis(100);
 
+/// Waits until no request is in flight in the network, so that a put's time counts only its
+/// own rounds (background requests queued at a replica would add rounds of their own).
+/// Bounded: on the paused clock this costs no real time, and a network that never goes quiet
+/// fails the rounds checks rather than hanging.
+async fn wait_until_quiet(sim: &SimNet) {
+    for _ in 0..600 {
+        if sim.net.stats().in_flight == 0 {
+            return;
+        }
+        tokio::time::sleep(ROUND).await;
+    }
+}
+
 /// In a network of k nodes or fewer every node knows every other, so a put's survey asks all
 /// of them at once (`kad::lookup`, `Lookup::all_at_once`): one round of FIND_VALUEs, then one
 /// of STOREs. The paper's order, alpha first and the rest once they answered, takes three
@@ -155,14 +168,7 @@ async fn in_a_network_of_k_nodes_or_fewer_a_put_surveys_every_replica_at_once() 
     sim.net.set_service_time(ROUND);
     let mut fastest = Duration::MAX;
     for i in 0..3 {
-        // Bounded: on the paused clock this costs no real time, and a network that never
-        // went quiet fails the rounds check below rather than hanging.
-        for _ in 0..600 {
-            if sim.net.stats().in_flight == 0 {
-                break;
-            }
-            tokio::time::sleep(ROUND).await;
-        }
+        wait_until_quiet(&sim).await;
         let started = tokio::time::Instant::now();
         writer
             .put(format!("rounds-key-{i}"), b"v".to_vec(), None)
@@ -195,13 +201,7 @@ async fn among_100_nodes_a_survey_asks_the_rest_of_the_k_closest_after_one_near_
     sim.net.set_service_time(ROUND);
     let mut rounds = std::collections::BTreeMap::new();
     for i in 0..PUTS {
-        // Bounded, as above.
-        for _ in 0..600 {
-            if sim.net.stats().in_flight == 0 {
-                break;
-            }
-            tokio::time::sleep(ROUND).await;
-        }
+        wait_until_quiet(&sim).await;
         let writer = &sim.nodes[i % N].handle;
         let started = tokio::time::Instant::now();
         writer

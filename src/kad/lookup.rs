@@ -26,20 +26,20 @@
 //!   first and the rest once they answered. A survey has to hear from each of them anyway,
 //!   so this costs no RPCs and saves that first round: in a network of k nodes or fewer
 //!   (`docker compose up --scale node=20`) on every put; among 100 nodes on about a quarter
-//!   of them. A closer node one of
-//!   them names is still asked, so a table that missed one (a diversity cap turned it away)
-//!   costs a round, as before. 20-node devnet (`kademlia devnet --nodes 20`, 1,000 puts at
-//!   concurrency 1 through `kademlia bench`, builds alternated, three pairs): put p50
-//!   1.25-1.54 -> 1.17-1.33 ms, 647-756 -> 721-814 puts/s, FIND_VALUEs a put 19.0 either
-//!   way; 100 nodes: within the machine's noise.
+//!   of them. A closer node one of them names is still asked, so a table that missed one (a
+//!   diversity cap turned it away) costs a round, as before. 20-node devnet (`kademlia
+//!   devnet --nodes 20`, 1,000 puts at concurrency 1 through `kademlia bench`, builds
+//!   alternated, three pairs): put p50 1.25-1.54 -> 1.17-1.33 ms, 647-756 -> 721-814
+//!   puts/s, FIND_VALUEs a put 19.0 either way; 100 nodes: within the machine's noise.
 //! - A survey whose seeds are not all of the k closest converges as soon as any one of its
-//!   alpha closest candidates still in the running has answered ([`Lookup::at_first_near_answer`]),
-//!   where the paper waits for all alpha: a peer that close to the key has the key's
-//!   neighbourhood in its own unsplit buckets, so its answer already names the k closest,
-//!   and the survey has to ask each of them anyway. In a 100-node simulated network where
-//!   each request costs its receiver 100 ms, 18 of 60 puts took four rounds or more before,
-//!   5 after (`sim_write_quorum`); 100-node devnet (`kademlia devnet --nodes 100`, 1,000
-//!   puts at concurrency 1): FIND_VALUEs a survey 20.03 either way.
+//!   alpha closest candidates still in the running has answered
+//!   ([`Lookup::at_first_near_answer`]), where the paper waits for all alpha: a peer that
+//!   close to the key has the key's neighbourhood in its own unsplit buckets, so its answer
+//!   already names the k closest, and the survey has to ask each of them anyway. In a
+//!   100-node simulated network where each request costs its receiver 100 ms, 18 of 60 puts
+//!   took four rounds or more before, 5 after (`sim_write_quorum`); 100-node devnet
+//!   (`kademlia devnet --nodes 100`, 1,000 puts at concurrency 1): FIND_VALUEs a survey
+//!   20.03 either way.
 //! - A lookup may be given a deadline ([`Lookup::with_deadline`]; the driver uses the
 //!   `lookup_timeout_ms` setting, [`LOOKUP_DEADLINE_TIMEOUTS`] RPC timeouts by default): when every request times out, the paper's
 //!   lookup goes on for as many timeouts as it has candidates, holding its caller (and its
@@ -1214,8 +1214,13 @@ mod tests {
 
     /// `n` seeds at distances 1..=n from the target (id 0), at addresses "n1", "n2", ...
     fn ranked_seeds(n: u8) -> Vec<Contact> {
+        spaced_seeds(n, 1)
+    }
+
+    /// `n` seeds at distances `step`, 2 `step`, .. from the target, at "n1", "n2", ...
+    fn spaced_seeds(n: u8, step: u8) -> Vec<Contact> {
         (1..=n)
-            .map(|i| Contact::new(id_with(i, 0), format!("n{i}")))
+            .map(|i| Contact::new(id_with(i * step, 0), format!("n{i}")))
             .collect()
     }
 
@@ -1291,9 +1296,7 @@ mod tests {
     fn a_survey_asks_the_rest_of_the_k_closest_once_one_of_its_alpha_closest_answered() {
         let now = Instant::now();
         // Seeds at distances 8, 16, .., 240 from the target, room for closer ones between.
-        let seeds: Vec<Contact> = (1..=30u8)
-            .map(|i| Contact::new(id_with(i * 8, 0), format!("n{i}")))
-            .collect();
+        let seeds = spaced_seeds(30, 8);
         let mut l = lookup_in(Mode::Survey, seeds.clone()).at_first_near_answer(true);
         let first = sent_now(&mut l, now);
         assert_eq!(first.len(), ALPHA, "alpha first, as in the paper");
