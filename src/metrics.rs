@@ -21,8 +21,9 @@
 //!   whose STOREs were not sent yet) and `kademlia_replication_lag_seconds` (how long ago the
 //!   oldest of them fell due: a node falling behind shows it growing), read from the driver's
 //!   `node::backlog`; `kademlia_replication_delay_seconds` (per record replicated, from due to
-//!   sent) and `kademlia_replication_stores_total{outcome}` (replication STOREs answered or
-//!   failed), recorded by the driver;
+//!   sent), `kademlia_replication_stores_total{outcome}` (replication STOREs answered or
+//!   failed) and `kademlia_replication_handovers_total` (records replicated by a node not
+//!   among their k closest, whose own copy then became a cached one), recorded by the driver;
 //! - `kademlia_write_stores_total{phase,outcome}`: the STOREs of client puts and deletes. A
 //!   write answers its client once its quorum has stored it; `phase="background"` counts the
 //!   STOREs that answered after that; `kademlia_write_retries_total`: puts whose conditional
@@ -139,6 +140,7 @@ pub struct Metrics {
     replication_lag: Gauge<f64, AtomicU64>,
     replication_delay: Histogram,
     replication_stores: Family<OutcomeLabels, Counter>,
+    handovers: Counter,
     write_stores: Family<WriteStoreLabels, Counter>,
     write_retries: Counter,
     peer_frames: Counter,
@@ -200,6 +202,7 @@ impl Metrics {
             replication_lag: Gauge::default(),
             replication_delay: delay_histogram(),
             replication_stores: Family::default(),
+            handovers: Counter::default(),
             write_stores: Family::default(),
             write_retries: Counter::default(),
             peer_frames: Counter::default(),
@@ -290,6 +293,12 @@ impl Metrics {
             m.replication_stores.clone(),
         );
         r.register(
+            "kademlia_replication_handovers",
+            "Records this node replicated while not among their k closest nodes, whose copy then \
+             became a cached one (a quorum of those nodes held the record)",
+            m.handovers.clone(),
+        );
+        r.register(
             "kademlia_write_stores",
             "STOREs of client puts and deletes, by outcome and phase (quorum: answered before the \
              client was; background: after)",
@@ -344,6 +353,11 @@ impl Metrics {
         self.replication_stores
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Records one record handed over to its k closest nodes (own copy now cached).
+    pub fn observe_handover(&self) {
+        self.handovers.inc();
     }
 
     /// Records one answered STORE of a client write; `background`: the client had been

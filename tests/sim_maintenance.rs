@@ -456,3 +456,83 @@ async fn the_replication_backlog_grows_on_a_slow_network_and_empties_when_it_rec
     }
     sim.shutdown().await;
 }
+
+/// Which of `sim`'s nodes hold `key` (by their snapshots).
+async fn holding(sim: &SimNet, key: &NodeId) -> Vec<NodeId> {
+    let mut ids = Vec::new();
+    for n in &sim.nodes {
+        if n.handle.snapshot().await.unwrap().keys.contains(key) {
+            ids.push(n.handle.id());
+        }
+    }
+    ids.sort_by_key(|id| id.distance(key));
+    ids
+}
+
+/// Holders that nodes closer to the key pushed out of its k closest hand the record over
+/// (`kad::replication`'s notes): their copies become cached ones (with `cache_ttl` 0 here:
+/// gone), but only once a quorum of the k closest took the record. While every STORE times
+/// out, they keep their copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_pushed_out_of_the_k_closest_hand_over_only_once_the_k_closest_hold_it() {
+    let k = kademlia::K;
+    let mut sim = build_quick(32, k).await;
+    sim.nodes[0]
+        .handle
+        .put("moving".into(), b"v".to_vec(), None)
+        .await
+        .unwrap();
+    let key = NodeId::hash(b"moving");
+    let originals: Vec<NodeId> = sim.nodes.iter().map(|n| n.handle.id()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while holding(&sim, &key).await.len() < k {
+        assert!(tokio::time::Instant::now() < deadline, "not on all {k}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // From now on every STORE arrives after its sender gave up on it (the RPC timeout is 2 s).
+    let slow = Duration::from_secs(5);
+    for n in &sim.nodes {
+        sim.net.delay_stores(&n.addr, slow);
+    }
+    // Ten nodes join with ids next to the key: the ten originals farthest from it are no longer
+    // among its k closest.
+    for i in 0..10u8 {
+        let mut id = key;
+        id.0[19] ^= i + 1;
+        let addr = format!("near-{i}:1");
+        let mut cfg = sim_config(id, &addr, Some(sim.nodes[0].addr.clone()));
+        quick(&mut cfg);
+        sim.net.delay_stores(&addr, slow);
+        let j = sim.add_with(cfg);
+        assert!(sim.nodes[j].handle.wait_joined().await);
+    }
+    // Several replicate intervals (1 s here): every holder replicated, and no STORE was answered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let held = holding(&sim, &key).await;
+    for id in &originals {
+        assert!(held.contains(id), "an original holder gave its copy up");
+    }
+    // STOREs are answered again: the pushed-out holders hand over and the key ends up on its
+    // k closest nodes, and only there.
+    for n in &sim.nodes {
+        sim.net.delay_stores(&n.addr, Duration::ZERO);
+    }
+    let mut all: Vec<NodeId> = sim.nodes.iter().map(|n| n.handle.id()).collect();
+    all.sort_by_key(|id| id.distance(&key));
+    all.truncate(k);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = holding(&sim, &key).await;
+        if held == all {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} holders, {} of the k closest",
+            held.len(),
+            held.iter().filter(|id| all.contains(id)).count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sim.shutdown().await;
+}

@@ -14,6 +14,16 @@
 //!   the shorter ([`stagger`]), so that the first one's STOREs spare the others the work: the
 //!   paper's optimisation assumes the holders' timers are already apart, but copies stored by
 //!   one write all start their interval together.
+//! - A holder that replicates a record and finds that it is not among the key's k closest
+//!   (by the nodes its lookup found, itself included) hands the record over: once `quorum`
+//!   of its STOREs found the record held at those nodes, its own copy becomes a cached one
+//!   (`RecordStore::demote`: it expires within `cache_ttl`, and is never replicated or handed
+//!   off again). The paper keeps such copies until they expire (24 hours without a republish
+//!   by their publisher); records here need not expire, and copies placed while the network
+//!   was young (a holder's partial table judged a newcomer to be among the k closest, a
+//!   lookup in a half-built network) stayed for good and were handed on from there: 8
+//!   holders of a key that 32 more nodes joined left it on 26-34 of the 40 nodes
+//!   (`sim::tests::keys_put_in_a_young_network_end_up_on_their_k_closest_and_no_further`).
 //! - The grouping above. A group that straddles the midpoint between two nodes sends some of
 //!   its records to a set one node off their true k closest; the next replication by another
 //!   holder, and the hand-off to newcomers, correct that.

@@ -182,6 +182,11 @@ pub trait RecordStore: Send {
     /// Makes the record for `key` (not a cached copy) due for replication now, as if never
     /// refreshed; returns whether there was one.
     fn mark_due(&mut self, key: &Key) -> bool;
+    /// Turns the record for `key` into a cached copy (never replicated nor handed off) that
+    /// expires by `expires_at_ms` at the latest; returns whether there was such a record not
+    /// cached already. For a copy this node handed over to the key's k closest nodes
+    /// (`crate::kad::replication`); the same write stored again undoes it.
+    fn demote(&mut self, key: &Key, expires_at_ms: u64) -> bool;
     /// Drops expired records; returns how many. Costs only the records that expired.
     fn expire(&mut self, now: SystemTime) -> usize;
     fn len(&self) -> usize;
@@ -484,6 +489,17 @@ impl RecordStore for MemoryStore {
         }
     }
 
+    fn demote(&mut self, key: &Key, expires_at_ms: u64) -> bool {
+        let Some(s) = self.records.get(key).filter(|s| !s.cached) else {
+            return false;
+        };
+        let mut demoted = s.clone();
+        demoted.cached = true;
+        demoted.record.expires_at_ms = demoted.record.expires_at_ms.min(expires_at_ms);
+        self.set(*key, Some(demoted));
+        true
+    }
+
     fn expire(&mut self, now: SystemTime) -> usize {
         self.drain_expired(now).len()
     }
@@ -531,6 +547,7 @@ pub(crate) mod suite {
         ranges_are_in_key_order(&mut *make());
         expiry_takes_the_due_and_follows_a_longer_life(&mut *make());
         an_owner_is_held_to_its_quota(&mut *make());
+        a_demoted_copy_is_a_cache_until_the_same_write_comes_again(&mut *make());
     }
 
     pub fn rec(key: u8, value: &[u8], version: u64, tombstone: bool, now: SystemTime) -> Record {
@@ -577,6 +594,42 @@ pub(crate) mod suite {
             s.put(rec(1, b"zz", 2, false, now), false, now),
             Ok(PutOutcome::Stale { current_version: 2 })
         );
+    }
+
+    fn a_demoted_copy_is_a_cache_until_the_same_write_comes_again(s: &mut dyn RecordStore) {
+        let now = SystemTime::now();
+        let r = rec(1, b"v", 5, false, now);
+        s.put(r.clone(), false, now).unwrap();
+        let soon = unix_ms(now) + 1_000;
+        assert!(s.demote(&r.key, soon));
+        let held = s.get(&r.key, now).unwrap();
+        assert!(held.cached);
+        assert_eq!(held.record.expires_at_ms, soon, "expires by the given time");
+        assert!(!s.mark_due(&r.key), "a cached copy is never replicated");
+        assert!(!s.demote(&r.key, soon), "already a cached copy");
+        assert!(!s.demote(&NodeId([9; 20]), soon), "no such record");
+        // A later limit does not lengthen its life.
+        let mut short = rec(2, b"w", 5, false, now);
+        short.expires_at_ms = unix_ms(now) + 500;
+        s.put(short.clone(), false, now).unwrap();
+        assert!(s.demote(&short.key, soon));
+        assert_eq!(
+            s.get(&short.key, now).unwrap().record.expires_at_ms,
+            short.expires_at_ms
+        );
+        assert_eq!(
+            s.expire(now + Duration::from_millis(1_001)),
+            2,
+            "both expired"
+        );
+        // The same write stored again (this node is among the k closest again) is a full copy
+        // with its own expiry once more.
+        s.put(r.clone(), false, now).unwrap();
+        assert!(s.demote(&r.key, soon));
+        assert_eq!(s.put(r.clone(), false, now), Ok(PutOutcome::Stored));
+        let held = s.get(&r.key, now).unwrap();
+        assert!(!held.cached);
+        assert_eq!(held.record.expires_at_ms, r.expires_at_ms);
     }
 
     fn same_write_extends_expiry(s: &mut dyn RecordStore) {

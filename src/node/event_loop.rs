@@ -182,6 +182,7 @@ impl Driver {
                     records: records.into(),
                     closest: outcome.closest,
                     in_flight: 0,
+                    handover: Default::default(),
                 });
                 if self.pump_replication(op) {
                     self.job_done();
@@ -235,6 +236,9 @@ impl Driver {
             }
             Purpose::Bootstrap => self.on_bootstrap_ping(done),
             Purpose::Replicate(key) => {
+                if let Some(op) = done.op {
+                    self.on_handover_reply(op, key, &done);
+                }
                 self.on_replicated(key, &done);
                 if let Some(op) = done.op
                     && let Some(Op::Replicate { in_flight, .. }) = self.ops.get_mut(&op)

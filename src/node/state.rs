@@ -85,6 +85,10 @@ pub(crate) enum Op {
         /// The nodes the group's lookup found.
         closest: Vec<crate::kad::Contact>,
         in_flight: usize,
+        /// Records this node is not among the k closest of (by the nodes found): the version
+        /// sent, and how many more of its STOREs must find it held before this node's copy
+        /// becomes a cached one (`Driver::on_handover_reply`).
+        handover: HashMap<NodeId, (u64, usize)>,
     },
     Bootstrap {
         pending: usize,

@@ -802,6 +802,81 @@ mod tests {
         });
     }
 
+    /// For each of `keys`: how many live nodes hold it, and how many of those are among its
+    /// k closest live nodes.
+    async fn holders(sim: &Sim, keys: &[usize]) -> Vec<[usize; 2]> {
+        let live = sim
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .clone();
+        let mut held: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for i in live {
+            let h = &sim.nodes[i].handle;
+            for key in h.snapshot().await.unwrap().keys {
+                held.entry(key).or_default().push(h.id());
+            }
+        }
+        keys.iter()
+            .map(|&k| {
+                let id = NodeId::hash(key(k).as_bytes());
+                let want = closest_live(&sim.live, &id, NodeId([0xff; 20]), crate::K);
+                let got = held.get(&id).cloned().unwrap_or_default();
+                [got.len(), got.iter().filter(|g| want.contains(g)).count()]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_put_in_a_young_network_end_up_on_their_k_closest_and_no_further() {
+        // Keys put while the network has 8 nodes are on all 8; then 32 more join at once. The
+        // holders learn the newcomers while their tables are still partial, and hand the keys
+        // (section 2.5) and replicate them to nodes a lookup in a half-built network takes to
+        // be among the k closest; without the hand-over, 3 to 9 nodes outside each key's k
+        // closest still held it three hours later, as full copies that spread further.
+        let cfg = SimConfig {
+            nodes: 8,
+            lookups: 0,
+            keys: 10,
+            idle: Duration::ZERO,
+            ..SimConfig::default()
+        };
+        runtime().unwrap().block_on(async {
+            crate::node::clock::simulate_wall_clock();
+            let mut sim = Sim::new(&cfg);
+            sim.build(&mut |_, _, _| {}).await.unwrap();
+            let keys = sim.store(&mut |_, _, _| {}).await;
+            assert_eq!(keys.len(), 10);
+            let start = sim.nodes.len();
+            for _ in 0..32 {
+                let via = sim.via();
+                sim.spawn(Some(via));
+            }
+            for i in start..sim.nodes.len() {
+                assert!(sim.nodes[i].handle.wait_joined().await);
+                sim.mark_live(i);
+            }
+            // Past the replicate interval (an hour) and its stagger (half an hour), and the
+            // cached copies' life (five minutes).
+            tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+            let counts = holders(&sim, &keys).await;
+            for i in 0..sim.nodes.len() {
+                sim.kill(i);
+            }
+            for [held, among] in counts {
+                assert!(
+                    among >= crate::K - 1,
+                    "{held} holders, {among} of the k closest"
+                );
+                assert!(
+                    held <= crate::K + 2,
+                    "{held} holders, {among} of the k closest"
+                );
+            }
+        });
+    }
+
     #[test]
     fn a_small_network_finds_its_nodes_and_keeps_its_keys_through_churn() {
         let cfg = SimConfig {

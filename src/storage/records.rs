@@ -169,6 +169,15 @@ impl RecordStore for DurableStore {
         self.mem.mark_due(key)
     }
 
+    fn demote(&mut self, key: &Key, expires_at_ms: u64) -> bool {
+        let before = self.mem.entry(key).cloned();
+        let demoted = self.mem.demote(key, expires_at_ms);
+        if demoted {
+            self.undo.entry(*key).or_insert(before);
+        }
+        demoted
+    }
+
     fn expire(&mut self, now: SystemTime) -> usize {
         let expired = self.mem.drain_expired(now);
         if let Err(e) = self.delete(&expired) {
