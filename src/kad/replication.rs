@@ -24,6 +24,9 @@
 //!   lookup in a half-built network) stayed for good and were handed on from there: 8
 //!   holders of a key that 32 more nodes joined left it on 26-34 of the 40 nodes
 //!   (`sim::tests::keys_put_in_a_young_network_end_up_on_their_k_closest_and_no_further`).
+//!   Only STOREs that were answered count. A hostile peer can answer that it stored a record
+//!   it dropped, as it can to a put; that costs the copy of a node outside the k closest
+//!   only, never one of theirs.
 //! - The grouping above. A group that straddles the midpoint between two nodes sends some of
 //!   its records to a set one node off their true k closest; the next replication by another
 //!   holder, and the hand-off to newcomers, correct that.
