@@ -154,6 +154,10 @@ fn print_text(r: &Report) {
         "keys: {} put, {} stored, {} lost ({} of them still held by a live honest node); gets' rounds p50 {}",
         r.keys, r.keys_stored, r.keys_lost, r.keys_lost_still_held, r.get_rounds_p50
     );
+    println!(
+        "copies of a stored key on live nodes: {:.1} on average, {} at most",
+        r.copies_per_key_mean, r.copies_per_key_max
+    );
     match r.idle_messages_per_node_minute {
         Some(idle) => println!(
             "background: {idle:.2} messages per node per minute while idle; {} messages in all",

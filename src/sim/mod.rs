@@ -24,7 +24,8 @@
 //! 5. **Idle after churn:** with churn and an idle phase, the same settling and measured span
 //!    again: the background traffic of a network whose tables hold departed contacts (the
 //!    first idle phase, before any churn, has none).
-//! 6. **Check:** every key stored is read back through a random live node; one whose get fails
+//! 6. **Check:** the live honest nodes holding each stored key are counted (its copies: about
+//!    k); then every key stored is read back through a random live node; one whose get fails
 //!    or answers another value is lost.
 //!
 //! With `adversarial` above zero, that fraction of the nodes turns hostile once the network is
@@ -145,6 +146,11 @@ pub struct Report {
     /// replica or a cached copy): the get missed a copy that was there, rather than every
     /// copy being gone.
     pub keys_lost_still_held: usize,
+    /// How many live honest nodes held each stored key before the check (its replicas, and
+    /// any copy a node outside its k closest kept): the mean over the stored keys, and the
+    /// most. With k = 20 and more than 20 nodes, about 20.
+    pub copies_per_key_mean: f64,
+    pub copies_per_key_max: usize,
     /// Rounds of the gets at the end (value lookups), median.
     pub get_rounds_p50: u32,
     /// Messages per node per minute during the idle phase (nothing but maintenance ran);
@@ -330,6 +336,7 @@ impl Sim {
         } else {
             None
         };
+        let copies = self.copies(&keys_stored).await;
         let (lost, get_rounds) = self.check(&keys_stored, progress).await;
         let keys_lost_still_held = self.still_held(&lost).await;
         let mut rounds: Vec<u32> = checked.iter().map(|c| c.rounds).collect();
@@ -351,6 +358,8 @@ impl Sim {
             keys_stored: keys_stored.len(),
             keys_lost: lost.len(),
             keys_lost_still_held,
+            copies_per_key_mean: mean(copies.iter().map(|&c| c as f64)),
+            copies_per_key_max: copies.iter().copied().max().unwrap_or(0),
             get_rounds_p50: percentile(&get_rounds, 0.50),
             idle_messages_per_node_minute: idle,
             idle_after_churn_messages_per_node_minute: idle_after_churn,
@@ -625,6 +634,40 @@ impl Sim {
         (lost, rounds)
     }
 
+    /// How many live honest nodes hold each of the `stored` keys (as far as their snapshots
+    /// list their records: the first [`crate::node::MAX_PICTURE_RECORDS`]).
+    async fn copies(&self, stored: &[usize]) -> Vec<usize> {
+        let mut count: HashMap<NodeId, usize> = stored
+            .iter()
+            .map(|&k| (NodeId::hash(key(k).as_bytes()), 0))
+            .collect();
+        for h in self.live_honest() {
+            if let Ok(snapshot) = h.snapshot().await {
+                for key in snapshot.keys {
+                    if let Some(c) = count.get_mut(&key) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        count.into_values().collect()
+    }
+
+    /// The handles of the live honest nodes.
+    fn live_honest(&self) -> Vec<NodeHandle> {
+        let nodes = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .clone();
+        nodes
+            .into_iter()
+            .map(|i| self.nodes[i].handle.clone())
+            .filter(|h| !self.hostile.contains(&h.id()))
+            .collect()
+    }
+
     /// How many of the `lost` keys some live honest node still holds (as far as its snapshot
     /// lists its records: the first [`crate::node::MAX_PICTURE_RECORDS`]).
     async fn still_held(&self, lost: &[usize]) -> usize {
@@ -632,17 +675,7 @@ impl Sim {
             return 0;
         }
         let mut held: HashSet<NodeId> = HashSet::new();
-        let nodes = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .nodes
-            .clone();
-        for i in nodes {
-            let h = &self.nodes[i].handle;
-            if self.hostile.contains(&h.id()) {
-                continue;
-            }
+        for h in self.live_honest() {
             if let Ok(snapshot) = h.snapshot().await {
                 held.extend(snapshot.keys);
             }
