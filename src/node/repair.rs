@@ -128,7 +128,10 @@ impl Driver {
             return;
         };
         let wall = self.wall();
-        let held = self.core.store().get(&key, wall).map(|s| s.record.version);
+        // A copy handed over meanwhile (cached now) is not repaired: it expires.
+        let held = (self.core.store().get(&key, wall))
+            .filter(|s| !s.cached)
+            .map(|s| s.record.version);
         if held.is_some_and(|v| v < current_version) {
             debug!(key = %key.short(), newer = current_version, from = %reply.responder.addr, "own copy is outdated: fetching the newer version");
             let from = reply.responder.clone();
