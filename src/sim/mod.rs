@@ -803,19 +803,30 @@ mod tests {
         assert!(churn.contains("from 0 to 1 (got 1.5)"), "{churn}");
     }
 
-    #[test]
-    fn a_lost_key_counts_as_still_held_only_when_a_live_honest_node_stores_it() {
-        let cfg = SimConfig {
-            nodes: 30,
+    /// A run of `nodes` nodes and `keys` keys, without lookups or idle phases.
+    fn quiet(nodes: usize, keys: usize) -> SimConfig {
+        SimConfig {
+            nodes,
             lookups: 0,
-            keys: 3,
+            keys,
             idle: Duration::ZERO,
             ..SimConfig::default()
-        };
+        }
+    }
+
+    /// `cfg`'s network, built on the simulated clock (call inside [`runtime`]).
+    async fn built(cfg: &SimConfig) -> Sim {
+        crate::node::clock::simulate_wall_clock();
+        let mut sim = Sim::new(cfg);
+        sim.build(&mut |_, _, _| {}).await.unwrap();
+        sim
+    }
+
+    #[test]
+    fn a_lost_key_counts_as_still_held_only_when_a_live_honest_node_stores_it() {
+        let cfg = quiet(30, 3);
         runtime().unwrap().block_on(async {
-            crate::node::clock::simulate_wall_clock();
-            let mut sim = Sim::new(&cfg);
-            sim.build(&mut |_, _, _| {}).await.unwrap();
+            let mut sim = built(&cfg).await;
             assert_eq!(sim.store(&mut |_, _, _| {}).await, vec![0, 1, 2]);
             assert_eq!(sim.still_held(&[0, 1, 2]).await, 3);
             // Key 3 was never put.
@@ -838,15 +849,8 @@ mod tests {
     /// For each of `keys`: how many live nodes hold it, and how many of those are among its
     /// k closest live nodes.
     async fn holders(sim: &Sim, keys: &[usize]) -> Vec<[usize; 2]> {
-        let live = sim
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .nodes
-            .clone();
         let mut held: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-        for i in live {
-            let h = &sim.nodes[i].handle;
+        for h in sim.live_honest() {
             for key in h.snapshot().await.unwrap().keys {
                 held.entry(key).or_default().push(h.id());
             }
@@ -868,17 +872,9 @@ mod tests {
         // (section 2.5) and replicate them to nodes a lookup in a half-built network takes to
         // be among the k closest; without the hand-over, 3 to 9 nodes outside each key's k
         // closest still held it three hours later, as full copies that spread further.
-        let cfg = SimConfig {
-            nodes: 8,
-            lookups: 0,
-            keys: 10,
-            idle: Duration::ZERO,
-            ..SimConfig::default()
-        };
+        let cfg = quiet(8, 10);
         runtime().unwrap().block_on(async {
-            crate::node::clock::simulate_wall_clock();
-            let mut sim = Sim::new(&cfg);
-            sim.build(&mut |_, _, _| {}).await.unwrap();
+            let mut sim = built(&cfg).await;
             let keys = sim.store(&mut |_, _, _| {}).await;
             assert_eq!(keys.len(), 10);
             let start = sim.nodes.len();
