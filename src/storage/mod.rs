@@ -363,6 +363,30 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_handed_over_stays_a_cached_one_after_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let soon = crate::kad::store::unix_ms(now) + 60_000;
+        {
+            let dir = open(tmp.path()).unwrap();
+            let mut store = dir.take_store().unwrap();
+            store.put(rec(1, b"v", 5, false, now), false, now).unwrap();
+            store.flush().unwrap();
+            assert!(store.demote(&NodeId([1; 20]), soon));
+            assert!(
+                store.unflushed(),
+                "the demotion is written with the next flush"
+            );
+            store.flush().unwrap();
+        }
+        let dir = open(tmp.path()).unwrap();
+        let store = dir.take_store().unwrap();
+        let held = store.get(&NodeId([1; 20]), now).unwrap();
+        assert!(held.cached);
+        assert_eq!(held.record.expires_at_ms, soon);
+    }
+
+    #[test]
     fn a_pinned_id_is_stored_and_must_match_later() {
         let tmp = tempfile::tempdir().unwrap();
         let pinned = NodeId([0xab; 20]);
