@@ -390,11 +390,17 @@ impl Lookup {
     /// peer that close to the target has the target's neighbourhood in its own small, unsplit
     /// buckets (paper section 2.4), so its answer names the k closest; a closer node that
     /// another answer names later is still asked. Not on disjoint paths, nor with
-    /// [`Lookup::until_converged`] (whose convergence ends the lookup). Set after
-    /// [`Lookup::with_disjoint_paths`].
+    /// [`Lookup::until_converged`] (whose convergence ends the lookup), whatever the order
+    /// they are set in.
     pub fn at_first_near_answer(mut self, on: bool) -> Self {
-        self.first_near_answer = on && self.paths == 1;
+        self.first_near_answer = on;
         self
+    }
+
+    /// Whether [`Lookup::at_first_near_answer`] applies: asked for, on a single path, and not
+    /// ending at convergence.
+    fn converges_at_first_near_answer(&self) -> bool {
+        self.first_near_answer && self.paths == 1 && !self.stop_at_convergence
     }
 
     /// Ends the lookup once it has converged (every path's alpha closest candidates still in
@@ -520,8 +526,8 @@ impl Lookup {
             wake = earlier(wake, scan.wake);
             if let Some(d) = scan.next {
                 // Past convergence the paper sends to all of the k closest not yet queried.
-                self.converged[path] |= scan.converged
-                    || (self.first_near_answer && !self.stop_at_convergence && scan.near_answered);
+                self.converged[path] |=
+                    scan.converged || (self.converges_at_first_near_answer() && scan.near_answered);
                 let limit = if self.converged[path] {
                     self.k.max(self.alpha)
                 } else {
@@ -1326,6 +1332,9 @@ mod tests {
             lookup_in(Mode::Survey, seeds.clone())
                 .with_disjoint_paths(2)
                 .at_first_near_answer(true),
+            lookup_in(Mode::Survey, seeds.clone())
+                .at_first_near_answer(true)
+                .with_disjoint_paths(2),
         ] {
             let first = sent_now(&mut l, now);
             l.on_success(&first[0].id, vec![], None);
