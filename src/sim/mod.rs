@@ -634,54 +634,50 @@ impl Sim {
         (lost, rounds)
     }
 
-    /// How many live honest nodes hold each of the `stored` keys (as far as their snapshots
-    /// list their records: the first [`crate::node::MAX_PICTURE_RECORDS`]).
-    async fn copies(&self, stored: &[usize]) -> Vec<usize> {
-        let mut count: HashMap<NodeId, usize> = stored
-            .iter()
-            .map(|&k| (NodeId::hash(key(k).as_bytes()), 0))
-            .collect();
-        for h in self.live_honest() {
-            if let Ok(snapshot) = h.snapshot().await {
-                for key in snapshot.keys {
-                    if let Some(c) = count.get_mut(&key) {
-                        *c += 1;
-                    }
-                }
-            }
-        }
-        count.into_values().collect()
-    }
-
-    /// The handles of the live honest nodes.
-    fn live_honest(&self) -> Vec<NodeHandle> {
+    /// The live honest nodes holding each key, as far as their snapshots list their records
+    /// (the first [`crate::node::MAX_PICTURE_RECORDS`]): replicas and cached copies alike.
+    async fn holders(&self) -> HashMap<NodeId, Vec<NodeId>> {
         let nodes = self
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .nodes
             .clone();
-        nodes
-            .into_iter()
-            .map(|i| self.nodes[i].handle.clone())
-            .filter(|h| !self.hostile.contains(&h.id()))
+        let mut held: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for i in nodes {
+            let h = &self.nodes[i].handle;
+            if self.hostile.contains(&h.id()) {
+                continue;
+            }
+            if let Ok(snapshot) = h.snapshot().await {
+                for key in snapshot.keys {
+                    held.entry(key).or_default().push(h.id());
+                }
+            }
+        }
+        held
+    }
+
+    /// How many live honest nodes hold each of the `stored` keys ([`Sim::holders`]).
+    async fn copies(&self, stored: &[usize]) -> Vec<usize> {
+        let held = self.holders().await;
+        stored
+            .iter()
+            .map(|&k| {
+                held.get(&NodeId::hash(key(k).as_bytes()))
+                    .map_or(0, Vec::len)
+            })
             .collect()
     }
 
-    /// How many of the `lost` keys some live honest node still holds (as far as its snapshot
-    /// lists its records: the first [`crate::node::MAX_PICTURE_RECORDS`]).
+    /// How many of the `lost` keys some live honest node still holds ([`Sim::holders`]).
     async fn still_held(&self, lost: &[usize]) -> usize {
         if lost.is_empty() {
             return 0;
         }
-        let mut held: HashSet<NodeId> = HashSet::new();
-        for h in self.live_honest() {
-            if let Ok(snapshot) = h.snapshot().await {
-                held.extend(snapshot.keys);
-            }
-        }
+        let held = self.holders().await;
         lost.iter()
-            .filter(|&&k| held.contains(&NodeId::hash(key(k).as_bytes())))
+            .filter(|&&k| held.contains_key(&NodeId::hash(key(k).as_bytes())))
             .count()
     }
 }
@@ -848,18 +844,15 @@ mod tests {
 
     /// For each of `keys`: how many live nodes hold it, and how many of those are among its
     /// k closest live nodes.
-    async fn holders(sim: &Sim, keys: &[usize]) -> Vec<[usize; 2]> {
-        let mut held: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-        for h in sim.live_honest() {
-            for key in h.snapshot().await.unwrap().keys {
-                held.entry(key).or_default().push(h.id());
-            }
-        }
+    async fn placement(sim: &Sim, keys: &[usize]) -> Vec<[usize; 2]> {
+        let held = sim.holders().await;
+        // An id no node has: nobody is left out of the k closest.
+        let nobody = NodeId([0xff; 20]);
         keys.iter()
             .map(|&k| {
                 let id = NodeId::hash(key(k).as_bytes());
-                let want = closest_live(&sim.live, &id, NodeId([0xff; 20]), crate::K);
-                let got = held.get(&id).cloned().unwrap_or_default();
+                let want = closest_live(&sim.live, &id, nobody, crate::K);
+                let got = held.get(&id).map_or(&[][..], Vec::as_slice);
                 [got.len(), got.iter().filter(|g| want.contains(g)).count()]
             })
             .collect()
@@ -889,7 +882,7 @@ mod tests {
             // Past the replicate interval (an hour) and its stagger (half an hour), and the
             // cached copies' life (five minutes).
             tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
-            let counts = holders(&sim, &keys).await;
+            let counts = placement(&sim, &keys).await;
             for i in 0..sim.nodes.len() {
                 sim.kill(i);
             }
