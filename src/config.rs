@@ -72,7 +72,8 @@ pub struct Settings {
     pub lookup_max_queries: u32,
     /// Disjoint paths each lookup runs along (S/Kademlia section 4.4); 1: the paper's lookup.
     pub lookup_disjoint_paths: usize,
-    /// A put's lookup ends at convergence and its STOREs check versions (`kad::write`).
+    /// A put's lookup ends at convergence and its STOREs check versions (`kad::write`; the
+    /// default). `false`: a put surveys all of the k closest first.
     pub conditional_puts: bool,
     pub refresh_interval_secs: u64,
     pub replicate_interval_secs: u64,

@@ -220,12 +220,12 @@ fn write_retries(node: &kademlia::NodeHandle) -> f64 {
         .unwrap_or_else(|| panic!("no kademlia_write_retries_total in\n{text}"))
 }
 
-/// A put surveys the k closest before it picks its version: a newer copy on one replica only
-/// (a write that missed its quorum, from a clock 30 s ahead) is seen, and the put is ordered
-/// after it.
+/// A surveyed put (`conditional_puts = false`) surveys the k closest before it picks its
+/// version: a newer copy on one replica only (a write that missed its quorum, from a clock
+/// 30 s ahead) is seen, and the put is ordered after it, without writing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_is_ordered_after_a_newer_copy_on_a_single_replica() {
-    let sim = SimNet::build(61, 30, 30).await;
+async fn a_surveyed_put_is_ordered_after_a_newer_copy_on_a_single_replica() {
+    let sim = SimNet::build_with(61, 30, 30, |c| c.conditional_puts = false).await;
     let key = "single-newer";
     let (ahead, _) = newer_copy_at_the_farthest_replica(&sim, 0, key).await;
     let w = sim.nodes[0]
@@ -239,10 +239,10 @@ async fn a_put_is_ordered_after_a_newer_copy_on_a_single_replica() {
     sim.shutdown().await;
 }
 
-/// A conditional put (`conditional_puts`, `kad::write`) does not ask the farthest replica
-/// for its version before it picks one; that replica refuses the put's STORE and says which
-/// version it holds. The put is not acknowledged at its version, even with the quorum
-/// stored: it writes again after a full survey, above the newer one, and that is what
+/// A put (a conditional write by default: `conditional_puts`, `kad::write`) does not ask the
+/// farthest replica for its version before it picks one; that replica refuses the put's STORE
+/// and says which version it holds. The put is not acknowledged at its version, even with the
+/// quorum stored: it writes again after a full survey, above the newer one, and that is what
 /// everyone reads. (Every other remote replica is slow, so that the newer copy's answer is
 /// among the `n - quorum + 1` versions the put waits to hear, whichever replicas its lookup
 /// heard; see `kad::write` for what happens otherwise.)
@@ -253,8 +253,8 @@ async fn a_put_is_ordered_after_a_newer_copy_on_a_single_replica() {
 /// it picks its version, and is ordered above it without a retry (also checked). So the test
 /// tries fresh keys until one put takes the retry path, 5 at most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conditional_put_that_meets_a_newer_version_writes_again_above_it() {
-    let sim = SimNet::build_with(61, 30, 30, |c| c.conditional_puts = true).await;
+async fn a_put_that_meets_a_newer_version_it_did_not_ask_for_writes_again_above_it() {
+    let sim = SimNet::build(61, 30, 30).await;
     let node = &sim.nodes[0].handle;
     let mut retried = false;
     for attempt in 0..5 {

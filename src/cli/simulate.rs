@@ -35,8 +35,9 @@ pub struct SimulateArgs {
     /// path, as in the paper)
     #[arg(long, default_value_t = 1)]
     pub disjoint_paths: usize,
-    /// Puts are conditional writes on every node (the `conditional_puts` setting)
-    #[arg(long)]
+    /// Every node's `conditional_puts` setting: true (the default), a put's lookup ends at
+    /// convergence and its STOREs check versions; false, puts survey all of the k closest first
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub conditional_puts: bool,
     /// Seed of node ids and of every choice the simulation makes
     #[arg(long, default_value_t = 1)]

@@ -19,16 +19,16 @@
 //!   round of whichever answer happened to arrive first overstated some: of 1,000 lookups
 //!   among 10,000 simulated nodes, 14 went 5 rounds by that count and 7 by this one; with
 //!   30 % churn, 58 and 54).
-//! - A survey (a put's, delete's or locate's FIND_VALUE visit of the k closest) whose seeds
-//!   are all of the key's k closest that this node could know of ([`Lookup::all_at_once`];
-//!   the driver asks `RoutingTable::covers`: the buckets around them are not full, so the
-//!   table turned nobody away there) asks them all at once, where the paper asks alpha
-//!   first and the rest once they answered. A survey has to hear from each of them anyway,
-//!   so this costs no RPCs and saves that first round: in a network of k nodes or fewer
-//!   (`docker compose up --scale node=20`) on every put; among 100 nodes on about a quarter
-//!   of them. A closer node one of them names is still asked, so a table that missed one (a
-//!   diversity cap turned it away) costs a round, as before. 20-node devnet (`kademlia
-//!   devnet --nodes 20`, 1,000 puts at concurrency 1 through `kademlia bench`, builds
+//! - A survey (a surveyed put's, a delete's or a locate's FIND_VALUE visit of the k closest)
+//!   whose seeds are all of the key's k closest that this node could know of
+//!   ([`Lookup::all_at_once`]; the driver asks `RoutingTable::covers`: the buckets around them
+//!   are not full, so the table turned nobody away there) asks them all at once, where the
+//!   paper asks alpha first and the rest once they answered. A survey has to hear from each of
+//!   them anyway, so this costs no RPCs and saves that first round: in a network of k nodes or
+//!   fewer (`docker compose up --scale node=20`) on every surveyed put; among 100 nodes on
+//!   about a quarter of them. A closer node one of them names is still asked, so a table that
+//!   missed one (a diversity cap turned it away) costs a round, as before. 20-node devnet
+//!   (`kademlia devnet --nodes 20`, 1,000 puts at concurrency 1 through `kademlia bench`, builds
 //!   alternated, three pairs): put p50 1.25-1.54 -> 1.17-1.33 ms, 647-756 -> 721-814
 //!   puts/s, FIND_VALUEs a put 19.0 either way; 100 nodes: within the machine's noise.
 //! - A survey whose seeds are not all of the k closest converges as soon as any one of its

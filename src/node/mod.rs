@@ -65,8 +65,9 @@ pub struct NodeConfig {
     pub lookup_max_queries: u32,
     /// Disjoint paths per lookup (`kad::lookup::Lookup::with_disjoint_paths`); 1: off.
     pub lookup_disjoint_paths: usize,
-    /// Puts are conditional writes (`kad::write`): their lookup ends at convergence and the
-    /// STOREs check versions. Off: a put surveys all of the k closest first.
+    /// Puts are conditional writes (`kad::write`; the default): their lookup ends at
+    /// convergence and the STOREs check versions. Off: a put surveys all of the k closest
+    /// first, as deletes always do.
     pub conditional_puts: bool,
     pub refresh_interval: Duration,
     pub replicate_interval: Duration,
@@ -145,7 +146,7 @@ impl NodeConfig {
             lookup_timeout: rpc_timeout * crate::kad::lookup::LOOKUP_DEADLINE_TIMEOUTS,
             lookup_max_queries: 10 * crate::kad::K as u32,
             lookup_disjoint_paths: 1,
-            conditional_puts: false,
+            conditional_puts: true,
             refresh_interval: crate::kad::T_REFRESH,
             replicate_interval: crate::kad::T_REPLICATE,
             record_ttl: None,

@@ -92,7 +92,7 @@ pub struct SimConfig {
     pub wire: bool,
     /// Every node's `lookup_disjoint_paths` (1, the default: one lookup path).
     pub disjoint_paths: usize,
-    /// Every node's `conditional_puts` (see `kad::write`).
+    /// Every node's `conditional_puts` (see `kad::write`; on by default, as on a node).
     pub conditional_puts: bool,
 }
 
@@ -109,7 +109,7 @@ impl Default for SimConfig {
             adversarial: 0.0,
             wire: false,
             disjoint_paths: 1,
-            conditional_puts: false,
+            conditional_puts: true,
         }
     }
 }
@@ -913,7 +913,7 @@ mod tests {
             // Through the wire format, as between real nodes.
             wire: true,
             disjoint_paths: 1,
-            conditional_puts: false,
+            conditional_puts: true,
         };
         let r = run(&cfg, &mut |_, _, _| {}).unwrap();
         assert_eq!(r.churned, 18);
