@@ -543,11 +543,12 @@ impl Driver {
         .with_query_cap(self.cfg.lookup_max_queries)
         .with_disjoint_paths(self.cfg.lookup_disjoint_paths);
         let lookup = shape(lookup);
-        // A put's conditional STOREs do the survey's last round (`kad::write`).
+        // A put's conditional STOREs do the survey's last round (`kad::write`): its lookup
+        // ends at the first answer from one of the alpha closest it knows.
         let lookup = match then {
             AfterLookup::Write {
                 conditional: true, ..
-            } => lookup.until_converged(),
+            } => lookup.until_converged().at_first_near_answer(true),
             _ => lookup
                 .all_at_once(seeds_cover)
                 .at_first_near_answer(mode == Mode::Survey),
