@@ -299,6 +299,10 @@ async fn separate_networks_merge_when_the_name_finds_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_of_bootstrap_names_survives_dead_and_unknown_entries() {
     let mut sim = SimNet::build(18, 5, 5).await;
+    // The four nodes that joined through node 0 at once learn each other from its answers, a
+    // PING after they heard of each other: node 3 must know the others before node 0 dies, or
+    // it has nobody to name (a CI run under load once killed node 0 first).
+    assert_eq!(common::peers_once(&sim.nodes[3].handle, 4).await, 4);
     sim.kill(0).await;
     // The first name is dead, the second does not resolve, the third is alive.
     let remote = format!("{},no-such-name,{}", sim.nodes[0].addr, sim.nodes[3].addr);
