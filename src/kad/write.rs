@@ -7,8 +7,8 @@
 //! - a delete's lifetime: [`tombstone_expiry`] of the copies the survey saw;
 //! - where the record goes: STOREs to the replica set (the k closest, this node included
 //!   when it is one of them), and one-way STOREs to holders of older copies outside it;
-//! - how many must succeed: `min(quorum, nodes this node knows)`, counting stale contacts, so
-//!   nodes that did not answer do not lower it.
+//! - how many must succeed: `min(quorum, nodes this node knows)`, counting stale contacts and
+//!   the nodes its lookup found, so nodes that did not answer do not lower it.
 //!
 //! The driver then feeds each STORE's answer to [`Write::on_ack`], performs what
 //! [`Write::poll`] asks for, and answers the client with the [`Verdict`]: as soon as the
@@ -249,7 +249,12 @@ impl Write {
         };
         let mut replicas = replica_set(found, &outcome.target, me, settings.k);
         let local_replica = replicas.iter().any(|c| c.id == me.id);
-        let needed = settings.quorum.min(settings.known).max(1);
+        // Nodes the lookup found count as known: a node that learned a peer only from the
+        // lookup's answers (not proven by a PING yet) still sends it the record.
+        let needed = settings
+            .quorum
+            .min(settings.known.max(replicas.len()))
+            .max(1);
         // Replicas whose version the write must hear before it answers (module doc). This
         // node's own copy's version is known already.
         let confirm = if settings.conditional {
@@ -555,6 +560,14 @@ mod tests {
                 .write
                 .needed(),
             1
+        );
+        // The table holds one peer, the lookup found two: with this node, three know of it.
+        let o = survey(&[1, 2], &[]);
+        assert_eq!(
+            plan(record(false), &o, None, 3, settings(20, 3, 2))
+                .write
+                .needed(),
+            3
         );
     }
 
