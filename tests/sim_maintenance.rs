@@ -418,9 +418,21 @@ async fn the_replication_backlog_grows_on_a_slow_network_and_empties_when_it_rec
             .await
             .unwrap();
     }
-    // Fewer than k nodes: every node holds every record.
+    // Fewer than k nodes: every node holds every record, once the STOREs beyond each put's
+    // quorum (answered before them) have landed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     for n in &sim.nodes {
-        assert_eq!(n.handle.info().await.unwrap().records, 200);
+        loop {
+            let records = n.handle.info().await.unwrap().records;
+            if records == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a node holds {records} of the 200 records"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let backlogs = || async {
         let mut all = Vec::new();
