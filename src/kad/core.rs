@@ -582,7 +582,8 @@ mod tests {
     fn a_full_bucket_pings_its_least_recently_seen_contact_only_when_not_heard_from_lately() {
         let (t0, wall) = (Instant::now(), SystemTime::now());
         // 20 contacts in bucket 159, all in one quarter of it (so no newcomer spreads it), and
-        // 40 nearer (bucket 158), so that bucket 159 does not grow past k.
+        // 3k nearer (bucket 158), so that bucket 159 does not grow past k.
+        use crate::kad::routing::NEIGHBOURHOOD_BUCKET_FACTOR;
         let id = |i: u8| {
             let mut b = [i; 20];
             b[0] = 0x80 | i;
@@ -590,7 +591,7 @@ mod tests {
         };
         let full = || {
             let mut c = core(0);
-            for i in 0..40 {
+            for i in 0..(20 * NEIGHBOURHOOD_BUCKET_FACTOR) as u8 {
                 let mut near = [i; 20];
                 near[0] = 0x40 | i;
                 c.observe(Contact::new(NodeId(near), format!("near{i}:1")), t0, wall);
