@@ -580,10 +580,10 @@ mod tests {
 
     #[test]
     fn a_full_bucket_pings_its_least_recently_seen_contact_only_when_not_heard_from_lately() {
+        use crate::kad::routing::NEIGHBOURHOOD_BUCKET_FACTOR;
         let (t0, wall) = (Instant::now(), SystemTime::now());
         // 20 contacts in bucket 159, all in one quarter of it (so no newcomer spreads it), and
         // 3k nearer (bucket 158), so that bucket 159 does not grow past k.
-        use crate::kad::routing::NEIGHBOURHOOD_BUCKET_FACTOR;
         let id = |i: u8| {
             let mut b = [i; 20];
             b[0] = 0x80 | i;

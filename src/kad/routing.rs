@@ -219,21 +219,23 @@ impl RoutingTable {
     /// Whether bucket `index` has room for one more contact: it holds fewer than k, or fewer
     /// than [`NEIGHBOURHOOD_BUCKET_FACTOR`] times k while the buckets closer to this node hold
     /// fewer than that many live contacts between them (the paper's relaxed split, widened:
-    /// see the module notes). The closer buckets are counted only for a bucket that already holds k, so
-    /// seeing a contact in a bucket with room (every RPC does) costs no scan of the table.
+    /// see the module notes). The closer buckets are counted only for a bucket that already
+    /// holds k, so seeing a contact in a bucket with room (every RPC does) costs no scan of
+    /// the table.
     fn has_room(&self, index: usize) -> bool {
         let len = self.buckets[index].entries.len();
         if len < self.k {
             return true;
         }
-        len < self.k * NEIGHBOURHOOD_BUCKET_FACTOR
+        let wide = self.k * NEIGHBOURHOOD_BUCKET_FACTOR;
+        len < wide
             && self.buckets[..index]
                 .iter()
                 .flat_map(|b| &b.entries)
                 .filter(|e| !e.is_stale())
-                .take(self.k * NEIGHBOURHOOD_BUCKET_FACTOR)
+                .take(wide)
                 .count()
-                < self.k * NEIGHBOURHOOD_BUCKET_FACTOR
+                < wide
     }
 
     /// Records that `contact` answered at its address (see `Core::on_reply`). An address
@@ -967,7 +969,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_next_to_a_neighbourhood_of_fewer_than_twice_k_holds_twice_k() {
+    fn a_bucket_next_to_a_neighbourhood_of_fewer_than_3k_holds_3k() {
         let now = Instant::now();
         let me = NodeId([0; 20]);
         let mut rng = StdRng::seed_from_u64(11);
