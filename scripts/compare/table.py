@@ -6,7 +6,11 @@ time limit is marked with * and counts only the ops it ran; a phase with failed 
 shows "failed ops" (a wrong value, or more than 1 % of its ops failed; fewer failures are
 listed under the table). A goal that cannot be judged from what ran says so.
 
-Usage: table.py OURS_C1.json OURS_C32.json PYKAD.json OPENDHT.json
+Each goal's margin says how far past it this node is, as a ratio (1.00x: just met; below
+1.00x: missed by that much); GOALS.json, when given, gets the goals with their margins, for
+summary.py to count over repeated runs.
+
+Usage: table.py OURS_C1.json OURS_C32.json PYKAD.json OPENDHT.json [GOALS.json]
 """
 
 import json
@@ -21,6 +25,7 @@ def load(path):
 
 
 ours_c1, ours_c32, pykad, odht = (load(p) for p in sys.argv[1:5])
+goals_out = sys.argv[5] if len(sys.argv) > 5 else None
 if ours_c1 is None or ours_c32 is None:
     sys.exit("this node's bench produced no figures")
 ping = ours_c1["ping"]["p50_ms"]
@@ -98,30 +103,40 @@ if short:
           + ", ".join(short) + ")")
 
 
-def goal(name, mine, theirs, test, note=""):
+def goal(name, mine, theirs, factor, kind, note=""):
+    """A goal on this node's figure `mine` against `factor` times `theirs`: `kind` "at most",
+    "below", "at least" or "above". Its margin is how far past the goal this node is, as a
+    ratio (at least 1.00 when met; above 1.00 for "below" and "above")."""
     if isinstance(mine, str) or isinstance(theirs, str):
-        return (name, None, f"(cannot judge: {mine if isinstance(mine, str) else theirs})")
-    return (name, test(mine, theirs), note)
+        return (name, None, None, f"(cannot judge: {mine if isinstance(mine, str) else theirs})")
+    bound = factor * theirs
+    margin = bound / mine if kind in ("at most", "below") else mine / bound
+    met = margin > 1 if kind in ("below", "above") else margin >= 1
+    return (name, met, margin, note)
 
 
 g = {phase: {f: fig(ours, phase, f) for f in ("p50_ms", "ops_per_sec")} for phase in ours}
 goals = [
-    goal("get p50 <= 4 pings", g["get_c1"]["p50_ms"], ping, lambda m, t: m <= 4 * t,
+    goal("get p50 <= 4 pings", g["get_c1"]["p50_ms"], ping, 4, "at most",
          f"{ours['get_c1']['p50_ms'] / ping:.1f} pings"),
-    goal("put p50 <= 8 pings", g["put_c1"]["p50_ms"], ping, lambda m, t: m <= 8 * t,
+    goal("put p50 <= 8 pings", g["put_c1"]["p50_ms"], ping, 8, "at most",
          f"{ours['put_c1']['p50_ms'] / ping:.1f} pings"),
-    goal("put p50 below OpenDHT's", g["put_c1"]["p50_ms"], fig(odht, "put_c1", "p50_ms"),
-         lambda m, t: m < t),
+    goal("put p50 below OpenDHT's", g["put_c1"]["p50_ms"], fig(odht, "put_c1", "p50_ms"), 1,
+         "below"),
     goal("put p50 >= 10x faster than python's", g["put_c1"]["p50_ms"],
-         fig(pykad, "put_c1", "p50_ms"), lambda m, t: t >= 10 * m),
+         fig(pykad, "put_c1", "p50_ms"), 1 / 10, "at most"),
     goal("gets/s (32) >= 4x python's", g["get_c32"]["ops_per_sec"],
-         fig(pykad, "get_c32", "ops_per_sec"), lambda m, t: m >= 4 * t),
+         fig(pykad, "get_c32", "ops_per_sec"), 4, "at least"),
     goal("puts/s (32) above OpenDHT's", g["put_c32"]["ops_per_sec"],
-         fig(odht, "put_c32", "ops_per_sec"), lambda m, t: m > t),
+         fig(odht, "put_c32", "ops_per_sec"), 1, "above"),
     goal("puts/s (32) >= 8x python's", g["put_c32"]["ops_per_sec"],
-         fig(pykad, "put_c32", "ops_per_sec"), lambda m, t: m >= 8 * t),
+         fig(pykad, "put_c32", "ops_per_sec"), 8, "at least"),
 ]
 print("goals (issue 12):")
-for name, met, note in goals:
+for name, met, margin, note in goals:
     word = {True: "met    ", False: "NOT met", None: "unknown"}[met]
-    print(f"  {word} {name} {note}".rstrip())
+    past = "" if margin is None else f"margin {margin:.2f}x"
+    print(f"  {word} {name} {note} {past}".rstrip())
+if goals_out:
+    with open(goals_out, "w") as f:
+        json.dump([{"goal": n, "met": m, "margin": r} for n, m, r, _ in goals], f)
