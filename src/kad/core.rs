@@ -269,9 +269,15 @@ impl Core {
         let index = self.me.id.bucket_index(id)?;
         let live = |b: &super::routing::Bucket| b.entries.iter().filter(|e| !e.is_stale()).count();
         let buckets = self.routing.buckets();
-        let nearer: usize = buckets[..index].iter().map(live).sum();
-        if nearer >= self.params.k {
-            return None;
+        // Every STORE asks this (`quota_owner`). Counted from the sender's side, where the
+        // nearer buckets that hold most contacts lie, it stops after a bucket or two for a far
+        // sender instead of reading all of the (mostly empty) buckets below.
+        let mut nearer = 0;
+        for b in buckets[..index].iter().rev() {
+            nearer += live(b);
+            if nearer >= self.params.k {
+                return None;
+            }
         }
         buckets[index]
             .entries
@@ -1112,6 +1118,49 @@ mod tests {
         let due = c.store().iter().filter(|s| s.refreshed_at_ms == 0).count();
         // Its range opened too, so all of them are due; none is left out.
         assert_eq!(due, HANDOFF_MAX_RECORDS + 10);
+    }
+
+    proptest::proptest! {
+        /// `neighbour` counts the nearer buckets from the sender's side and stops early; it
+        /// must say what its definition says, counted over the whole table: a live contact
+        /// with fewer than k live contacts in the buckets nearer this node than its own.
+        #[test]
+        fn neighbour_is_a_live_contact_with_fewer_than_k_live_ones_nearer(
+            ids in proptest::collection::vec(proptest::array::uniform20(proptest::num::u8::ANY), 1..120),
+            stale in proptest::collection::vec(proptest::bool::weighted(0.2), 120),
+            k in 1usize..8,
+        ) {
+            let now = Instant::now();
+            let mut c = core(0x10);
+            c.params.k = k;
+            c.routing = RoutingTable::new(c.id(), k, now);
+            for (i, id) in ids.iter().enumerate() {
+                let contact = Contact::new(NodeId(*id), format!("10.0.{}.{}:1", i / 200, i % 200));
+                let _ = c.routing_mut().insert(contact, now);
+                if stale[i] {
+                    for _ in 0..crate::kad::routing::MAX_FAILURES {
+                        c.routing.on_failure(&NodeId(*id));
+                    }
+                }
+            }
+            let me = c.id();
+            let entries: Vec<_> = c
+                .routing()
+                .buckets()
+                .iter()
+                .flat_map(|b| b.entries.iter())
+                .cloned()
+                .collect();
+            for e in &entries {
+                let index = me.bucket_index(&e.contact.id).expect("not this node");
+                let nearer = entries
+                    .iter()
+                    .filter(|o| !o.is_stale() && me.bucket_index(&o.contact.id) < Some(index))
+                    .count();
+                let expected = !e.is_stale() && nearer < k;
+                proptest::prop_assert_eq!(c.neighbour(&e.contact.id).is_some(), expected);
+            }
+        }
     }
 
     #[test]
