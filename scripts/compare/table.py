@@ -110,6 +110,8 @@ def goal(name, mine, theirs, factor, kind, note=""):
     if isinstance(mine, str) or isinstance(theirs, str):
         return (name, None, None, f"(cannot judge: {mine if isinstance(mine, str) else theirs})")
     bound = factor * theirs
+    if mine <= 0 or bound <= 0:
+        return (name, None, None, "(cannot judge: a figure of 0)")
     margin = bound / mine if kind in ("at most", "below") else mine / bound
     met = margin > 1 if kind in ("below", "above") else margin >= 1
     return (name, met, margin, note)
