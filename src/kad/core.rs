@@ -262,28 +262,10 @@ impl Core {
         })
     }
 
-    /// The live contact `id`, if it is within this node's neighbourhood: in a bucket no
-    /// farther than the one where this node's k nearest live contacts end (so in a network of
-    /// at most k + 1 nodes every live contact is a neighbour).
+    /// The live contact `id`, if it is within this node's neighbourhood
+    /// ([`RoutingTable::neighbour`]).
     pub fn neighbour(&self, id: &NodeId) -> Option<&Contact> {
-        let index = self.me.id.bucket_index(id)?;
-        let live = |b: &super::routing::Bucket| b.entries.iter().filter(|e| !e.is_stale()).count();
-        let buckets = self.routing.buckets();
-        // Every STORE asks this (`quota_owner`). Counted from the sender's side, where the
-        // nearer buckets that hold most contacts lie, it stops after a bucket or two for a far
-        // sender instead of reading all of the (mostly empty) buckets below.
-        let mut nearer = 0;
-        for b in buckets[..index].iter().rev() {
-            nearer += live(b);
-            if nearer >= self.params.k {
-                return None;
-            }
-        }
-        buckets[index]
-            .entries
-            .iter()
-            .find(|e| e.contact.id == *id && !e.is_stale())
-            .map(|e| &e.contact)
+        self.routing.neighbour(id)
     }
 
     /// Stores a record that came from a peer other than by STORE (a fetched newer version):
@@ -1121,7 +1103,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// `neighbour` counts the nearer buckets from the sender's side and stops early; it
+        /// `neighbour` counts the nearer buckets from the contact's side and stops early; it
         /// must say what its definition says, counted over the whole table: a live contact
         /// with fewer than k live contacts in the buckets nearer this node than its own.
         #[test]

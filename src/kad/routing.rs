@@ -228,14 +228,37 @@ impl RoutingTable {
             return true;
         }
         let wide = self.k * NEIGHBOURHOOD_BUCKET_FACTOR;
-        len < wide
-            && self.buckets[..index]
-                .iter()
-                .flat_map(|b| &b.entries)
-                .filter(|e| !e.is_stale())
-                .take(wide)
-                .count()
-                < wide
+        len < wide && self.live_nearer_than(index, wide) < wide
+    }
+
+    /// The live contacts in the buckets closer to this node than bucket `index`, counted up
+    /// to `at_most`. Counted from `index` down, where the full buckets lie, so that for a far
+    /// bucket it stops after a bucket or two instead of reading all the (mostly empty) ones
+    /// below.
+    fn live_nearer_than(&self, index: usize, at_most: usize) -> usize {
+        let mut live = 0;
+        for b in self.buckets[..index].iter().rev() {
+            live += b.entries.iter().filter(|e| !e.is_stale()).count();
+            if live >= at_most {
+                return at_most;
+            }
+        }
+        live
+    }
+
+    /// The live contact `id`, if it is within this node's neighbourhood: in a bucket no
+    /// farther than the one where this node's k nearest live contacts end (so in a network of
+    /// at most k + 1 nodes every live contact is a neighbour).
+    pub fn neighbour(&self, id: &NodeId) -> Option<&Contact> {
+        let index = self.local.bucket_index(id)?;
+        if self.live_nearer_than(index, self.k) >= self.k {
+            return None;
+        }
+        self.buckets[index]
+            .entries
+            .iter()
+            .find(|e| e.contact.id == *id && !e.is_stale())
+            .map(|e| &e.contact)
     }
 
     /// Records that `contact` answered at its address (see `Core::on_reply`). An address
