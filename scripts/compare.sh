@@ -3,8 +3,9 @@
 # other (never at once): bmuller's python kademlia 2.2.3 (PyPI) and OpenDHT 2.4.12 (Debian's
 # python3-opendht), each as N nodes on loopback in one process, and this node as a devnet of N
 # nodes driven over gRPC by `kademlia bench` from a separate process. Each runs OPS puts, then
-# OPS gets of those keys, at concurrency 1 and then 32; prints the figures, this node's ratio to
-# each and issue 12's goals. Installs what it needs (a venv in .tools/compare-venv; Debian's
+# OPS gets of those keys, at concurrency 1 and then 32 (this node twice: its puts and gets as
+# unary calls, and as frames on one Stream per node); prints the figures, this node's ratio to
+# each and issue 12's goals, for each of its two APIs. Installs what it needs (a venv in .tools/compare-venv; Debian's
 # python3-opendht through apt-get, as root) and stops everything it starts. A peer's phase
 # stops starting ops after PHASE_SECONDS (180) and is marked * in the table; a peer that fails
 # shows "no run" and the others still print. RUNS=N repeats the whole comparison N times, one
@@ -48,9 +49,12 @@ compare_once() {
   # For about 10 s after ready the joins' follow-up refresh lookups keep the cores busy; figures
   # taken then measure that, not the node (ping p99 60-90 ms). SETTLE_SECONDS=0 skips the wait.
   sleep "${SETTLE_SECONDS:-20}"
+  # Each concurrency twice: puts and gets as unary calls, then as frames on one Stream per node.
   for c in 1 32; do
     "$BIN" bench --quiet --json --nodes "$NODES" --base-port "$BASE" \
       --pings "$OPS" --puts "$OPS" --gets "$OPS" -c "$c" >"$R/ours-c$c.json"
+    "$BIN" bench --quiet --json --nodes "$NODES" --base-port "$BASE" --stream \
+      --pings "$OPS" --puts "$OPS" --gets "$OPS" -c "$c" >"$R/stream-c$c.json"
   done
   kill "$DEVNET"; wait "$DEVNET" 2>/dev/null || true; DEVNET=
 
@@ -64,7 +68,7 @@ compare_once() {
     echo "OpenDHT's run failed (exit $?)" >&2
 
   python3 scripts/compare/table.py "$R/ours-c1.json" "$R/ours-c32.json" "$R/pykad.json" \
-    "$R/opendht.json" "$R/goals.json"
+    "$R/opendht.json" "$R/goals.json" --stream "$R/stream-c1.json" "$R/stream-c32.json"
 }
 
 PHASE=${PHASE_SECONDS:-180}

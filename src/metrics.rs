@@ -30,7 +30,8 @@
 //!   STOREs met a newer version and that wrote again after a full survey (`kad::write`);
 //! - `kademlia_peer_frames_total`: peer requests served as frames on `Exchange` streams
 //!   (`net::grpc::exchange`); each is also in `rpc_server_call_duration_seconds` under the
-//!   RPC it carries, like a unary call;
+//!   RPC it carries, like a unary call; `kademlia_client_frames_total`: client requests
+//!   served as frames on `Stream` streams (`net::grpc::client_stream`), likewise;
 //! - `kademlia_peer_tls_handshakes_total{outcome}`: TLS handshakes on the peer port (with peer
 //!   mTLS on), `accepted`, `failed` (no certificate from the cluster CA, or a broken exchange)
 //!   or `timed_out`, recorded by `net::tls::incoming`.
@@ -144,6 +145,7 @@ pub struct Metrics {
     write_stores: Family<WriteStoreLabels, Counter>,
     write_retries: Counter,
     peer_frames: Counter,
+    client_frames: Counter,
     tls_handshakes: Family<OutcomeLabels, Counter>,
 }
 
@@ -206,6 +208,7 @@ impl Metrics {
             write_stores: Family::default(),
             write_retries: Counter::default(),
             peer_frames: Counter::default(),
+            client_frames: Counter::default(),
             tls_handshakes: Family::default(),
         };
         let r = &mut m.registry;
@@ -317,6 +320,12 @@ impl Metrics {
             m.peer_frames.clone(),
         );
         r.register(
+            "kademlia_client_frames",
+            "Client requests served as frames on Stream streams (also counted by method in \
+             rpc_server_call_duration_seconds)",
+            m.client_frames.clone(),
+        );
+        r.register(
             "kademlia_peer_tls_handshakes",
             "TLS handshakes on the peer port, by outcome (accepted, failed, timed_out)",
             m.tls_handshakes.clone(),
@@ -382,9 +391,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one peer request served as a frame on a stream (with [`Self::observe_call`]).
-    pub(crate) fn observe_frame(&self) {
-        self.peer_frames.inc();
+    /// Records one request served as a frame on a stream (with [`Self::observe_call`]), of
+    /// the peer service or, for any other `service`, of the client service.
+    pub(crate) fn observe_frame(&self, service: &str) {
+        if service == crate::net::grpc::pb::kademlia_server::SERVICE_NAME {
+            self.peer_frames.inc();
+        } else {
+            self.client_frames.inc();
+        }
     }
 
     /// Records one served call.

@@ -106,6 +106,37 @@ fn grpcurl_lists_services_checks_health_puts_and_gets() {
         "{}",
         stdout(&describe)
     );
+    // Frames on the Stream call: a put, a get of what it put, and a get of a missing key,
+    // each answered by the frame with its id (a uint64, so a string in protobuf JSON).
+    let stream = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"id":1,"put":{"key":"streamed","value":"aGk="}}
+           {"id":2,"get":{"key":"greeting"}}
+           {"id":3,"get":{"key":"nope"}}"#,
+        &node.addr,
+        "kademlia.v1.Dht/Stream",
+    ]);
+    let out = stdout(&stream);
+    assert!(
+        stream.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&stream.stderr)
+    );
+    let frames: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    let by_id = |id: &str| {
+        frames
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no reply frame {id}: {out}"))
+    };
+    assert_eq!(by_id("1")["put"]["replicas"], 1, "{out}");
+    assert_eq!(by_id("2")["get"]["value"], "aGVsbG8gZ3JwY3VybA==", "{out}");
+    assert_eq!(by_id("3")["failure"]["code"], 5, "NOT_FOUND: {out}");
+    assert_eq!(frames.len(), 3, "{out}");
 }
 
 #[test]
@@ -468,6 +499,19 @@ fn bench_reports_json_with_latencies_in_pings() {
     assert_eq!(r["keys"], 3, "{r}");
     assert_eq!(r["put"]["ok"], 12, "{r}");
     assert_eq!(r["get"]["ok"], 6, "{r}");
+    assert_eq!(r["get"]["wrong"], 0, "{r}");
+    // --stream: the puts and gets go as frames on one Stream per node, and say so.
+    let r = bench_json(
+        base,
+        &[
+            "--pings", "5", "--puts", "30", "--gets", "30", "-c", "8", "--stream",
+        ],
+    );
+    assert_eq!(r["stream"], true, "{r}");
+    for phase in ["put", "get"] {
+        assert_eq!(r[phase]["ok"], 30, "{phase}: {r}");
+        assert_eq!(r[phase]["errors"], 0, "{phase}: {r}");
+    }
     assert_eq!(r["get"]["wrong"], 0, "{r}");
     // --before-gets runs between the puts and the gets, and --get-addrs sends the gets to the
     // nodes it names only (scripts/measure-kill.sh kills nodes with the one and leaves them

@@ -10,6 +10,7 @@
 mod common;
 
 mod binary;
+mod client_stream;
 mod compose;
 mod containers;
 mod deploy;

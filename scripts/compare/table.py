@@ -10,7 +10,13 @@ Each goal's margin says how far past it this node is, as a ratio (1.00x: just me
 1.00x: missed by that much); GOALS.json, when given, gets the goals with their margins, for
 summary.py to count over repeated runs.
 
+With --stream, this node's figures of a second bench run, whose puts and gets went as frames
+on one `Stream` per node (`kademlia bench --stream`), get columns and goals of their own; the
+first pair is the unary calls'. Each pair's pings are its own run's (unary Info calls either
+way).
+
 Usage: table.py OURS_C1.json OURS_C32.json PYKAD.json OPENDHT.json [GOALS.json]
+                [--stream STREAM_C1.json STREAM_C32.json]
 """
 
 import json
@@ -24,17 +30,32 @@ def load(path):
         return None
 
 
-ours_c1, ours_c32, pykad, odht = (load(p) for p in sys.argv[1:5])
-goals_out = sys.argv[5] if len(sys.argv) > 5 else None
+args = sys.argv[1:]
+stream_files = None
+if "--stream" in args:
+    i = args.index("--stream")
+    stream_files, args = args[i + 1:i + 3], args[:i] + args[i + 3:]
+    if len(stream_files) != 2:
+        sys.exit("--stream takes two files: STREAM_C1.json STREAM_C32.json")
+ours_c1, ours_c32, pykad, odht = (load(p) for p in args[0:4])
+goals_out = args[4] if len(args) > 4 else None
 if ours_c1 is None or ours_c32 is None:
     sys.exit("this node's bench produced no figures")
-ping = ours_c1["ping"]["p50_ms"]
-ours = {
-    "get_c1": ours_c1["get"],
-    "put_c1": ours_c1["put"],
-    "get_c32": ours_c32["get"],
-    "put_c32": ours_c32["put"],
-}
+
+
+def phases(c1, c32):
+    return {"get_c1": c1["get"], "put_c1": c1["put"], "get_c32": c32["get"], "put_c32": c32["put"]}
+
+
+# This node's figures by API: (label, phases, ping p50 of the same run).
+apis = [("unary", phases(ours_c1, ours_c32), ours_c1["ping"]["p50_ms"])]
+if stream_files:
+    s1, s32 = (load(p) for p in stream_files)
+    if s1 is None or s32 is None:
+        print("(this node's stream bench produced no figures)")
+    else:
+        apis.append(("stream", phases(s1, s32), s1["ping"]["p50_ms"]))
+ping = apis[0][2]
 rows = [
     ("get p50, concurrency 1 (ms)", "get_c1", "p50_ms", False),
     ("put p50, concurrency 1 (ms)", "put_c1", "p50_ms", False),
@@ -75,16 +96,26 @@ def ratio(mine, theirs, higher_is_better):
     return f"{r:.2f}x"
 
 
+pings = ", ".join(f"{p:.3f} ms ({api} run)" for api, _, p in apis)
 print(f"{ours_c1['nodes']} nodes each, {ours_c1['put']['ok'] + ours_c1['put']['errors']} ops per phase; this node's ping "
-      f"(one gRPC round trip, Info) p50 {ping:.3f} ms")
-head = f"{'':30} {'python kademlia':>16} {'OpenDHT':>10} {'this node':>10} {'vs python':>10} {'vs OpenDHT':>11}"
+      f"(one gRPC round trip, Info) p50 {pings}")
+head = f"{'':30} {'python kademlia':>16} {'OpenDHT':>10}"
+for api, _, _ in apis:
+    head += f" {'this node':>10} {'vs python':>10} {'vs OpenDHT':>11}"
 print(head)
+if len(apis) > 1:
+    print(f"{'':58}" + "".join(f"{'(' + api + ')':>10}{'':23}" for api, _, _ in apis))
 for label, phase, field, higher in rows:
-    p, o, m = fig(pykad, phase, field), fig(odht, phase, field), fig(ours, phase, field)
+    p, o = fig(pykad, phase, field), fig(odht, phase, field)
     p_cut, o_cut = truncated(pykad, phase), truncated(odht, phase)
-    print(f"{label:30} {cell(p, p_cut):>16} {cell(o, o_cut):>10} {cell(m):>10} "
-          f"{ratio(m, p, higher):>10} {ratio(m, o, higher):>11}")
-for name, system in (("python kademlia", pykad), ("OpenDHT", odht), ("this node", ours)):
+    line = f"{label:30} {cell(p, p_cut):>16} {cell(o, o_cut):>10}"
+    for _, ours, _ in apis:
+        m = fig(ours, phase, field)
+        line += f" {cell(m):>10} {ratio(m, p, higher):>10} {ratio(m, o, higher):>11}"
+    print(line)
+named = [("python kademlia", pykad), ("OpenDHT", odht)] + [(f"this node ({api})", ours)
+                                                           for api, ours, _ in apis]
+for name, system in named:
     for phase, p in (system or {}).items():
         if isinstance(p, dict) and p.get("errors"):
             print(f"  {name} {phase}: {p['errors']} failed ops")
@@ -94,7 +125,7 @@ print("(ratios: how many times better this node is; below 1.00x it is behind; "
 # calls) as much as its pace: at 1,000 ops this node's gets/s took 0.07-0.09 s and came to
 # 3.3x, 3.8x and 4.1x python kademlia's in three runs of one afternoon.
 short = [f"{name} {phase} {p['ok'] / p['ops_per_sec']:.2f} s"
-         for name, system in (("python kademlia", pykad), ("OpenDHT", odht), ("this node", ours))
+         for name, system in named
          for phase in ("get_c32", "put_c32")
          for p in [(system or {}).get(phase)]
          if isinstance(p, dict) and p.get("ops_per_sec") and p["ok"] / p["ops_per_sec"] < SHORT_PHASE_S]
@@ -117,23 +148,30 @@ def goal(name, mine, theirs, factor, kind, note=""):
     return (name, met, margin, note)
 
 
-g = {phase: {f: fig(ours, phase, f) for f in ("p50_ms", "ops_per_sec")} for phase in ours}
-goals = [
-    goal("get p50 <= 4 pings", g["get_c1"]["p50_ms"], ping, 4, "at most",
-         f"{ours['get_c1']['p50_ms'] / ping:.1f} pings"),
-    goal("put p50 <= 8 pings", g["put_c1"]["p50_ms"], ping, 8, "at most",
-         f"{ours['put_c1']['p50_ms'] / ping:.1f} pings"),
-    goal("put p50 below OpenDHT's", g["put_c1"]["p50_ms"], fig(odht, "put_c1", "p50_ms"), 1,
-         "below"),
-    goal("put p50 >= 10x faster than python's", g["put_c1"]["p50_ms"],
-         fig(pykad, "put_c1", "p50_ms"), 1 / 10, "at most"),
-    goal("gets/s (32) >= 4x python's", g["get_c32"]["ops_per_sec"],
-         fig(pykad, "get_c32", "ops_per_sec"), 4, "at least"),
-    goal("puts/s (32) above OpenDHT's", g["put_c32"]["ops_per_sec"],
-         fig(odht, "put_c32", "ops_per_sec"), 1, "above"),
-    goal("puts/s (32) >= 8x python's", g["put_c32"]["ops_per_sec"],
-         fig(pykad, "put_c32", "ops_per_sec"), 8, "at least"),
-]
+def goals_of(api, ours, ping):
+    g = {phase: {f: fig(ours, phase, f) for f in ("p50_ms", "ops_per_sec")} for phase in ours}
+    named = [
+        goal("get p50 <= 4 pings", g["get_c1"]["p50_ms"], ping, 4, "at most",
+             f"{ours['get_c1']['p50_ms'] / ping:.1f} pings"),
+        goal("put p50 <= 8 pings", g["put_c1"]["p50_ms"], ping, 8, "at most",
+             f"{ours['put_c1']['p50_ms'] / ping:.1f} pings"),
+        goal("put p50 below OpenDHT's", g["put_c1"]["p50_ms"], fig(odht, "put_c1", "p50_ms"), 1,
+             "below"),
+        goal("put p50 >= 10x faster than python's", g["put_c1"]["p50_ms"],
+             fig(pykad, "put_c1", "p50_ms"), 1 / 10, "at most"),
+        goal("gets/s (32) >= 4x python's", g["get_c32"]["ops_per_sec"],
+             fig(pykad, "get_c32", "ops_per_sec"), 4, "at least"),
+        goal("puts/s (32) above OpenDHT's", g["put_c32"]["ops_per_sec"],
+             fig(odht, "put_c32", "ops_per_sec"), 1, "above"),
+        goal("puts/s (32) >= 8x python's", g["put_c32"]["ops_per_sec"],
+             fig(pykad, "put_c32", "ops_per_sec"), 8, "at least"),
+    ]
+    if len(apis) == 1:
+        return named
+    return [(f"{name} ({api})", met, margin, note) for name, met, margin, note in named]
+
+
+goals = [g for api, ours, p in apis for g in goals_of(api, ours, p)]
 print("goals (issue 12):")
 for name, met, margin, note in goals:
     word = {True: "met    ", False: "NOT met", None: "unknown"}[met]

@@ -5,7 +5,9 @@
 //! same run, which stays comparable on a shared, noisy machine. Bounded in operations and in
 //! time (`--max-seconds`), like redis-benchmark. `--before-gets` runs a command between the
 //! puts and the gets, and `--get-addrs` sends the gets elsewhere: `scripts/measure-kill.sh`
-//! kills nodes with the one and reads through the survivors with the other.
+//! kills nodes with the one and reads through the survivors with the other. `--stream` sends
+//! the puts and gets as frames on one `Stream` per node (`net::grpc::dht_stream`) instead of
+//! as unary calls.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +21,7 @@ use rand::Rng;
 use tonic::transport::Channel;
 
 use super::client::endpoint;
+use crate::net::grpc::dht_stream::DhtStream;
 use crate::pb::{self, dht_client::DhtClient};
 
 #[derive(Args, Debug, Clone)]
@@ -67,6 +70,10 @@ pub struct BenchArgs {
     /// Stop each phase after this many seconds
     #[arg(long, default_value_t = 300)]
     pub max_seconds: u64,
+    /// Send the puts and gets as frames on one `Stream` per node instead of as unary calls
+    /// (the pings stay unary Info calls, so that the unit is the same either way)
+    #[arg(long)]
+    pub stream: bool,
     /// No progress bar
     #[arg(long)]
     pub quiet: bool,
@@ -169,14 +176,45 @@ fn value_for(key: &str, size: usize) -> Vec<u8> {
     key.bytes().cycle().take(size.max(1)).collect()
 }
 
-async fn clients(addrs: &[String]) -> anyhow::Result<Vec<DhtClient<Channel>>> {
+/// One node the benchmark talks to: unary calls, and a stream when puts and gets go as
+/// frames (`--stream`).
+#[derive(Clone)]
+struct Node {
+    client: DhtClient<Channel>,
+    stream: Option<Arc<DhtStream>>,
+}
+
+impl Node {
+    async fn put(&mut self, m: pb::PutRequest) -> Result<pb::PutResponse, tonic::Status> {
+        match &self.stream {
+            Some(s) => s.put(m).await,
+            None => Ok(self.client.put(m).await?.into_inner()),
+        }
+    }
+
+    async fn get(&mut self, m: pb::GetRequest) -> Result<pb::GetResponse, tonic::Status> {
+        match &self.stream {
+            Some(s) => s.get(m).await,
+            None => Ok(self.client.get(m).await?.into_inner()),
+        }
+    }
+}
+
+async fn clients(addrs: &[String], args: &BenchArgs) -> anyhow::Result<Vec<Node>> {
+    let max = crate::net::grpc::message_limit(args.value_size);
     let mut out = Vec::new();
     for a in addrs {
         let ch = endpoint(a)?
             .connect()
             .await
             .with_context(|| format!("cannot connect to {a}"))?;
-        out.push(DhtClient::new(ch));
+        let stream = args
+            .stream
+            .then(|| Arc::new(DhtStream::open(ch.clone(), max)));
+        out.push(Node {
+            client: DhtClient::new(ch).max_decoding_message_size(max),
+            stream,
+        });
     }
     Ok(out)
 }
@@ -187,11 +225,11 @@ async fn phase<F, Fut>(
     name: &'static str,
     total: usize,
     args: &BenchArgs,
-    clients: &[DhtClient<Channel>],
+    clients: &[Node],
     op: F,
 ) -> PhaseStats
 where
-    F: Fn(usize, DhtClient<Channel>) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, Node) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(bool, u32, u32, bool), tonic::Status>> + Send,
 {
     let bar = if args.quiet {
@@ -293,7 +331,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
         addrs.extend((0..n).map(|i| format!("{}:{}", args.host, args.base_port + i)));
     }
     anyhow::ensure!(!addrs.is_empty(), "give --addrs or --nodes");
-    let clients = clients(&addrs).await?;
+    let clients = clients(&addrs, args).await?;
     let run_id: u32 = rand::rng().random();
     let prefix = Arc::new(format!("{}-{run_id:08x}", args.prefix));
     let size = args.value_size;
@@ -305,7 +343,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
     };
 
     let ping = phase("ping", args.pings, args, &clients, |_, mut c| async move {
-        c.info(pb::InfoRequest {}).await?;
+        c.client.info(pb::InfoRequest {}).await?;
         Ok((true, 0, 0, false))
     })
     .await;
@@ -336,16 +374,13 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchResult> {
     }
     let get_clients = match args.get_addrs.as_slice() {
         [] => clients,
-        addrs => self::clients(addrs).await?,
+        addrs => self::clients(addrs, args).await?,
     };
     let p = prefix.clone();
     let get_stats = phase("get", args.gets, args, &get_clients, move |i, mut c| {
         let key = format!("{p}-{}", i % keys);
         async move {
-            let r = c
-                .get(pb::GetRequest { key: key.clone() })
-                .await?
-                .into_inner();
+            let r = c.get(pb::GetRequest { key: key.clone() }).await?;
             Ok((r.value == value_for(&key, size), r.hops, r.queried, r.local))
         }
     })
@@ -361,8 +396,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let nodes = args.addrs.len() + args.nodes.unwrap_or(0) as usize;
     if !args.json {
         println!(
-            "bench: {} pings, {} puts, {} gets, concurrency {}, {}-byte values, {} node(s)",
-            args.pings, args.puts, args.gets, args.concurrency, args.value_size, nodes
+            "bench: {} pings, {} puts, {} gets, concurrency {}, {}-byte values, {} node(s), {}",
+            args.pings,
+            args.puts,
+            args.gets,
+            args.concurrency,
+            args.value_size,
+            nodes,
+            if args.stream {
+                "puts and gets as frames on one stream per node"
+            } else {
+                "unary calls"
+            }
         );
     }
     let r = bench(&args).await?;
@@ -373,6 +418,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "concurrency": args.concurrency,
             "value_size": args.value_size,
             "keys": args.keys,
+            "stream": args.stream,
             "ping": r.ping.to_json(None),
             "put": r.put.to_json(ping),
             "get": r.get.to_json(ping),

@@ -1,10 +1,15 @@
-//! The client-facing `kademlia.v1.Dht` service, a thin layer over [`NodeHandle`].
+//! The client-facing `kademlia.v1.Dht` service, a thin layer over [`NodeHandle`]. Put, get
+//! and delete also arrive as frames on `Stream` streams, served by `super::client_stream`
+//! with the same conversions (the functions below) and the same admission budget.
 
 use std::time::Duration;
 
-use tonic::{Request, Response, Status};
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
+use super::client_stream::{self, ClientFrameGuards};
 use super::pb;
 use crate::node::NodeHandle;
 
@@ -12,56 +17,104 @@ use crate::node::NodeHandle;
 #[derive(Clone)]
 pub struct DhtService {
     node: NodeHandle,
+    /// What frames on `Stream` streams are checked against; `None`: no streams.
+    streams: Option<Arc<ClientFrameGuards>>,
 }
 
 impl DhtService {
     pub fn new(node: NodeHandle) -> Self {
-        DhtService { node }
+        DhtService {
+            node,
+            streams: None,
+        }
     }
+
+    /// The same service serving `Stream` streams, each frame checked by `guards`.
+    pub(crate) fn with_streams(mut self, guards: ClientFrameGuards) -> Self {
+        self.streams = Some(Arc::new(guards));
+        self
+    }
+}
+
+/// Put: the write's answer once its quorum has stored it.
+pub(crate) async fn put(node: &NodeHandle, m: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+    debug!(key = %m.key, bytes = m.value.len(), "client put");
+    let ttl = m.ttl_seconds.map(Duration::from_secs);
+    let r = node.put(m.key, m.value, ttl).await?;
+    Ok(pb::PutResponse {
+        key_id: r.key_id.to_hex(),
+        version: r.version,
+        replicas: r.stored_at.len() as u32,
+        stored_at: r.stored_at,
+    })
+}
+
+/// Get: the value, or NOT_FOUND.
+pub(crate) async fn get(node: &NodeHandle, m: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+    debug!(key = %m.key, "client get");
+    let r = node.get(m.key).await?;
+    Ok(pb::GetResponse {
+        value: r.value,
+        version: r.version,
+        expires_at_ms: r.expires_at_ms,
+        key_id: r.key_id.to_hex(),
+        local: r.local,
+        hops: r.hops,
+        queried: r.queried,
+    })
+}
+
+/// Delete: the tombstone's answer once its quorum has stored it.
+pub(crate) async fn delete(
+    node: &NodeHandle,
+    m: pb::DeleteRequest,
+) -> Result<pb::DeleteResponse, Status> {
+    debug!(key = %m.key, "client delete");
+    let r = node.delete(m.key).await?;
+    Ok(pb::DeleteResponse {
+        key_id: r.key_id.to_hex(),
+        version: r.version,
+        replicas: r.stored_at.len() as u32,
+    })
 }
 
 #[tonic::async_trait]
 impl pb::dht_server::Dht for DhtService {
+    type StreamStream = client_stream::Replies;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::ClientRequestFrame>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let Some(guards) = self.streams.clone() else {
+            return Err(Status::unimplemented(
+                "this node serves put, get and delete as unary calls only",
+            ));
+        };
+        let opened = req.remote_addr().map(|r| guards.open.open(r)).transpose()?;
+        Ok(Response::new(client_stream::serve(
+            self.node.clone(),
+            guards,
+            req.into_inner(),
+            opened,
+        )))
+    }
+
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let m = req.into_inner();
-        debug!(key = %m.key, bytes = m.value.len(), "client put");
-        let ttl = m.ttl_seconds.map(Duration::from_secs);
-        let r = self.node.put(m.key, m.value, ttl).await?;
-        Ok(Response::new(pb::PutResponse {
-            key_id: r.key_id.to_hex(),
-            version: r.version,
-            replicas: r.stored_at.len() as u32,
-            stored_at: r.stored_at,
-        }))
+        put(&self.node, req.into_inner()).await.map(Response::new)
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let m = req.into_inner();
-        debug!(key = %m.key, "client get");
-        let r = self.node.get(m.key).await?;
-        Ok(Response::new(pb::GetResponse {
-            value: r.value,
-            version: r.version,
-            expires_at_ms: r.expires_at_ms,
-            key_id: r.key_id.to_hex(),
-            local: r.local,
-            hops: r.hops,
-            queried: r.queried,
-        }))
+        get(&self.node, req.into_inner()).await.map(Response::new)
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let m = req.into_inner();
-        debug!(key = %m.key, "client delete");
-        let r = self.node.delete(m.key).await?;
-        Ok(Response::new(pb::DeleteResponse {
-            key_id: r.key_id.to_hex(),
-            version: r.version,
-            replicas: r.stored_at.len() as u32,
-        }))
+        delete(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn locate(

@@ -21,44 +21,34 @@
 //! it carries (`kademlia.v1.Kademlia/Store`, ...), continuing the trace context of its
 //! `traceparent` field, so metrics and traces read the same whichever way a request came.
 //!
-//! One stream answers at most [`FRAMES_IN_FLIGHT`] frames at once; beyond that it stops
-//! reading, and HTTP/2 flow control holds the sender back. Replies wait in a queue of the
-//! same size; a peer that stops reading them stops its own stream. One connection may hold
-//! at most [`STREAMS_PER_CONNECTION`] streams open (a sender needs one): without that bound,
-//! a peer could open a thousand streams on one connection, read no replies, and have the
-//! node hold a thousand full reply queues. When the node shuts down,
-//! each stream stops reading, answers the frames it took, and ends, so that the server's
-//! graceful shutdown is not held up by streams that would otherwise stay open.
+//! The stream itself (frames in flight, reply queue, shutdown) is `super::frames`'s; one
+//! connection may hold at most [`STREAMS_PER_CONNECTION`] peer streams open (a sender needs
+//! one).
 //!
 //! # Implementation notes
 //! - Replies on one stream are serialised: a large FIND_VALUE reply delays the replies queued
 //!   behind it on that stream. Clients send large requests as unary calls
 //!   (`super::session::STREAM_REQUEST_MAX_BYTES`), but a reply's size is the server's.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tonic::{Status, Streaming};
 use tracing::{Instrument, debug};
 
 use super::admission::AdmissionLayer;
 use super::convert::{self, PbReply};
+use super::frames::{OpenStreams, Opened};
 use super::pb::{self, reply_frame, request_frame};
 use super::peer_service::{Answer, PeerService};
 use super::rate::RateLimitLayer;
 use crate::error::rejection_status;
 use crate::kad::NodeId;
 use crate::metrics::Metrics;
-
-/// Frames one stream answers at once at most (and replies it queues for the peer).
-pub const FRAMES_IN_FLIGHT: usize = 64;
 
 /// `Exchange` streams one connection may hold open at once; more are refused with
 /// RESOURCE_EXHAUSTED.
@@ -82,50 +72,8 @@ pub(crate) struct FrameGuards {
     pub open: OpenStreams,
 }
 
-/// Counts the streams open on each connection, keyed by its remote address.
-#[derive(Clone, Default)]
-pub(crate) struct OpenStreams(Arc<Mutex<HashMap<SocketAddr, usize>>>);
-
-/// One stream counted in [`OpenStreams`] until it is dropped.
-pub(crate) struct Opened {
-    open: OpenStreams,
-    remote: SocketAddr,
-}
-
-impl OpenStreams {
-    /// Counts one more stream on the connection from `remote`, or refuses it when that
-    /// connection already holds [`STREAMS_PER_CONNECTION`].
-    pub fn open(&self, remote: SocketAddr) -> Result<Opened, Status> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(remote).or_default();
-        if *n >= STREAMS_PER_CONNECTION {
-            return Err(Status::resource_exhausted(format!(
-                "this connection already holds {STREAMS_PER_CONNECTION} peer streams; send \
-                 on those"
-            )));
-        }
-        *n += 1;
-        Ok(Opened {
-            open: self.clone(),
-            remote,
-        })
-    }
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        let mut open = self.open.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.remote) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.remote);
-            }
-        }
-    }
-}
-
 /// The reply frames of one stream, as tonic sends them.
-pub type Replies = ReceiverStream<Result<pb::ReplyFrame, Status>>;
+pub type Replies = super::frames::Replies<pb::ReplyFrame>;
 
 /// Serves one `Exchange` stream from `source` (certified as node `certified` with mTLS) in a
 /// task of its own, counted in its connection's streams while it lasts; returns its replies.
@@ -137,18 +85,14 @@ pub(crate) fn serve(
     frames: Streaming<pb::RequestFrame>,
     opened: Option<Opened>,
 ) -> Replies {
-    let (tx, rx) = mpsc::channel(FRAMES_IN_FLIGHT);
+    let stopping = guards.stopping.clone();
     let stream = Stream {
         service,
         guards,
         source,
         certified,
     };
-    tokio::spawn(async move {
-        stream.run(frames, tx).await;
-        drop(opened);
-    });
-    ReceiverStream::new(rx)
+    super::frames::serve(frames, stopping, opened, move |frame| stream.answer(frame))
 }
 
 /// One open stream.
@@ -160,45 +104,6 @@ struct Stream {
 }
 
 impl Stream {
-    async fn run(
-        self,
-        mut frames: Streaming<pb::RequestFrame>,
-        tx: mpsc::Sender<Result<pb::ReplyFrame, Status>>,
-    ) {
-        let mut answering = FuturesUnordered::new();
-        let mut stopping = self.guards.stopping.clone();
-        let mut reading = !*stopping.borrow_and_update();
-        let mut watching = true;
-        let mut broken = None;
-        while reading || !answering.is_empty() {
-            tokio::select! {
-                Some(reply) = answering.next(), if !answering.is_empty() => {
-                    if tx.send(Ok(reply)).await.is_err() {
-                        return; // the peer closed the stream
-                    }
-                }
-                frame = frames.message(), if reading && answering.len() < FRAMES_IN_FLIGHT => {
-                    match frame {
-                        Ok(Some(frame)) => answering.push(self.answer(frame)),
-                        Ok(None) => reading = false,
-                        Err(status) => {
-                            debug!(error = %status, "peer stream broke");
-                            reading = false;
-                            broken = Some(status);
-                        }
-                    }
-                }
-                changed = stopping.changed(), if reading && watching => match changed {
-                    Ok(()) => reading = !*stopping.borrow_and_update(),
-                    Err(_) => watching = false,
-                },
-            }
-        }
-        if let Some(status) = broken {
-            let _ = tx.send(Err(status)).await;
-        }
-    }
-
     /// Checks and answers one frame; the future ends with its reply frame.
     fn answer(&self, frame: pb::RequestFrame) -> BoxFuture<'static, pb::ReplyFrame> {
         let id = frame.id;
@@ -231,7 +136,7 @@ impl Stream {
                 }
             };
             let code = result.as_ref().err().map_or(0, |s| s.code() as i32);
-            guards.metrics.observe_frame();
+            guards.metrics.observe_frame(SERVICE);
             guards.metrics.observe_call(
                 SERVICE,
                 method,

@@ -3,9 +3,13 @@
 
 pub mod admission;
 pub mod client;
+pub mod client_stream;
 pub mod convert;
 pub mod dht_service;
+pub mod dht_stream;
 pub mod exchange;
+pub mod frames;
+pub mod mux;
 pub mod peer_service;
 pub mod rate;
 pub mod server;

@@ -29,8 +29,10 @@ use tracing::info;
 use tower_layer::Layer;
 
 use super::admission::{AdmissionLayer, CLIENT_REQUESTS_IN_FLIGHT, PEER_REQUESTS_IN_FLIGHT};
+use super::client_stream::ClientFrameGuards;
 use super::dht_service::DhtService;
-use super::exchange::FrameGuards;
+use super::exchange::{FrameGuards, STREAMS_PER_CONNECTION};
+use super::frames::OpenStreams;
 use super::pb;
 use super::peer_service::PeerService;
 use super::rate::RateLimitLayer;
@@ -188,7 +190,7 @@ pub async fn serve(
             node: node.id(),
             request_timeout: options.request_timeout,
             stopping: stop_tx.subscribe(),
-            open: Default::default(),
+            open: OpenStreams::new(STREAMS_PER_CONNECTION, "peer"),
         });
     }
     let peer = measured.layer(
@@ -202,10 +204,18 @@ pub async fn serve(
             ),
         ),
     );
+    // Frames on client streams take the same admission budget as client calls.
+    let client_admission = AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client");
+    let dht_service = DhtService::new(node.clone()).with_streams(ClientFrameGuards::new(
+        client_admission.clone(),
+        options.metrics.clone(),
+        options.request_timeout,
+        stop_tx.subscribe(),
+    ));
     let dht = measured.layer(
         traced.layer(
-            AdmissionLayer::new(CLIENT_REQUESTS_IN_FLIGHT, "client").layer(
-                pb::dht_server::DhtServer::new(DhtService::new(node.clone()))
+            client_admission.layer(
+                pb::dht_server::DhtServer::new(dht_service)
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             ),
