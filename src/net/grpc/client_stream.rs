@@ -32,7 +32,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use super::admission::AdmissionLayer;
-use super::frames::{OpenStreams, Opened};
+use super::frames::{self, OpenStreams, Opened};
 use super::pb::{self, client_reply_frame, client_request_frame};
 use crate::metrics::Metrics;
 use crate::node::NodeHandle;
@@ -75,7 +75,7 @@ impl ClientFrameGuards {
 }
 
 /// The reply frames of one stream, as tonic sends them.
-pub type Replies = super::frames::Replies<pb::ClientReplyFrame>;
+pub type Replies = frames::Replies<pb::ClientReplyFrame>;
 
 /// Serves one `Stream` for `node` in a task of its own, counted in its connection's streams
 /// while it lasts; returns its replies.
@@ -86,7 +86,7 @@ pub(crate) fn serve(
     opened: Option<Opened>,
 ) -> Replies {
     let stopping = guards.stopping.clone();
-    super::frames::serve(frames, stopping, opened, move |frame| {
+    frames::serve(frames, stopping, opened, move |frame| {
         answer(&node, &guards, frame)
     })
 }
@@ -115,33 +115,17 @@ fn answer(
             (Ok(permit), Some(request)) => {
                 let result = tokio::time::timeout(guards.request_timeout, run(&node, request))
                     .await
-                    .unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded(format!(
-                            "not answered within {:?}",
-                            guards.request_timeout
-                        )))
-                    });
+                    .unwrap_or_else(|_| Err(frames::deadline_exceeded(guards.request_timeout)));
                 drop(permit);
                 result
             }
         };
-        let code = result.as_ref().err().map_or(0, |s| s.code() as i32);
-        guards.metrics.observe_frame(SERVICE);
-        guards.metrics.observe_call(
-            SERVICE,
-            method,
-            &code.to_string(),
-            started.elapsed().as_secs_f64(),
-        );
-        super::trace::record_status(&tracing::Span::current(), code);
+        frames::record(&guards.metrics, SERVICE, method, started, &result);
         pb::ClientReplyFrame {
             id,
             reply: Some(match result {
                 Ok(reply) => reply,
-                Err(status) => client_reply_frame::Reply::Failure(pb::Failure {
-                    code: status.code() as i32,
-                    message: status.message().to_string(),
-                }),
+                Err(status) => client_reply_frame::Reply::Failure(frames::failure(&status)),
             }),
         }
     }

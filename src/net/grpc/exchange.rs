@@ -42,7 +42,7 @@ use tracing::{Instrument, debug};
 
 use super::admission::AdmissionLayer;
 use super::convert::{self, PbReply};
-use super::frames::{OpenStreams, Opened};
+use super::frames::{self, OpenStreams, Opened};
 use super::pb::{self, reply_frame, request_frame};
 use super::peer_service::{Answer, PeerService};
 use super::rate::RateLimitLayer;
@@ -73,7 +73,7 @@ pub(crate) struct FrameGuards {
 }
 
 /// The reply frames of one stream, as tonic sends them.
-pub type Replies = super::frames::Replies<pb::ReplyFrame>;
+pub type Replies = frames::Replies<pb::ReplyFrame>;
 
 /// Serves one `Exchange` stream from `source` (certified as node `certified` with mTLS) in a
 /// task of its own, counted in its connection's streams while it lasts; returns its replies.
@@ -92,7 +92,7 @@ pub(crate) fn serve(
         source,
         certified,
     };
-    super::frames::serve(frames, stopping, opened, move |frame| stream.answer(frame))
+    frames::serve(frames, stopping, opened, move |frame| stream.answer(frame))
 }
 
 /// One open stream.
@@ -122,10 +122,7 @@ impl Stream {
                 Err(status) => Err(status),
                 Ok((answer, permit)) => {
                     let result = match tokio::time::timeout(guards.request_timeout, answer).await {
-                        Err(_) => Err(Status::deadline_exceeded(format!(
-                            "not answered within {:?}",
-                            guards.request_timeout
-                        ))),
+                        Err(_) => Err(frames::deadline_exceeded(guards.request_timeout)),
                         Ok(Err(_)) => Err(Status::unavailable("node is shutting down")),
                         Ok(Ok(answer)) => answer
                             .map(|reply| convert::reply_to_pb(&reply))
@@ -135,15 +132,7 @@ impl Stream {
                     result
                 }
             };
-            let code = result.as_ref().err().map_or(0, |s| s.code() as i32);
-            guards.metrics.observe_frame(SERVICE);
-            guards.metrics.observe_call(
-                SERVICE,
-                method,
-                &code.to_string(),
-                started.elapsed().as_secs_f64(),
-            );
-            super::trace::record_status(&tracing::Span::current(), code);
+            frames::record(&guards.metrics, SERVICE, method, started, &result);
             reply_frame(id, result)
         }
         .instrument(span)
@@ -189,10 +178,7 @@ fn reply_frame(id: u64, result: Result<PbReply, Status>) -> pb::ReplyFrame {
         Ok(PbReply::Store(m)) => reply_frame::Reply::Store(m),
         Ok(PbReply::FindNode(m)) => reply_frame::Reply::FindNode(m),
         Ok(PbReply::FindValue(m)) => reply_frame::Reply::FindValue(m),
-        Err(status) => reply_frame::Reply::Failure(pb::Failure {
-            code: status.code() as i32,
-            message: status.message().to_string(),
-        }),
+        Err(status) => reply_frame::Reply::Failure(frames::failure(&status)),
     };
     pb::ReplyFrame {
         id,

@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -33,6 +34,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::debug;
+
+use super::pb;
+use crate::metrics::Metrics;
 
 /// Frames one stream answers at once at most (and replies it queues for the sender).
 pub const FRAMES_IN_FLIGHT: usize = 64;
@@ -158,4 +162,38 @@ async fn pump<F, R, A>(
     if let Some(status) = broken {
         let _ = tx.send(Err(status)).await;
     }
+}
+
+/// The status of a frame not answered within the server's request deadline.
+pub(crate) fn deadline_exceeded(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!("not answered within {timeout:?}"))
+}
+
+/// A failed frame's answer: the status the unary call would have ended with.
+pub(crate) fn failure(status: &Status) -> pb::Failure {
+    pb::Failure {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+    }
+}
+
+/// Counts a frame of `service` carrying `method`, answered with `result` after it was read at
+/// `started`, as a frame and as the call it carries, and records its status on the current
+/// span (the frame's).
+pub(crate) fn record<T>(
+    metrics: &Metrics,
+    service: &'static str,
+    method: &str,
+    started: Instant,
+    result: &Result<T, Status>,
+) {
+    let code = result.as_ref().err().map_or(0, |s| s.code() as i32);
+    metrics.observe_frame(service);
+    metrics.observe_call(
+        service,
+        method,
+        &code.to_string(),
+        started.elapsed().as_secs_f64(),
+    );
+    super::trace::record_status(&tracing::Span::current(), code);
 }
