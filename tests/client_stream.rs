@@ -195,18 +195,7 @@ async fn a_frame_without_a_request_is_refused_and_a_connection_holds_at_most_fou
     // It ends (the client closes its side, the node ends its own): room for another.
     drop(tx);
     assert!(replies.message().await.unwrap().is_none());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_tx, again) = open().await;
-        match again {
-            Ok(_) => break,
-            Err(s) if Instant::now() < deadline => {
-                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(s) => panic!("the ended stream's place never came back: {s:?}"),
-        }
-    }
+    common::until_a_stream_opens(open).await;
     drop(streams);
     node.stop().await;
 }

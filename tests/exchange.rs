@@ -235,18 +235,7 @@ async fn a_connection_holds_at_most_four_streams() {
     let (tx, mut replies) = streams.pop().unwrap();
     drop(tx);
     assert!(replies.message().await.unwrap().is_none());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_tx, again) = open().await;
-        match again {
-            Ok(_) => break,
-            Err(s) if Instant::now() < deadline => {
-                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(s) => panic!("the ended stream's place never came back: {s:?}"),
-        }
-    }
+    common::until_a_stream_opens(open).await;
     drop(streams);
     node.stop().await;
 }

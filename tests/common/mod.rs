@@ -218,6 +218,29 @@ pub async fn peers_once(node: &NodeHandle, want: usize) -> usize {
     }
 }
 
+/// Opens a stream with `open` (which returns the stream's sending side, kept until the answer
+/// is checked, and the call's answer) until the node accepts one, for up to 5 s: the place of
+/// a stream that ended comes back once the node has seen it end. Every refusal on the way must
+/// be RESOURCE_EXHAUSTED.
+pub async fn until_a_stream_opens<F, Fut, T, R>(mut open: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (T, Result<R, tonic::Status>)>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_tx, again) = open().await;
+        match again {
+            Ok(_) => return,
+            Err(s) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(s) => panic!("the ended stream's place never came back: {s:?}"),
+        }
+    }
+}
+
 /// What `node` answers for `key` once it answers `want` (`None`: NOT_FOUND), retrying for up
 /// to 10 s. A put or delete answers at its quorum while its other STOREs are still on their
 /// way, so a get through another node may answer the version before it for a moment (README,
