@@ -9,8 +9,9 @@
 # python3-opendht through apt-get, as root) and stops everything it starts. A peer's phase
 # stops starting ops after PHASE_SECONDS (180) and is marked * in the table; a peer that fails
 # shows "no run" and the others still print. RUNS=N repeats the whole comparison N times, one
-# table each, then counts each goal over the runs (compare/summary.py): on a shared machine a
-# goal met by a small margin can fall either side from one run to the next.
+# table each, then counts each goal over the runs and judges it by its median margin
+# (compare/summary.py): on a shared machine a goal met by a small margin can fall either side
+# from one run to the next, and a run slowed by other work moves every ratio of that run.
 # Usage: scripts/compare.sh [NODES] [OPS]   (defaults 100 and 1000; 100 nodes and 300 ops take
 # about 30 s after the release build)
 set -euo pipefail

@@ -11,6 +11,7 @@ mod common;
 
 mod binary;
 mod client_stream;
+mod compare;
 mod compose;
 mod containers;
 mod deploy;

@@ -7,8 +7,9 @@ shows "failed ops" (a wrong value, or more than 1 % of its ops failed; fewer fai
 listed under the table). A goal that cannot be judged from what ran says so.
 
 Each goal's margin says how far past it this node is, as a ratio (1.00x: just met; below
-1.00x: missed by that much); GOALS.json, when given, gets the goals with their margins, for
-summary.py to count over repeated runs.
+1.00x: missed by that much); GOALS.json, when given, gets the goals with their margins (and
+whether a margin of exactly 1.00x misses: "below" and "above" goals), for summary.py to count
+over repeated runs.
 
 With --stream, this node's figures of a second bench run, whose puts and gets went as frames
 on one `Stream` per node (`kademlia bench --stream`), get columns and goals of their own; the
@@ -138,14 +139,16 @@ def goal(name, mine, theirs, factor, kind, note=""):
     """A goal on this node's figure `mine` against `factor` times `theirs`: `kind` "at most",
     "below", "at least" or "above". Its margin is how far past the goal this node is, as a
     ratio (at least 1.00 when met; above 1.00 for "below" and "above")."""
+    strict = kind in ("below", "above")
     if isinstance(mine, str) or isinstance(theirs, str):
-        return (name, None, None, f"(cannot judge: {mine if isinstance(mine, str) else theirs})")
+        return (name, None, None, strict,
+                f"(cannot judge: {mine if isinstance(mine, str) else theirs})")
     bound = factor * theirs
     if mine <= 0 or bound <= 0:
-        return (name, None, None, "(cannot judge: a figure of 0)")
+        return (name, None, None, strict, "(cannot judge: a figure of 0)")
     margin = bound / mine if kind in ("at most", "below") else mine / bound
-    met = margin > 1 if kind in ("below", "above") else margin >= 1
-    return (name, met, margin, note)
+    met = margin > 1 if strict else margin >= 1
+    return (name, met, margin, strict, note)
 
 
 def goals_of(api, ours, ping):
@@ -168,15 +171,16 @@ def goals_of(api, ours, ping):
     ]
     if len(apis) == 1:
         return named
-    return [(f"{name} ({api})", met, margin, note) for name, met, margin, note in named]
+    return [(f"{name} ({api})", met, margin, strict, note)
+            for name, met, margin, strict, note in named]
 
 
 goals = [g for api, ours, p in apis for g in goals_of(api, ours, p)]
 print("goals (issue 12):")
-for name, met, margin, note in goals:
+for name, met, margin, _, note in goals:
     word = {True: "met    ", False: "NOT met", None: "unknown"}[met]
     past = "" if margin is None else f"margin {margin:.2f}x"
     print(f"  {word} {name} {note} {past}".rstrip())
 if goals_out:
     with open(goals_out, "w") as f:
-        json.dump([{"goal": n, "met": m, "margin": r} for n, m, r, _ in goals], f)
+        json.dump([{"goal": n, "met": m, "margin": r, "strict": s} for n, m, r, s, _ in goals], f)
