@@ -76,6 +76,14 @@
 //! fastest of five replicas rather than of k. A conditional put's lookup ends at convergence,
 //! and its STOREs go to the k closest *seen* (the paper stores at the k closest that answered):
 //! a dead one among them fails its STORE, leaving one copy fewer until replication restores it.
+//! A put still runs that lookup when this node's table seems to hold every node near the key:
+//! skipping it there (when the buckets around the key's k closest had room, so nobody was
+//! turned away) and sending the STOREs to the table's k closest at once was tried. On a
+//! 100-node devnet put p50 went from 3.8-4.2 to 2.6-3.8 pings in three alternating pairs, but
+//! a table that turned nobody away may still never have heard of nodes nearer the key: in
+//! simulations of 200 and 1,000 nodes puts then missed some of the true k closest, and a get
+//! after 30 % of the nodes died found no copy. The first answers of a lookup, from the nodes
+//! nearest the key, are what tells a node of its blind spots there. Not kept.
 
 use std::sync::Arc;
 
