@@ -14,7 +14,8 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs a script of scripts/compare/ with Debian's python3 (as compare.sh does); its stdout.
+/// Runs a script of scripts/compare/ with the `python3` on PATH (as compare.sh runs table.py
+/// and summary.py); its stdout.
 fn run(name: &str, args: &[&Path]) -> String {
     let out = Command::new("python3")
         .arg(script(name))
